@@ -1,0 +1,5 @@
+import sys
+
+from causalloc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""The objective protocol and registry shared by the masked trainer and the objectives.
+
+An objective is one small module in ``causalloc/unlearn/objectives/`` that defines a
+dataclass subclass of :class:`Objective` (its fields are its hyperparameters, with
+documented defaults) decorated with ``@register_objective("name")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+from causalloc.errors import SpecError
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepContext:
+    """What an objective sees at one optimisation step.
+
+    ``model(batch, **kw)`` runs the model being unlearned (masked trainable columns
+    active, gradients on); ``reference(batch, **kw)`` runs the frozen starting model
+    (theta_o: same weights with the trainable columns switched off, under ``no_grad``),
+    shared read-only across runs and never copied. Both return HF ``CausalLMOutput``s;
+    pass ``output_hidden_states=True`` for hidden states.
+    ``refusal`` holds the forget questions paired with refusal answers (for DPO);
+    it is None unless the objective sets ``needs_refusals``.
+    """
+
+    forget: Batch
+    retain: Batch
+    refusal: Batch | None
+    model: Callable[..., Any]
+    reference: Callable[..., Any]
+    step: int
+
+
+@dataclass
+class Objective:
+    """Base class: subclasses are dataclasses whose fields are hyperparameters."""
+
+    name: ClassVar[str] = ""
+    needs_reference: ClassVar[bool] = False
+    needs_refusals: ClassVar[bool] = False
+
+    def prepare(self, config: Any, generator: torch.Generator) -> None:
+        """Called once per run before the first step with the model's HF config and the
+        run's seeded generator (e.g. RMU draws its control vector here)."""
+
+    def loss(self, ctx: StepContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(name: str):
+    """Class decorator: make an objective available by ``name``."""
+
+    def decorator(cls: type[Objective]) -> type[Objective]:
+        cls.name = name
+        OBJECTIVES[name] = cls
+        return cls
+
+    return decorator
+
+
+def make_objective(name: str, **hyper: Any) -> Objective:
+    """Instantiate a registered objective; unknown names or hyperparameters raise SpecError."""
+    from causalloc.unlearn import objectives  # noqa: F401  (registers the built-ins)
+
+    if name not in OBJECTIVES:
+        raise SpecError(f"algorithm: unknown objective {name!r} (known: {sorted(OBJECTIVES)})")
+    cls = OBJECTIVES[name]
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(hyper) - allowed)
+    if unknown:
+        raise SpecError(f"algorithm.{name}: unknown hyperparameter(s) {unknown} (allowed: {sorted(allowed)})")
+    return cls(**hyper)
