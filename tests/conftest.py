@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny models built from configs, random QA-like batches (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOFU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
+
+
+@pytest.fixture(scope="session")
+def tofu_dir() -> Path:
+    if not (TOFU_DIR / "full.json").exists():
+        pytest.skip(f"TOFU not found at {TOFU_DIR}")
+    return TOFU_DIR
+
+
+def tiny_llama(seed: int = 0, vocab: int = 50, hidden: int = 32, intermediate: int = 64, layers: int = 2):
+    """A random LLaMA-architecture model small enough for unit tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=64, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def random_examples(n: int, vocab: int = 50, seed: int = 0, prompt_len: int = 4, answer_len: int = 6):
+    """Encoded QA-like examples (token lists with -100 on the prompt), lengths varying."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        p = int(rng.integers(2, prompt_len + 1))
+        a = int(rng.integers(2, answer_len + 1))
+        ids = rng.integers(1, vocab, size=p + a).tolist()
+        out.append({"input_ids": ids, "labels": [-100] * p + ids[p:]})
+    return out
