@@ -1,0 +1,49 @@
+"""``causalloc report DIR``: write report.md, report.html, tables.tex and figures/ from an
+analysis folder (the one holding analysis.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DESCRIPTION = """Write the report of an analysis: report.md, one self-contained report.html
+(figures embedded, no external references), booktabs tables.tex and figures/*.pdf plus
+figures/*.png (300 dpi). DIR holds analysis.json (from `causalloc analyze`); runs.csv is
+looked up in DIR or its parent and masks in DIR/masks or DIR/../masks. Figures whose data are
+absent are skipped with a note in the report. Works on analyses of external CSV tables too."""
+
+EPILOG = """examples:
+  causalloc report runs/analysis                 # writes next to analysis.json
+  causalloc report runs/analysis --out paper/    # somewhere else
+  causalloc report runs/analysis --json          # print the written paths as JSON
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write report.md/.html, tables.tex and figures from analysis.json",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dir", metavar="DIR", help="folder holding analysis.json (or the file)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output folder (default: DIR)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the written paths and skipped figures as JSON")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from causalloc.report import write_report
+
+    written = write_report(args.dir, args.out)
+    if args.json:
+        print(json.dumps({key: [str(p) for p in value] if isinstance(value, list)
+                          else value if isinstance(value, dict) else str(value)
+                          for key, value in written.items()}, indent=1))
+        return 0
+    print(f"report: {written['report_html']}")
+    print(f"        {written['report_md']}, {written['tables_tex']}, "
+          f"{len(written['figures']) // 2} figures in {written['report_md'].parent / 'figures'}")
+    for name, why in written["skipped_figures"].items():
+        print(f"skipped figure {name}: {why}")
+    return 0

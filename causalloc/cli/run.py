@@ -1,0 +1,57 @@
+"""``causalloc run SPEC --out DIR``: execute a matched design, resumably."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+DESCRIPTION = """Expand an experiment spec (TOML) into matched blocks x conditions and run every
+run not done yet: local worker processes or Ray tasks, results in DIR/runs.sqlite (resumable:
+kill it at any time and run the same command again). Writes DIR/design.json, DIR/spec.toml and
+DIR/runs.csv. Exit status 1 if any run of the design has failed."""
+
+EPILOG = """examples:
+  causalloc run analyses/example_tiny.toml --out runs/tiny --workers 2
+  causalloc run analyses/example_tiny.toml --out runs/tiny --retry-failed
+  causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address auto
+  causalloc run analyses/example_tiny.toml --out runs/tiny --json > summary.json
+"""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run a matched design from an experiment spec", description=DESCRIPTION,
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("spec", metavar="SPEC", help="experiment spec (TOML)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="local worker processes (0 = in this process); with Ray, the "
+                             "least number of tasks in flight (default: 1)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local worker processes (default) or Ray tasks")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster address (e.g. auto, ray://host:10001); default: "
+                             "start a local Ray runtime")
+    parser.add_argument("--threads-per-worker", type=int, metavar="T",
+                        help="torch threads per worker (default: CPUs / workers; 1 on Ray)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run failed runs again (they are kept and skipped otherwise)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)
+    parser.set_defaults(func=handle)
+
+
+def handle(args) -> int:
+    from causalloc.runs import execute_design
+    from causalloc.runs.backends import summary_text
+
+    summary = execute_design(
+        args.spec, args.out, workers=args.workers, backend=args.backend, address=args.address,
+        retry_failed=args.retry_failed, run_fn=args.run_fn,
+        threads_per_worker=args.threads_per_worker, progress=not args.no_progress,
+        command=shlex.join(["causalloc", *sys.argv[1:]]))
+    print(json.dumps(summary, indent=2) if args.json else summary_text(summary))
+    return 1 if summary["status"]["failed"] else 0

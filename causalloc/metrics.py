@@ -1,0 +1,384 @@
+"""Unlearning metrics: extraction strength, forget/retain trajectories, AUES, FS@RS95, TOFU
+truth ratio and forget quality, and the relearning attack.
+
+Every function works on the batch convention of :mod:`causalloc.data.collate`
+(``input_ids``, ``attention_mask``, ``labels`` right-padded; ``labels`` unshifted, -100 off
+the answer). Definitions follow ../shared/notes/methods.md ("Metrics"); notation of the seed
+paper (Lee et al. 2025): FS = 1 - ES(forget), RS = ES(retain).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from causalloc.data.collate import IGNORE_INDEX, collate, encode_qa, pad_id
+from causalloc.data.types import QAItem
+from causalloc.errors import DataError
+
+Batch = Mapping[str, torch.Tensor]
+_MODEL_KEYS = ("input_ids", "attention_mask")
+
+
+# helpers --------------------------------------------------------------------------------
+def _as_batch_list(batches: Batch | Iterable[Batch]) -> list[Batch]:
+    """A single batch dict or an iterable of them, as a list."""
+    return [batches] if isinstance(batches, Mapping) else list(batches)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Evaluation mode without gradients; the model's training flag is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _forward_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``model`` on ``batch`` and the batch's labels, both on the model's device."""
+    device = _device(model)
+    logits = model(**{k: batch[k].to(device) for k in _MODEL_KEYS}).logits
+    return logits, batch["labels"].to(device)
+
+
+def _answer_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Boolean ``[B, T-1]``: which shifted target positions are answer tokens; raises when a
+    row has none (ES and the NLL are undefined for an empty answer)."""
+    answer = labels[:, 1:] != IGNORE_INDEX
+    empty = (~answer.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"batch rows {empty} have no answer tokens (all labels are -100)")
+    return answer
+
+
+# extraction strength --------------------------------------------------------------------
+def extraction_strength_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Extraction strength per row from one teacher-forced pass: ``[B, T, V], [B, T] -> [B]``.
+
+    ES(x, y) = 1 - k*/|y| (Wang et al. 2025, ICLR, "Towards effective evaluations and
+    comparisons for LLM unlearning methods"; the seed paper's FS/RS are built on it), with
+    k* the smallest answer-prefix length k such that greedy decoding from [x, y_<k]
+    reproduces y_>=k exactly. Greedy decoding appends argmax p(. | x, y_<j) at each step
+    j >= k; as long as every appended token equals y_j, the context at step j + 1 is exactly
+    the teacher-forced context [x, y_<=j], so the generation reproduces the suffix iff the
+    teacher-forced argmax is correct at every answer position j >= k (the first error makes
+    the output differ at that token, whatever follows). Hence one forward pass gives
+    k* = 1 + (index of the last answer position whose argmax is wrong), or 0 if none:
+    ES = 1 when the question alone yields the answer, 0 when even y_<|y| fails on the last
+    token. Answer tokens must be contiguous (as ``collate`` makes them); argmax ties go to
+    the lowest token id, as in ``torch.argmax`` greedy decoding.
+    """
+    answer = _answer_rows(labels)
+    targets = labels[:, 1:]
+    wrong = answer & (logits[:, :-1].argmax(dim=-1) != targets)
+    position_in_answer = answer.long().cumsum(dim=1)  # 1-based index of each answer token
+    k_star = (wrong.long() * position_in_answer).amax(dim=1)
+    return 1.0 - k_star.double() / answer.sum(dim=1).double()
+
+
+def extraction_strength(model: torch.nn.Module, batches: Batch | Iterable[Batch]) -> np.ndarray:
+    """ES of every row of ``batches`` (one batch or an iterable), in eval mode without grad."""
+    with _eval_mode(model):
+        values = [extraction_strength_from_logits(*_forward_logits(model, b)).cpu()
+                  for b in _as_batch_list(batches)]
+    return torch.cat(values).numpy()
+
+
+def extraction_strength_by_generation(model, batch: Batch) -> np.ndarray:
+    """Reference ES by literal greedy generation (slow; used to validate the one-pass form).
+
+    For each row, scanning prefix lengths k = 0, 1, ..., |y| from the shortest, run
+    ``model.generate`` greedily (``do_sample=False``, one beam) on the unpadded [x, y_<k] for
+    |y| - k new tokens and stop at the first k whose output equals y_>=k exactly (k = |y| always
+    does: the suffix is empty). EOS does not stop generation (``eos_token_id=None``): ES
+    compares token sequences, and ``encode_qa`` puts EOS inside y as its last token.
+    """
+    labels = batch["labels"]
+    answer = _answer_rows(labels)
+    result = []
+    with _eval_mode(model):
+        device = _device(model)
+        for row in range(labels.shape[0]):
+            positions = answer[row].nonzero().flatten() + 1  # unshifted answer positions
+            start, n_answer = int(positions[0]), positions.numel()
+            if int(positions[-1]) - start + 1 != n_answer:
+                raise ValueError(f"batch row {row}: answer tokens are not contiguous")
+            sequence = batch["input_ids"][row, : start + n_answer].to(device)
+            target = labels[row, start : start + n_answer].to(device)
+            k_star = n_answer
+            for k in range(n_answer):
+                prefix = sequence[: start + k].unsqueeze(0)
+                generated = model.generate(
+                    input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                    max_new_tokens=n_answer - k, do_sample=False, num_beams=1,
+                    repetition_penalty=1.0, pad_token_id=0, eos_token_id=None,
+                )[0, prefix.shape[1]:]
+                if torch.equal(generated, target[k:]):
+                    k_star = k
+                    break
+            result.append(1.0 - k_star / n_answer)
+    return np.asarray(result, dtype=np.float64)
+
+
+# forget / retain trajectories -------------------------------------------------------------
+def rs_fs(model: torch.nn.Module, forget_batches: Batch | Iterable[Batch],
+          retain_batches: Batch | Iterable[Batch]) -> tuple[float, float]:
+    """(RS, FS) = (mean ES on retain, 1 - mean ES on forget) of the model as it is now."""
+    rs = float(extraction_strength(model, retain_batches).mean())
+    fs = 1.0 - float(extraction_strength(model, forget_batches).mean())
+    return rs, fs
+
+
+def _checked_scores(rs, fs) -> tuple[np.ndarray, np.ndarray]:
+    rs, fs = np.asarray(rs, dtype=np.float64), np.asarray(fs, dtype=np.float64)
+    if rs.ndim != 1 or rs.shape != fs.shape or rs.size == 0:
+        raise ValueError(f"rs and fs must be equal-length non-empty 1-D sequences, got shapes "
+                         f"{rs.shape} and {fs.shape}")
+    for name, values in (("rs", rs), ("fs", fs)):
+        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
+            raise ValueError(f"{name} values must be finite and lie in [0, 1], got {values.tolist()}")
+    return rs, fs
+
+
+def aues(rs: Sequence[float], fs: Sequence[float]) -> float:
+    """Area under the forget-retain frontier of a set of checkpoints.
+
+    F(r) = max{FS_t : RS_t >= r} over the evaluated checkpoints t (pass the starting model
+    too), with F(r) = 0 where no checkpoint reaches r; AUES = integral of F(r) dr over
+    [0, 1]. The seed paper reports an "area under the FS-RS curve" without saying what is
+    swept; this makes it precise: an upper envelope, so a method scores the best forgetting
+    it reached at each retain level, and dominated checkpoints do not lower it. F is a
+    non-increasing step function, so the integral is exact: with the RS values sorted
+    r_(1) <= ... <= r_(n) and r_(0) = 0, AUES = sum_i (r_(i) - r_(i-1)) * max_{j >= i} FS_(j).
+    Range [0, 1]; 1 means perfect forgetting at full retain ES.
+    """
+    rs, fs = _checked_scores(rs, fs)
+    order = np.argsort(rs, kind="stable")
+    frontier = np.maximum.accumulate(fs[order][::-1])[::-1]
+    widths = np.diff(rs[order], prepend=0.0)
+    return float(np.sum(widths * frontier))
+
+
+def fs_at_rs(rs: Sequence[float], fs: Sequence[float], rs0: float,
+             fraction: float = 0.95) -> float:
+    """FS@RS95: max FS_t over checkpoints with RS_t >= fraction * RS_0 (NaN if none does;
+    never the case when the starting model, RS_t = RS_0, is among the checkpoints)."""
+    rs, fs = _checked_scores(rs, fs)
+    eligible = rs >= fraction * float(rs0)
+    return float(fs[eligible].max()) if eligible.any() else float("nan")
+
+
+@dataclass
+class Trajectory:
+    """(step, RS, FS) at evaluation steps of one unlearning run; entry 0 is the starting model.
+
+    Serialises to the ``trajectory`` column of runs.csv: a list of ``{"step", "rs", "fs"}``.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    rs: list[float] = field(default_factory=list)
+    fs: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not len(self.steps) == len(self.rs) == len(self.fs):
+            raise ValueError(f"trajectory: steps, rs, fs have lengths {len(self.steps)}, "
+                             f"{len(self.rs)}, {len(self.fs)}")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
+            raise ValueError(f"trajectory: steps must increase strictly, got {self.steps}")
+        if self.steps:
+            _checked_scores(self.rs, self.fs)
+
+    def add(self, step: int, rs: float, fs: float) -> None:
+        """Append one evaluation (steps must increase; RS and FS in [0, 1])."""
+        if self.steps and step <= self.steps[-1]:
+            raise ValueError(f"trajectory: step {step} does not follow step {self.steps[-1]}")
+        _checked_scores([rs], [fs])
+        self.steps.append(int(step))
+        self.rs.append(float(rs))
+        self.fs.append(float(fs))
+
+    def evaluate(self, step: int, model: torch.nn.Module, forget_batches, retain_batches) -> None:
+        """Measure (RS, FS) of ``model`` now (see :func:`rs_fs`) and append it at ``step``."""
+        self.add(step, *rs_fs(model, forget_batches, retain_batches))
+
+    def aues(self) -> float:
+        return aues(self.rs, self.fs)
+
+    def fs_at_rs(self, fraction: float = 0.95) -> float:
+        """FS@RS95 relative to the first entry's RS (the starting model)."""
+        if not self.steps:
+            raise ValueError("trajectory is empty")
+        return fs_at_rs(self.rs, self.fs, self.rs[0], fraction)
+
+    def to_records(self) -> list[dict]:
+        return [{"step": s, "rs": r, "fs": f} for s, r, f in zip(self.steps, self.rs, self.fs)]
+
+    @classmethod
+    def from_records(cls, records: Iterable[Mapping]) -> Trajectory:
+        records = list(records)
+        for i, rec in enumerate(records):
+            missing = {"step", "rs", "fs"} - set(rec)
+            if missing:
+                raise ValueError(f"trajectory record {i} lacks keys {sorted(missing)}")
+        return cls([int(r["step"]) for r in records], [float(r["rs"]) for r in records],
+                   [float(r["fs"]) for r in records])
+
+
+# TOFU truth ratio and forget quality -----------------------------------------------------------
+def answer_nll_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean token negative log-likelihood of each row's answer: ``[B, T, V], [B, T] -> [B]``."""
+    answer = _answer_rows(labels)
+    token_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
+                                ignore_index=IGNORE_INDEX, reduction="none")
+    return (token_nll * answer).sum(dim=1) / answer.sum(dim=1)
+
+
+@dataclass(frozen=True)
+class TruthRatio:
+    """Per-item TOFU truth ratios and the losses behind them (arrays of length n_items).
+
+    ``ratio`` is R = exp(mean_j L_perturbed_j - L_paraphrased) with L the mean token NLL of
+    an answer given the original question (Maini et al. 2024, TOFU; the quantity its
+    released code feeds to the forget-quality KS test). R > 1 means the model prefers the
+    correct paraphrase to the perturbed wrong answers. The TOFU paper writes the inverse,
+    R_truth = 1 / R, and reports two summaries of it, given here as properties.
+    """
+
+    ratio: np.ndarray
+    paraphrased_nll: np.ndarray
+    perturbed_nll: np.ndarray  # mean over the item's perturbed answers
+
+    @property
+    def tofu_forget_score(self) -> float:
+        """TOFU's "Truth Ratio" reported on the forget set: mean(min(R, 1/R))."""
+        return float(np.mean(np.minimum(self.ratio, 1.0 / self.ratio)))
+
+    @property
+    def tofu_utility_score(self) -> float:
+        """TOFU's "Truth Ratio" in model utility (retain, real authors, world facts):
+        mean(max(0, 1 - R_truth)) = mean(max(0, 1 - 1/R))."""
+        return float(np.mean(np.maximum(0.0, 1.0 - 1.0 / self.ratio)))
+
+
+def truth_ratio(model: torch.nn.Module, tokenizer, items: Sequence[QAItem],
+                batch_size: int = 16, max_length: int = 128) -> TruthRatio:
+    """TOFU truth ratio of every item (see :class:`TruthRatio`); needs each item's
+    ``paraphrased_answer`` and ``perturbed_answers`` (DataError naming the item otherwise)."""
+    texts, owners = [], []
+    for i, item in enumerate(items):
+        if not item.paraphrased_answer or not item.perturbed_answers:
+            raise DataError(f"truth ratio: item {i} ({item.author!r}: {item.question!r}) lacks a "
+                            f"paraphrased_answer or perturbed_answers")
+        for answer in (item.paraphrased_answer, *item.perturbed_answers):
+            texts.append(encode_qa(tokenizer, item.question, answer, max_length))
+            owners.append(i)
+    if not texts:
+        raise DataError("truth ratio: no items")
+    batches = [collate(texts[s : s + batch_size], pad_id(tokenizer))
+               for s in range(0, len(texts), batch_size)]
+    with _eval_mode(model):
+        nll = torch.cat([answer_nll_from_logits(*_forward_logits(model, b)).cpu()
+                         for b in batches]).double().numpy()
+    owners = np.asarray(owners)
+    first = np.searchsorted(owners, np.arange(len(items)))  # the paraphrase of each item
+    paraphrased = nll[first]
+    perturbed_sum = np.bincount(owners, weights=nll) - paraphrased
+    perturbed = perturbed_sum / (np.bincount(owners) - 1)
+    return TruthRatio(np.exp(perturbed - paraphrased), paraphrased, perturbed)
+
+
+def forget_quality(tr_unlearned: TruthRatio | Sequence[float],
+                   tr_reference: TruthRatio | Sequence[float]) -> tuple[float, float]:
+    """TOFU forget quality: (p, ln p) of the two-sample Kolmogorov-Smirnov test
+    (``scipy.stats.ks_2samp``, two-sided, exact when small) between the forget-set truth
+    ratios of the unlearned model and of theta_r, the model that never saw the forget set.
+
+    High p = indistinguishable from never having learned. The log is natural (base e; the
+    seed paper's "log forget quality" does not state a base: divide by ln 10 for log10);
+    p = 0 gives -inf.
+    """
+    samples = []
+    for name, values in (("tr_unlearned", tr_unlearned), ("tr_reference", tr_reference)):
+        values = np.asarray(values.ratio if isinstance(values, TruthRatio) else values, float)
+        if values.ndim != 1 or values.size == 0 or not np.isfinite(values).all():
+            raise ValueError(f"forget quality: {name} must be a non-empty 1-D finite sequence")
+        samples.append(values)
+    p = float(stats.ks_2samp(*samples).pvalue)
+    return p, float(np.log(p)) if p > 0 else float("-inf")
+
+
+# relearning attack ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RelearnResult:
+    """Outcome of :func:`relearning_attack`: ``es`` = mean ES on the held-out forget part
+    after the attack, ``es_per_example`` its rows, ``curve`` = [(step, mean ES)] from step 0."""
+
+    es: float
+    es_per_example: np.ndarray
+    curve: list[tuple[int, float]]
+    seed: int
+
+
+def relearning_attack(model: torch.nn.Module, forget_train_batches: Iterable[Batch],
+                      forget_eval_batches: Batch | Iterable[Batch], steps: int, lr: float,
+                      seed: int, weight_decay: float = 0.01,
+                      eval_every: int | None = None) -> RelearnResult:
+    """Fine-tune a deep copy of ``model`` on part of the forget set; return ES on the rest.
+
+    A resurfacing test (Lacuna, Boglioni et al. 2026): knowledge that unlearning only hid
+    comes back after a few steps. All parameters of the copy are trained with AdamW
+    (``lr``, ``weight_decay``) on the mean answer NLL for ``steps`` steps, cycling through
+    ``forget_train_batches`` in an order reshuffled every pass by a ``torch.Generator``
+    seeded with ``seed`` (dropout, if any, draws from a forked RNG seeded the same way).
+    ES on ``forget_eval_batches`` is measured at step 0, every ``eval_every`` steps and at
+    the end (``eval_every=None``: start and end only). ``model`` itself is never modified.
+    """
+    if steps < 0 or lr <= 0:
+        raise ValueError(f"relearning attack: need steps >= 0 and lr > 0, got {steps}, {lr}")
+    train_batches = _as_batch_list(forget_train_batches)
+    eval_batches = _as_batch_list(forget_eval_batches)
+    if not train_batches or not eval_batches:
+        raise ValueError("relearning attack: forget_train_batches and forget_eval_batches "
+                         "must be non-empty")
+    attacked = copy.deepcopy(model)
+    attacked.requires_grad_(True)
+    device = _device(attacked)
+    optimizer = torch.optim.AdamW(attacked.parameters(), lr=lr, weight_decay=weight_decay)
+    order_generator = torch.Generator().manual_seed(seed)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+
+    curve = [(0, float(extraction_strength(attacked, eval_batches).mean()))]
+    order: list[int] = []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        attacked.train()
+        for step in range(1, steps + 1):
+            if not order:
+                order = torch.randperm(len(train_batches), generator=order_generator).tolist()
+            batch = train_batches[order.pop(0)]
+            loss = attacked(**{k: batch[k].to(device) for k in (*_MODEL_KEYS, "labels")}).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if eval_every and step % eval_every == 0 and step != steps:
+                curve.append((step, float(extraction_strength(attacked, eval_batches).mean())))
+    final = extraction_strength(attacked, eval_batches)
+    if steps:
+        curve.append((steps, float(final.mean())))
+    return RelearnResult(float(final.mean()), final, curve, seed)

@@ -1,0 +1,553 @@
+"""Paper figures, one public function per figure, each returning a matplotlib Figure.
+
+Functions that need only analysis.json take the analysis dict; those that need per-run values
+(trade-off curves, paired slopes, the random-mask null) also take the run table. A function
+whose data are absent raises DataError saying what is missing; ``build_figures`` turns that
+into a skipped-figure note. Figures are built on ``matplotlib.figure.Figure`` directly (no
+pyplot state), so they render with the Agg canvas on any machine.
+
+Every interval drawn across seeds is a t interval of the mean,
+mean +- t_{0.975, n-1} * sd / sqrt(n) (scipy.stats.t), computed after averaging the K
+random-mask draws within each block so that n counts blocks, as in the analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
+from scipy import stats
+
+from causalloc.errors import DataError
+from causalloc.report.inputs import ReportInputs
+from causalloc.report.style import (
+    DOUBLE_COLUMN,
+    SINGLE_COLUMN,
+    cell_label,
+    condition_order,
+    condition_styles,
+    metric_label,
+    pair_color,
+    paper_style,
+    random_group,
+    varying_cell_labels,
+)
+from causalloc.report.text import fmt_interval, fmt_p, fmt_sig, is_number
+
+#: most points of a common step grid for trade-off curves
+MAX_GRID_POINTS = 200
+#: panels per row in small-multiple figures
+PANEL_COLUMNS = 3
+
+
+@dataclass
+class ReportFigure:
+    """A drawn figure with the file stem and caption the report uses."""
+
+    name: str
+    title: str
+    caption: str
+    figure: Figure
+
+
+def _inputs(analysis: dict, runs: pd.DataFrame | None = None) -> ReportInputs:
+    return ReportInputs(analysis=analysis, analysis_path=Path("analysis.json"), runs=runs)
+
+
+def _pick_metric(inputs: ReportInputs, metric: str | None) -> str:
+    metric = metric or inputs.headline_metric
+    if metric is None:
+        raise DataError("analysis.json: no comparison to draw")
+    if metric not in inputs.metrics:
+        raise DataError(f"analysis.json: no comparison on metric {metric!r} "
+                        f"(metrics compared: {', '.join(inputs.metrics)})")
+    return metric
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and t interval over axis 0, ignoring NaN; lo = hi = mean where n < 2."""
+    values = np.asarray(values, dtype=float)
+    n = np.sum(np.isfinite(values), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(values, axis=0) if values.size else np.full(values.shape[1:], np.nan)
+        sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+        half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1))
+    half = np.where(n >= 2, half, 0.0)
+    return mean, mean - half, mean + half
+
+
+def _grid(n_panels: int, width: float = DOUBLE_COLUMN, panel_height: float = 1.9):
+    cols = min(PANEL_COLUMNS, max(n_panels, 1))
+    rows = math.ceil(max(n_panels, 1) / cols)
+    fig = Figure(figsize=(width if n_panels > 1 else SINGLE_COLUMN, panel_height * rows + 0.3),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _matches(column: pd.Series, value) -> pd.Series:
+    """Rows of ``column`` equal to a cell value from JSON (numbers compared numerically, so that
+    a CSV's ``1.0`` matches JSON's ``1``)."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and numeric.notna().all():
+        return pd.Series(np.isclose(numeric.to_numpy(dtype=float), float(value)),
+                         index=column.index)
+    return column.astype(str) == str(value)
+
+
+def _select_cell(runs: pd.DataFrame, cell: dict) -> pd.DataFrame:
+    keep = pd.Series(True, index=runs.index)
+    for column, value in cell.items():
+        if column not in runs:
+            raise DataError(f"runs.csv: no column {column!r} (a cell column of analysis.json)")
+        keep &= _matches(runs[column], value)
+    return runs[keep]
+
+
+def _require_columns(runs: pd.DataFrame | None, columns: list[str], figure: str) -> pd.DataFrame:
+    if runs is None:
+        raise DataError(f"{figure} needs runs.csv, which was not found")
+    missing = [c for c in columns if c not in runs]
+    if missing:
+        raise DataError(f"{figure} needs column(s) {', '.join(missing)} in runs.csv")
+    return runs
+
+
+def _interval(interval) -> tuple[float, float]:
+    """(lo, hi) of a stored interval, NaN where null (matplotlib then draws no bar)."""
+    lo, hi = (list(interval or []) + [None, None])[:2]
+    return (lo if is_number(lo) else np.nan), (hi if is_number(hi) else np.nan)
+
+
+def _cells(comparisons: list[dict]) -> list[dict]:
+    return list({json.dumps(c["cell"], sort_keys=True, default=str): c["cell"]
+                 for c in comparisons}.values())
+
+
+def _titles(cells: list[dict]) -> dict[str, str]:
+    """Panel title per cell (keyed by its JSON), naming only what differs between panels."""
+    return {json.dumps(cell, sort_keys=True, default=str): label
+            for cell, label in zip(cells, varying_cell_labels(cells))}
+
+
+def _title(titles: dict[str, str], cell: dict) -> str:
+    return titles[json.dumps(cell, sort_keys=True, default=str)]
+
+
+def _block_values(inputs: ReportInputs, runs: pd.DataFrame, metric: str,
+                  cell: dict) -> pd.DataFrame:
+    """Metric per replicate (rows) and condition (columns) in one cell, averaging the random
+    draws of a block as the analysis does."""
+    rows = _select_cell(runs, cell)
+    values = pd.to_numeric(rows[metric], errors="coerce")
+    frame = pd.DataFrame({"replicate": rows[inputs.replicate].to_numpy(),
+                          "condition": rows[inputs.condition_column].astype(str).to_numpy(),
+                          "value": values.to_numpy()})
+    return frame.pivot_table(index="replicate", columns="condition", values="value",
+                             aggfunc="mean")
+
+
+def forest_plot(analysis: dict, metric: str | None = None) -> Figure:
+    """The headline: one row per cell and comparison, mean difference (a - b) with its 95% CI,
+    a line at 0, the +-SESOI band shaded, and each pooled mixed-model estimate of the metric
+    as a diamond spanning its 95% CI."""
+    inputs = _inputs(analysis)
+    metric = _pick_metric(inputs, metric)
+    comparisons = [c for c in inputs.comparisons if c["metric"] == metric]
+    titles = _titles(_cells(comparisons))
+    pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comparisons))
+    pooled = [m for m in analysis.get("mixed_models") or []
+              if m.get("metric") == metric and is_number(m.get("estimate"))]
+    n_rows = len(comparisons) + len(pairs) + len(pooled) + (1 if pooled else 0)
+    sesoi = next((c["sesoi"] for c in comparisons if isinstance(c.get("sesoi"), (int, float))),
+                 (analysis.get("policy") or {}).get("sesoi", {}).get(metric))
+    with paper_style():
+        fig = Figure(figsize=(SINGLE_COLUMN, 0.6 + 0.17 * n_rows), layout="constrained")
+        ax = fig.subplots()
+        y, ticks, labels, headings = n_rows, [], [], {}
+        for index, (a, b) in enumerate(pairs):
+            color = pair_color(index)
+            y -= 1
+            headings[len(ticks)] = color
+            ticks.append(y)
+            labels.append(f"{a} vs {b}")
+            for c in (c for c in comparisons if (c["a"], c["b"]) == (a, b)):
+                y -= 1
+                lo, hi = _interval(c.get("ci95"))
+                ax.errorbar(c["mean_diff"], y, xerr=[[c["mean_diff"] - lo], [hi - c["mean_diff"]]],
+                            fmt="o", color=color, ms=3.5, capsize=1.5, lw=1)
+                ticks.append(y)
+                labels.append(f"{_title(titles, c['cell'])} (n={c['n_blocks']})")
+        if pooled:
+            y -= 1
+            for model in pooled:
+                y -= 1
+                lo, hi = _interval(model.get("ci95"))
+                ax.add_patch(Polygon([(lo, y), (model["estimate"], y + 0.3), (hi, y),
+                                      (model["estimate"], y - 0.3)], closed=True,
+                                     facecolor="0.25", edgecolor="0.25"))
+                ticks.append(y)
+                flag = "" if model.get("converged", True) else " (not converged)"
+                labels.append(f"pooled: {model.get('contrast') or model.get('term')}{flag}")
+        if isinstance(sesoi, (int, float)) and sesoi > 0:
+            ax.axvspan(-sesoi, sesoi, color="0.9", zorder=0, label=f"+-SESOI ({sesoi:g})")
+            ax.legend(loc="lower right", bbox_to_anchor=(1, 1), fontsize=6)
+        ax.axvline(0, color="0.3", lw=0.7, zorder=1)
+        ax.set_yticks(ticks, labels)
+        for index, tick_label in enumerate(ax.get_yticklabels()):
+            if index in headings:  # the pair names head their group of rows
+                tick_label.set_fontweight("bold")
+                tick_label.set_color(headings[index])
+        ax.set_ylim(y - 0.7, n_rows - 0.3)
+        ax.tick_params(axis="y", length=0)
+        ax.spines["left"].set_visible(False)
+        ax.set_xlabel(f"Delta {metric_label(metric)} (a - b), mean and 95% CI")
+    return fig
+
+
+def _trajectory_frame(runs: pd.DataFrame) -> list[dict]:
+    parsed = []
+    for index, text in runs["trajectory"].items():
+        if not isinstance(text, str) or not text.strip():
+            continue
+        try:
+            points = pd.DataFrame(json.loads(text))[["step", "rs", "fs"]].astype(float)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"runs.csv row {index}: column 'trajectory' is not a JSON list of "
+                            f'{{"step", "rs", "fs"}} ({exc})') from None
+        parsed.append({"index": index, "points": points.sort_values("step")})
+    return parsed
+
+
+def tradeoff_curves(runs: pd.DataFrame, analysis: dict) -> Figure:
+    """FS-RS trade-off per cell: for each condition, the mean (RS, FS) path over unlearning
+    steps with a 95% CI band of FS across seeds.
+
+    Each run's curve is linearly interpolated (numpy.interp, holding the end values) onto
+    the union of its panel's steps, thinned to MAX_GRID_POINTS; random draws are averaged
+    within a block before the across-seed interval.
+    """
+    inputs = _inputs(analysis, runs)
+    runs = _require_columns(inputs.done_runs(), ["trajectory", inputs.replicate,
+                                                 inputs.condition_column],
+                            "the trade-off figure")
+    cells = _cells(inputs.comparisons) or [{}]
+    titles = _titles(cells)
+    styles = condition_styles(runs[inputs.condition_column].astype(str))
+    drawn = 0
+    with paper_style():
+        fig, axes = _grid(len(cells))
+        for ax, cell in zip(axes, cells):
+            rows = _select_cell(runs, cell)
+            curves = _trajectory_frame(rows)
+            if not curves:
+                ax.set_title(f"{_title(titles, cell)}: no trajectories", fontsize=7)
+                continue
+            steps = np.unique(np.concatenate([c["points"]["step"].to_numpy() for c in curves]))
+            if steps.size > MAX_GRID_POINTS:
+                steps = np.linspace(steps[0], steps[-1], MAX_GRID_POINTS)
+            per_run = []
+            for curve in curves:
+                row = rows.loc[curve["index"]]
+                points = curve["points"]
+                per_run.append({"condition": str(row[inputs.condition_column]),
+                                "replicate": row[inputs.replicate],
+                                "rs": np.interp(steps, points["step"], points["rs"]),
+                                "fs": np.interp(steps, points["step"], points["fs"])})
+            frame = pd.DataFrame(per_run)
+            for condition in condition_order(frame["condition"]):
+                subset = frame[frame["condition"] == condition]
+                by_block = [np.mean(np.stack(g[key].to_list()), axis=0)
+                            for _, g in subset.groupby("replicate") for key in ("rs", "fs")]
+                rs = np.stack(by_block[0::2])
+                fs = np.stack(by_block[1::2])
+                rs_mean = rs.mean(axis=0)
+                fs_mean, fs_lo, fs_hi = mean_ci(fs)
+                style = styles[condition]
+                ax.plot(rs_mean, fs_mean, color=style["color"], label=condition, lw=1)
+                ax.plot(rs_mean[-1], fs_mean[-1], style["marker"], color=style["color"], ms=3.5)
+                band = np.column_stack([np.r_[rs_mean, rs_mean[::-1]], np.r_[fs_lo, fs_hi[::-1]]])
+                ax.add_patch(Polygon(band, closed=True, facecolor=style["color"], alpha=0.15,
+                                     edgecolor="none"))
+            drawn += 1
+            ax.set_title(_title(titles, cell), fontsize=7)
+            ax.set_xlabel("retain score (RS)")
+            ax.set_ylabel("forget score (FS)")
+        if not drawn:
+            raise DataError("the trade-off figure needs trajectories in runs.csv "
+                            "(column 'trajectory' is empty)")
+        _shared_legend(fig, axes)
+    return fig
+
+
+def _shared_legend(fig: Figure, axes) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+            labels[label] = label
+    if handles:
+        fig.legend(list(handles.values()), list(labels.values()), loc="outside lower center",
+                   ncols=min(4, len(handles)), fontsize=6)
+
+
+def paired_slopes(runs: pd.DataFrame, analysis: dict, metric: str | None = None) -> Figure:
+    """Seed-wise paired slopes per cell: one grey line per block across the compared
+    conditions (random draws averaged within the block), condition means with 95% CI."""
+    inputs = _inputs(analysis, runs)
+    metric = _pick_metric(inputs, metric)
+    runs = _require_columns(inputs.done_runs(), [metric, inputs.replicate,
+                                                 inputs.condition_column],
+                            "the paired-slopes figure")
+    comparisons = [c for c in inputs.comparisons if c["metric"] == metric]
+    cells = _cells(comparisons)
+    titles = _titles(cells)
+    styles = condition_styles(x for c in comparisons for x in (c["a"], c["b"]))
+    with paper_style():
+        fig, axes = _grid(len(cells))
+        for ax, cell in zip(axes, cells):
+            in_cell = [c for c in comparisons if c["cell"] == cell]
+            conditions = condition_order(x for c in in_cell for x in (c["a"], c["b"]))
+            table = _block_values(inputs, runs, metric, cell).reindex(columns=conditions)
+            x = np.arange(len(conditions))
+            for _, block in table.iterrows():
+                ax.plot(x, block.to_numpy(dtype=float), color="0.6", lw=0.6, alpha=0.7,
+                        zorder=1)
+            mean, lo, hi = mean_ci(table.to_numpy(dtype=float))
+            for i, condition in enumerate(conditions):
+                style = styles[condition]
+                ax.errorbar(i, mean[i], yerr=[[mean[i] - lo[i]], [hi[i] - mean[i]]],
+                            fmt=style["marker"], color=style["color"], capsize=2, zorder=3)
+            ax.set_xticks(x, conditions, rotation=30, ha="right")
+            ax.set_xlim(-0.4, len(conditions) - 0.6)
+            ax.set_title(f"{_title(titles, cell)} (n={len(table)})", fontsize=7)
+            ax.set_ylabel(metric_label(metric))
+    return fig
+
+
+def null_distribution(runs: pd.DataFrame, analysis: dict, metric: str | None = None) -> Figure:
+    """The random-mask null per cell: each block's K random-mask values (grey dots) with the
+    value of every condition compared against them marked, and the randomization p."""
+    inputs = _inputs(analysis, runs)
+    metric = _pick_metric(inputs, metric)
+    runs = _require_columns(inputs.done_runs(), [metric, inputs.replicate,
+                                                 inputs.condition_column],
+                            "the null-distribution figure")
+    random_names = inputs.random_conditions
+    comparisons = [c for c in inputs.comparisons
+                   if c["metric"] == metric and c["b"] in random_names]
+    if not comparisons:
+        raise DataError("the null-distribution figure needs comparisons against random masks "
+                        "(none found for metric " + repr(metric) + ")")
+    cells = _cells(comparisons)
+    titles = _titles(cells)
+    styles = condition_styles(x for c in comparisons for x in (c["a"], c["b"]))
+    with paper_style():
+        fig, axes = _grid(len(cells), panel_height=2.2)
+        for ax, cell in zip(axes, cells):
+            in_cell = [c for c in comparisons if c["cell"] == cell]
+            rows = _select_cell(runs, cell)
+            replicates = sorted(rows[inputs.replicate].unique(), key=str)
+            position = {r: i for i, r in enumerate(replicates)}
+            conditions = rows[inputs.condition_column].astype(str)
+            values = pd.to_numeric(rows[metric], errors="coerce")
+            for null_name in dict.fromkeys(c["b"] for c in in_cell):
+                null = rows[conditions == null_name]
+                ax.scatter(values[null.index], null[inputs.replicate].map(position), s=6,
+                           color=styles[null_name]["color"], alpha=0.6, lw=0,
+                           label=f"{null_name} masks")
+            p_values = []
+            for c in in_cell:
+                observed = rows[conditions == c["a"]]
+                style = styles[c["a"]]
+                ax.scatter(values[observed.index], observed[inputs.replicate].map(position),
+                           marker=style["marker"], s=16, color=style["color"], zorder=3,
+                           label=c["a"])
+                if isinstance(c.get("p_rand"), (int, float)):
+                    p_values.append(f"{c['a']} {c['p_rand']:.2g}")
+            ax.set_yticks(range(len(replicates)), [str(r) for r in replicates])
+            ax.set_ylabel(inputs.replicate)
+            ax.set_xlabel(metric_label(metric))
+            ax.set_title(_title(titles, cell) + ("\nrandomization p: " + ", ".join(p_values)
+                                                 if p_values else ""), fontsize=7)
+        _shared_legend(fig, axes)
+    return fig
+
+
+def dose_response(analysis: dict, predictor: str | None = None) -> Figure:
+    """Metric against budget or against the fraction of the mask inside the oracle region:
+    per-level means with 95% CI and the fitted slope (intercept = mean(y) - slope * mean(x),
+    weighted by each level's n, i.e. the least-squares line through the level means)."""
+    entries = [d for d in analysis.get("dose_response") or []
+               if predictor is None or d.get("predictor") == predictor]
+    if not entries:
+        raise DataError("analysis.json has no dose_response entries"
+                        + (f" for predictor {predictor!r}" if predictor else ""))
+    xlabels = {"budget": "budget (fraction of units)", "overlap": "overlap with oracle mask"}
+    with paper_style():
+        fig, axes = _grid(len(entries))
+        for ax, entry in zip(axes, entries):
+            points = pd.DataFrame(entry.get("points") or [])
+            if points.empty:
+                ax.set_title(f"{cell_label(entry.get('cell') or {})}: no points", fontsize=7)
+                continue
+            points = points.sort_values("x")
+            ax.errorbar(points["x"], points["mean"],
+                        yerr=[points["mean"] - points["lo"], points["hi"] - points["mean"]],
+                        fmt="o", color=pair_color(0), capsize=2)
+            weights = points["n"] if "n" in points else np.ones(len(points))
+            x_bar = np.average(points["x"], weights=weights)
+            y_bar = np.average(points["mean"], weights=weights)
+            slope = entry.get("slope")
+            if is_number(slope):
+                xs = np.linspace(points["x"].min(), points["x"].max(), 20)
+                ax.plot(xs, y_bar + slope * (xs - x_bar), color="0.3", lw=0.8, ls="--")
+            ax.set_title(f"{cell_label(entry.get('cell') or {})}\nslope {fmt_sig(slope, 3)} "
+                         f"{fmt_interval(entry.get('ci95'))}, {fmt_p(entry.get('p'))}",
+                         fontsize=7)
+            ax.set_xlabel(xlabels.get(entry.get("predictor"), str(entry.get("predictor"))))
+            ax.set_ylabel(metric_label(entry.get("metric", "")))
+    return fig
+
+
+def _mask_sets(mask: dict) -> set[tuple[int, int]]:
+    return {(layer, unit) for layer, units in enumerate(mask["units"]) for unit in units}
+
+
+def mask_anatomy(masks: list[dict]) -> Figure:
+    """Where the masks sit: units per layer of each mask (random-like masks summarised by
+    their mean and range), and the Jaccard overlap |A & B| / |A | B| between masks (mean over
+    members for the random group, excluding a mask with itself).
+
+    ``masks`` are ``causalloc.masks.Mask.to_dict()`` dicts; only those with the most common
+    signature (n_layers, n_units) are drawn, since masks of different models cannot overlap.
+    """
+    if not masks:
+        raise DataError("the mask-anatomy figure needs mask files (masks/*.json)")
+    signature = pd.Series([(m["signature"]["n_layers"], m["signature"]["n_units"])
+                           for m in masks]).mode()[0]
+    masks = [m for m in masks
+             if (m["signature"]["n_layers"], m["signature"]["n_units"]) == signature]
+    groups: dict[str, list[dict]] = {}
+    for mask in masks:
+        group = random_group(mask["name"])
+        key = f"{group} masks" if group else mask["name"]
+        groups.setdefault(key, []).append(mask)
+    names = condition_order(groups)
+    labels = [f"{name} (n={len(groups[name])})" if len(groups[name]) > 1 else name
+              for name in names]
+    styles = condition_styles(names)
+    sets = {name: [_mask_sets(m) for m in groups[name]] for name in names}
+    jaccard = np.zeros((len(names), len(names)))
+    for i, first in enumerate(names):
+        for j, second in enumerate(names):
+            scores = [len(a & b) / max(len(a | b), 1)
+                      for ia, a in enumerate(sets[first]) for ib, b in enumerate(sets[second])
+                      if not (i == j and ia == ib)]
+            jaccard[i, j] = np.mean(scores) if scores else 1.0
+    layers = np.arange(signature[0])
+    with paper_style():
+        fig = Figure(figsize=(DOUBLE_COLUMN, 2.6), layout="constrained")
+        ax_counts, ax_heat = fig.subplots(1, 2, width_ratios=[1.2, 1])
+        for name, label in zip(names, labels):
+            counts = np.array([[len(units) for units in m["units"]] for m in groups[name]])
+            style = styles[name]
+            ax_counts.plot(layers, counts.mean(axis=0), marker=style["marker"],
+                           color=style["color"], label=label, lw=1)
+            if len(counts) > 1:
+                ax_counts.fill_between(layers, counts.min(axis=0), counts.max(axis=0),
+                                       color=style["color"], alpha=0.15, lw=0)
+        ax_counts.set_xlabel("layer")
+        ax_counts.set_ylabel("units in mask")
+        ax_counts.set_xticks(layers)
+        ax_counts.legend(fontsize=6)
+        sns.heatmap(pd.DataFrame(jaccard, index=labels, columns=labels), ax=ax_heat,
+                    vmin=0, vmax=1, cmap="viridis", annot=len(names) <= 8, fmt=".2f",
+                    annot_kws={"fontsize": 6}, square=True,
+                    cbar_kws={"label": "Jaccard overlap", "shrink": 0.8})
+        ax_heat.tick_params(labelsize=6)
+    return fig
+
+
+def layer_residuals(analysis: dict) -> Figure:
+    """Per-layer L2 norm of the weight change outside the mask (``layer_residuals``), mean
+    over seeds with 95% CI per condition."""
+    entries = analysis.get("layer_residuals") or []
+    if not entries:
+        raise DataError("analysis.json has no layer_residuals")
+    frame = pd.DataFrame(entries)
+    missing = {"layer", "condition", "residual"} - set(frame.columns)
+    if missing:
+        raise DataError(f"analysis.json: layer_residuals lack key(s) {', '.join(sorted(missing))}")
+    if "seed" not in frame:
+        frame["seed"] = 0
+    styles = condition_styles(frame["condition"].astype(str))
+    with paper_style():
+        fig = Figure(figsize=(SINGLE_COLUMN, 2.3), layout="constrained")
+        ax = fig.subplots()
+        for condition in condition_order(frame["condition"].astype(str)):
+            table = frame[frame["condition"].astype(str) == condition].pivot_table(
+                index="seed", columns="layer", values="residual", aggfunc="mean")
+            mean, lo, hi = mean_ci(table.to_numpy(dtype=float))
+            style = styles[condition]
+            ax.plot(table.columns, mean, marker=style["marker"], color=style["color"],
+                    label=condition)
+            ax.fill_between(table.columns, lo, hi, color=style["color"], alpha=0.15, lw=0)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("L2 residual outside the mask")
+        ax.legend(fontsize=6)
+    return fig
+
+
+def build_figures(inputs: ReportInputs) -> tuple[list[ReportFigure], dict[str, str]]:
+    """Draw every figure the inputs allow: (figures, {figure name: why it was skipped})."""
+    analysis, runs = inputs.analysis, inputs.runs
+    headline = inputs.headline_metric
+    plans = [(f"forest_{metric}", f"Forest plot, {metric_label(metric)}",
+              (f"Mean difference in {metric_label(metric)} (a - b) per cell with 95% CI; "
+              "shaded: +-SESOI; diamonds: pooled mixed-model estimates."),
+              lambda metric=metric: forest_plot(analysis, metric))
+             for metric in inputs.metrics]
+    if not plans:
+        plans.append(("forest", "Forest plot", "", lambda: forest_plot(analysis)))
+    plans += [
+        ("tradeoff", "FS-RS trade-off curves",
+         ("Mean forget score against mean retain score over unlearning steps per condition; "
+         "bands: 95% CI of FS across seeds."), lambda: tradeoff_curves(runs, analysis)),
+        ("paired_slopes", "Seed-wise paired slopes",
+         (f"{metric_label(headline or '')} per block (grey lines) and condition means with "
+         "95% CI."), lambda: paired_slopes(runs, analysis)),
+        ("null_distribution", "Random-mask null distribution",
+         (f"{metric_label(headline or '')} of each block's K random masks (dots) and of the "
+         "conditions tested against them (markers)."),
+         lambda: null_distribution(runs, analysis)),
+        ("dose_response_budget", "Budget dose-response",
+         "Per-budget means with 95% CI and the fitted slope.",
+         lambda: dose_response(analysis, "budget")),
+        ("dose_response_overlap", "Overlap dose-response",
+         ("Metric against the fraction of the mask inside the oracle region, with the fitted "
+         "slope; a positive slope means locality matters."),
+         lambda: dose_response(analysis, "overlap")),
+        ("mask_anatomy", "Mask anatomy",
+         ("Units per layer of each mask (random masks: mean and range) and Jaccard overlap "
+         "between masks."), lambda: mask_anatomy(inputs.masks)),
+        ("layer_residuals", "Per-layer L2 residuals",
+         ("L2 norm of the weight change outside the mask per layer, mean and 95% CI over "
+         "seeds."), lambda: layer_residuals(analysis)),
+    ]
+    figures, skipped = [], {}
+    for name, title, caption, draw in plans:
+        try:
+            figures.append(ReportFigure(name, title, caption, draw()))
+        except DataError as exc:
+            skipped[name] = str(exc)
+    return figures, skipped

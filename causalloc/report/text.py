@@ -1,0 +1,343 @@
+"""The words of a report: design status, setup, one pasteable sentence per comparison, the
+verdict table, caveats and the reproducibility block.
+
+Everything here returns plain strings or rows of strings; ``render`` lays them out as
+Markdown, HTML and LaTeX. Numbers in the verdict table carry 4 significant digits so that
+they can be checked against analysis.json; sentences round estimates to the precision of
+their confidence interval (2 significant digits of its width), as a paper would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from causalloc.report.inputs import ReportInputs
+from causalloc.report.style import cell_label, metric_label
+
+#: the fixed columns of the verdict table (report.md, report.html, tables.tex)
+VERDICT_COLUMNS = ("comparison", "cell", "metric", "n", "mean_diff", "ci95", "d_z", "p_perm",
+                   "p_adj", "tost_p", "verdict", "blocks_needed")
+MIXED_MODEL_COLUMNS = ("metric", "contrast", "estimate", "ci95", "p", "n_obs", "method",
+                       "converged", "formula")
+DOSE_RESPONSE_COLUMNS = ("metric", "predictor", "cell", "slope", "ci95", "p", "n")
+MISSING = "n/a"
+#: how many failed / excluded runs the caveats list one by one before summarising the rest
+MAX_LISTED = 20
+_ADJUSTMENT_NAMES = {"holm": "Holm", "fdr_bh": "BH", "bonferroni": "Bonferroni"}
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt_sig(value, digits: int = 4) -> str:
+    """``value`` with ``digits`` significant digits (``n/a`` for null or non-finite)."""
+    if isinstance(value, bool) or not is_number(value):
+        return MISSING
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def fmt_p(p) -> str:
+    """A p-value for prose: ``p = 0.69``, ``p = 0.004``, ``p < 0.001``."""
+    if not is_number(p):
+        return f"p = {MISSING}"
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.2g}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def estimate_decimals(*values) -> int:
+    """Decimals that give 2 significant digits of the spread of ``values`` (a CI's width), or
+    of the largest magnitude when the spread is zero; between 0 and 6."""
+    finite = [abs(v) for v in values if is_number(v)]
+    if not finite:
+        return 3
+    nums = [v for v in values if is_number(v)]
+    scale = (max(nums) - min(nums)) or max(finite)
+    if scale == 0:
+        return 3
+    return int(min(6, max(0, 1 - math.floor(math.log10(scale)))))
+
+
+def fmt_fixed(value, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if is_number(value) else MISSING
+
+
+def comparison_label(comparison: dict, cell_text: str | None = None) -> str:
+    """``<cell>, <a> vs <b>`` (the subject of a pasteable sentence); ``cell_text`` replaces
+    the full cell label, e.g. with only what differs between cells."""
+    cell_text = cell_label(comparison["cell"]) if cell_text is None else cell_text
+    return f"{cell_text}, {comparison['a']} vs {comparison['b']}"
+
+
+def verdict_phrase(comparison: dict) -> str:
+    """The verdict in words; an inconclusive one says how many blocks would settle it."""
+    verdict = comparison["verdict"]
+    if verdict == "a_better":
+        return f"{comparison['a']} better"
+    if verdict == "b_better":
+        return f"{comparison['b']} better"
+    if verdict == "negligible":
+        return "different but negligible (inside the SESOI)"
+    if verdict == "inconclusive":
+        needed = comparison.get("blocks_needed")
+        return ("inconclusive" + (f", about {needed} blocks needed" if is_number(needed) else ""))
+    return str(verdict)
+
+
+def comparison_sentence(comparison: dict, cell_text: str | None = None) -> str:
+    """One sentence a reader can paste, e.g.
+
+    ``tiny, npo, oracle vs random: Delta AUES = 0.006, 95% CI [-0.010, 0.022] (BCa, 9,999
+    resamples), d_z = 0.21, exact sign-flip p = 0.69 (n = 10 blocks), Holm-adjusted p = 0.69;
+    TOST (SESOI 0.02) p = 0.004 -> equivalent.``
+    """
+    c = comparison
+    lo, hi = (list(c["ci95"] or []) + [None, None])[:2]
+    decimals = estimate_decimals(lo, hi, c["mean_diff"])
+    metric = metric_label(c["metric"])
+    if c.get("higher_is_better") is False:
+        metric += " (lower is better)"
+    method = c.get("ci95_method")
+    how = ""
+    if method in ("BCa", "percentile") and is_number(c.get("n_boot")):
+        how = f" ({method}, {c['n_boot']:,} resamples)"
+    elif method == "t":
+        how = " (t interval)"
+    estimate = fmt_fixed(c["mean_diff"], decimals)
+    parts = [(f"{comparison_label(c, cell_text)}: Delta {metric} = {estimate}, "
+              f"95% CI [{fmt_fixed(lo, decimals)}, {fmt_fixed(hi, decimals)}]{how}")]
+    if is_number(c.get("d_z")):
+        parts.append(f"d_z = {c['d_z']:.2f}")
+    if "p_perm" in c:
+        if c.get("p_perm_exact"):
+            parts.append(f"exact sign-flip {fmt_p(c['p_perm'])} (n = {c['n_blocks']} blocks)")
+        else:
+            resamples = c.get("n_resamples")
+            extra = f", {resamples:,} resamples" if is_number(resamples) else ""
+            parts.append(f"Monte Carlo sign-flip {fmt_p(c['p_perm'])} "
+                         f"(n = {c['n_blocks']} blocks{extra})")
+    else:
+        parts.append(f"n = {c['n_blocks']} blocks")
+    if is_number(c.get("p_rand")) and is_number(c.get("k_random")):
+        parts.append(f"randomization {fmt_p(c['p_rand'])} against K = {c['k_random']} "
+                     "random masks per block")
+    if "p_adj" in c:
+        adjust = _ADJUSTMENT_NAMES.get(c.get("adj_method"), c.get("adj_method") or "adjusted")
+        parts.append(f"{adjust}-adjusted {fmt_p(c['p_adj'])}")
+    sentence = ", ".join(parts)
+    if "tost_p" in c and is_number(c.get("sesoi")):
+        sentence += f"; TOST (SESOI {c['sesoi']:g}) {fmt_p(c['tost_p'])}"
+    return f"{sentence} -> {verdict_phrase(c)}."
+
+
+def fmt_interval(interval) -> str:
+    """``[lo, hi]`` with 4 significant digits each."""
+    lo, hi = (list(interval or []) + [None, None])[:2]
+    return f"[{fmt_sig(lo)}, {fmt_sig(hi)}]"
+
+
+def verdict_row(comparison: dict) -> list[str]:
+    """One row of the verdict table, in the order of ``VERDICT_COLUMNS``."""
+    c = comparison
+    return [f"{c['a']} vs {c['b']}", cell_label(c["cell"]), c["metric"], fmt_sig(c["n_blocks"]),
+            fmt_sig(c["mean_diff"]), fmt_interval(c["ci95"]), fmt_sig(c.get("d_z")),
+            fmt_sig(c.get("p_perm")), fmt_sig(c.get("p_adj")), fmt_sig(c.get("tost_p")),
+            str(c["verdict"]), fmt_sig(c.get("blocks_needed"))]
+
+
+def mixed_model_row(model: dict) -> list[str]:
+    """One row of the pooled-estimate table, in the order of ``MIXED_MODEL_COLUMNS``."""
+    return [model.get("metric", ""), str(model.get("contrast") or model.get("term")),
+            fmt_sig(model.get("estimate")), fmt_interval(model.get("ci95")),
+            fmt_sig(model.get("p")), fmt_sig(model.get("n_obs")), str(model.get("method", "")),
+            "yes" if model.get("converged") else "NO", str(model.get("formula", ""))]
+
+
+def dose_response_row(entry: dict) -> list[str]:
+    """One row of the dose-response table, in the order of ``DOSE_RESPONSE_COLUMNS``."""
+    return [entry.get("metric", ""), str(entry.get("predictor")),
+            cell_label(entry.get("cell") or {}), fmt_sig(entry.get("slope")),
+            fmt_interval(entry.get("ci95")), fmt_sig(entry.get("p")), fmt_sig(entry.get("n"))]
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def failed_runs(inputs: ReportInputs) -> list[dict]:
+    """Failed runs from analysis.json, plus failed rows of the run table it does not list."""
+    listed = list(inputs.analysis.get("failed_runs") or [])
+    runs = inputs.runs
+    if runs is not None and "status" in runs:
+        known = {str(r.get("run_id")) for r in listed}
+        failed = runs[runs["status"].astype(str) == "failed"]
+        for _, row in failed.iterrows():
+            run_id = str(row.get("run_id", ""))
+            if run_id not in known:
+                listed.append({"run_id": run_id,
+                               "condition": str(row.get(inputs.condition_column, "")),
+                               "error": str(row.get("error", ""))})
+    return listed
+
+
+def design_status(inputs: ReportInputs) -> tuple[str, str]:
+    """(``complete`` | ``partial`` | ``failed``, a plain sentence for the top of the report)."""
+    analysis = inputs.analysis
+    n_failed = len(failed_runs(inputs))
+    n_dropped = len(analysis.get("dropped_blocks") or [])
+    n_excluded = len(analysis.get("excluded_runs") or [])
+    problems = []
+    if n_failed:
+        problems.append(f"{_plural(n_failed, 'run')} failed")
+    if n_dropped:
+        problems.append(f"{_plural(n_dropped, 'block')} dropped for missing conditions")
+    if n_excluded:
+        problems.append(f"{_plural(n_excluded, 'run')} excluded (non-finite metrics)")
+    total = len(inputs.runs) if inputs.runs is not None else None
+    of_total = f" of {total}" if total else ""
+    if not inputs.comparisons:
+        detail = "; ".join(problems) if problems else "the analysis holds no comparison"
+        return "failed", (f"This design FAILED: no comparison could be made ({detail}). "
+                          "Nothing below supports a conclusion.")
+    if problems:
+        text = "; ".join(problems)
+        if n_failed and of_total:
+            text = text.replace(f"{_plural(n_failed, 'run')} failed",
+                                f"{n_failed}{of_total} runs failed", 1)
+        return "partial", (f"PARTIAL design: {text}. The comparisons use only the complete "
+                           "blocks that remain, so they have less power than planned; "
+                           "see Caveats.")
+    runs_text = f"all {total} runs finished" if total else "no run failed"
+    return "complete", f"Complete design: {runs_text}, no block dropped, no run excluded."
+
+
+def verdict_summary(inputs: ReportInputs) -> str:
+    """``12 comparisons: 3 equivalent, 2 oracle better, 7 inconclusive.`` plus model warnings."""
+    counts = Counter(verdict_phrase(c).split(",")[0] for c in inputs.comparisons)
+    text = (f"{_plural(len(inputs.comparisons), 'comparison')}: "
+            + ", ".join(f"{n} {v}" for v, n in counts.most_common()) + ".")
+    unconverged = [m for m in inputs.analysis.get("mixed_models") or []
+                   if m.get("converged") is False]
+    if unconverged:
+        text += (f" {_plural(len(unconverged), 'mixed model')} did not converge "
+                 "(pooled estimates are unreliable; see Caveats).")
+    return text
+
+
+def _distinct(values) -> str:
+    values = list(dict.fromkeys(str(v) for v in values))
+    return ", ".join(values) if values else "not recorded"
+
+
+def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
+    """(label, value) pairs describing model, data, budgets, seeds, K, methods and versions,
+    from the design's setup when recorded, else from the analysed table itself."""
+    analysis, setup = inputs.analysis, inputs.analysis.get("setup") or {}
+    repro = analysis.get("reproducibility") or {}
+    policy = analysis.get("policy") or {}
+    cells = [c["cell"] for c in inputs.comparisons]
+
+    def recorded(key: str, column: str) -> str:
+        value = setup.get(key)
+        if value not in (None, "", []):
+            return _distinct(value) if isinstance(value, list) else str(value)
+        return _distinct(cell[column] for cell in cells if column in cell)
+
+    seeds = repro.get("seeds") or setup.get("seeds") or sorted(
+        {r for c in inputs.comparisons for r in c.get("replicates") or []}, key=str)
+    k_values = {c.get("k_random") for c in inputs.comparisons if is_number(c.get("k_random"))}
+    k_random = setup.get("k_random") or (_distinct(sorted(k_values)) if k_values else "none")
+    conditions = list(dict.fromkeys(x for c in inputs.comparisons for x in (c["a"], c["b"])))
+    source = inputs.input_spec
+    sesoi = policy.get("sesoi") or {}
+    versions = repro.get("package_versions") or setup.get("package_versions") or {}
+    return [
+        ("Model", recorded("model", "model")),
+        ("Data", recorded("data", "data")),
+        ("Algorithms", recorded("algorithms", "algorithm")),
+        ("Budgets", recorded("budgets", "budget")),
+        ("Seeds", f"{_distinct(seeds)} ({len(seeds)} seeds)"),
+        ("Random masks per block (K)", str(k_random)),
+        ("Conditions", _distinct(conditions)),
+        ("Metrics", _distinct(metric_label(m) for m in inputs.metrics)),
+        ("Input", (f"{source.get('source', 'not recorded')} ({source.get('kind', '?')}, "
+                  f"{source.get('n_rows', '?')} rows)")),
+        ("Statistics", f"alpha = {policy.get('alpha', 0.05)}, CI level "
+                       f"{policy.get('ci_level', 0.95)}, {policy.get('n_resamples', '?')} "
+                       f"resamples, multiplicity: "
+                       f"{_distinct(c.get('adj_method') for c in inputs.comparisons)}, SESOI: "
+                       + (", ".join(f"{metric_label(m)} {v:g}" for m, v in sesoi.items()
+                                    if is_number(v)) or "not recorded")),
+        ("Package versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+         or "not recorded"),
+    ]
+
+
+def caveats(inputs: ReportInputs, skipped_figures: dict[str, str] | None = None) -> list[str]:
+    """Everything a reader must know before trusting the numbers, one item each."""
+    analysis = inputs.analysis
+    items: list[str] = []
+    for block in analysis.get("dropped_blocks") or []:
+        where = ", ".join(f"{k} = {v}" for k, v in {**(block.get("cell") or {}),
+                                                     **(block.get("block") or {})}.items())
+        reason = f"; {block['reason']}" if block.get("reason") else ""
+        items.append(f"Dropped block ({where}): missing "
+                     f"{_distinct(block.get('missing') or [])}{reason}")
+    failed = failed_runs(inputs)
+    for run in failed[:MAX_LISTED]:
+        items.append(f"Failed run {run.get('run_id')} ({run.get('condition')}): "
+                     f"{run.get('error') or 'no error message recorded'}")
+    if len(failed) > MAX_LISTED:
+        items.append(f"... and {len(failed) - MAX_LISTED} more failed runs (see analysis.json)")
+    excluded = analysis.get("excluded_runs") or []
+    for run in excluded[:MAX_LISTED]:
+        items.append(f"Excluded run {run.get('run_id')} (row {run.get('row')}, "
+                     f"{run.get('condition')}, {run.get('metric')}): {run.get('reason')}")
+    if len(excluded) > MAX_LISTED:
+        items.append(f"... and {len(excluded) - MAX_LISTED} more excluded runs "
+                     "(see analysis.json)")
+    for model in analysis.get("mixed_models") or []:
+        if model.get("converged") is False or model.get("warnings"):
+            state = "did NOT converge" if model.get("converged") is False else "converged"
+            warnings = "; ".join(model.get("warnings") or []) or "no warning text"
+            items.append(f"Mixed model {model.get('formula')} ({model.get('contrast')}) "
+                         f"{state}: {warnings}")
+    for c in inputs.comparisons:
+        if c["verdict"] == "inconclusive":
+            needs = [f"{k} {c[f'blocks_needed_{k}']}" for k in ("detect", "equivalence")
+                     if is_number(c.get(f"blocks_needed_{k}"))]
+            needed = (f"about {c['blocks_needed']} blocks needed"
+                      if is_number(c.get("blocks_needed")) else "blocks needed not computed")
+            items.append(f"Inconclusive: {comparison_label(c)} on {metric_label(c['metric'])} "
+                         f"with n = {c['n_blocks']} blocks; {needed}"
+                         + (f" ({', '.join(needs)})" if needs else ""))
+    items.extend(f"Analysis warning: {w}" for w in analysis.get("warnings") or [])
+    items.extend(inputs.notes)
+    items.extend(f"Figure '{name}' not drawn: {why}"
+                 for name, why in (skipped_figures or {}).items())
+    return items
+
+
+def reproducibility_lines(inputs: ReportInputs, report_command: str) -> list[str]:
+    """``key: value`` lines that let a reader regenerate every number and figure."""
+    analysis = inputs.analysis
+    repro = analysis.get("reproducibility") or {}
+    source = inputs.input_spec
+    versions = repro.get("package_versions") or {}
+    lines = [
+        f"causalloc version: {analysis.get('causalloc_version', 'not recorded')}",
+        f"analysis created: {analysis.get('created', 'not recorded')}",
+        f"spec hash: {repro.get('spec_hash') or 'none (no spec)'}",
+        f"analysis command: {repro.get('command') or 'not recorded'}",
+        f"report command: {report_command}",
+        (f"input: {source.get('source', 'not recorded')} (sha256 "
+        f"{source.get('sha256', 'not recorded')})"),
+        f"seeds: {_distinct(repro.get('seeds') or [])}",
+        f"statistics seed: {repro.get('stats_seed', 'not recorded')}",
+    ]
+    lines += [f"{name}: {version}" for name, version in sorted(versions.items())]
+    return lines

@@ -1,0 +1,400 @@
+"""Execute a design: worker processes (local) or Ray tasks, results written to the store.
+
+The run function is ``run_fn(run: dict, context: WorkerContext) -> dict`` (default: the
+real worker ``causalloc.runs.worker:execute``, imported lazily in the workers). It gets the
+resolved run dict of :mod:`causalloc.runs.design` and returns::
+
+    {"metrics": {name: float, ...},            # every name in run["eval"]["metrics"]
+     "trajectory": [{"step", "rs", "fs"}, ...],  # optional
+     "max_abs_change_outside_mask": float,       # optional (NaN in runs.csv if absent)
+     "mask_size": int, "overlap_with_oracle": float,  # optional
+     "timings": {phase: seconds},                # optional
+     ...}                                        # anything else JSON: kept as `extra`
+
+Exceptions (and results breaking this contract) mark the run ``failed`` with the traceback.
+Only the parent process writes the store, run by run as results arrive; at most
+``workers`` runs are in flight (marked ``running``), so a killed executor loses at most
+those.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fcntl
+import importlib
+import importlib.util
+import json
+import multiprocessing
+import os
+import pickle
+import shlex
+import shutil
+import socket
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from causalloc.errors import CausallocError, SpecError
+from causalloc.runs.design import expand, manifest
+from causalloc.runs.spec import ExperimentSpec, canonical_json, load_spec
+from causalloc.runs.store import RunStore, package_versions
+
+DEFAULT_RUN_FN = "causalloc.runs.worker:execute"
+BACKENDS = ("local", "ray")
+RunFn = Callable[[dict, "WorkerContext"], dict]
+
+
+@dataclass
+class WorkerContext:
+    """Created once per worker process and passed to every run-function call, so that the
+    run function can keep per-process state (loaded testbed models, tokenizers) in ``cache``."""
+
+    out_dir: str
+    threads: int
+    cache: dict = field(default_factory=dict)
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    versions: dict = field(default_factory=package_versions)
+
+
+def resolve_run_fn(run_fn: str | RunFn | None) -> RunFn:
+    """A callable from a callable or a ``"module:function"`` path (None: the real worker)."""
+    if callable(run_fn):
+        return run_fn
+    target = run_fn or DEFAULT_RUN_FN
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise SpecError(f"run function: expected 'module:function', got {target!r}")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(f"run function {target!r}: cannot be imported ({exc})") from None
+    if not callable(function):
+        raise SpecError(f"run function {target!r}: not callable")
+    return function
+
+
+def check_result(result, run: dict) -> dict:
+    """Validate a run function's result (contract in the module docstring) and make it
+    plain JSON: metrics as floats (NaN allowed), every requested metric present."""
+    if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict):
+        raise TypeError(f"run function must return a dict with a 'metrics' dict, got {result!r:.200}")
+    missing = [m for m in run["eval"]["metrics"] if m not in result["metrics"]]
+    if missing:
+        raise ValueError(f"run function returned no value for metric(s) {missing}")
+    out = dict(result)
+    out["metrics"] = {str(k): float(v) for k, v in result["metrics"].items()}
+    for key in ("max_abs_change_outside_mask", "overlap_with_oracle"):
+        if out.get(key) is not None:
+            out[key] = float(out[key])
+    if out.get("mask_size") is not None:
+        out["mask_size"] = int(out["mask_size"])
+    return json.loads(json.dumps(out, default=_to_builtin))
+
+
+def _to_builtin(value):
+    """JSON fallback for numpy scalars and arrays."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def run_one(run: dict, run_fn: RunFn, context: WorkerContext) -> dict:
+    """Call the run function and return an outcome the parent can store (never raises)."""
+    start = time.perf_counter()
+    try:
+        outcome = {"ok": True, "result": check_result(run_fn(run, context), run)}
+    except Exception:  # noqa: BLE001  (any failure of a run is recorded, never raised)
+        outcome = {"ok": False, "error": traceback.format_exc()}
+    outcome.update(seconds=time.perf_counter() - start, versions=context.versions,
+                   worker=context.worker)
+    return outcome
+
+
+# per-process worker state ---------------------------------------------------------------
+_WORKER: tuple[RunFn, WorkerContext] | None = None
+
+
+def set_torch_threads(threads: int) -> None:
+    """``torch.set_num_threads(threads)`` if torch is installed (imported only then)."""
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _init_worker(run_fn: str | RunFn | None, threads: int, out_dir: str) -> None:
+    """Process-pool initializer: torch threads, the run function and the worker context."""
+    global _WORKER
+    set_torch_threads(threads)
+    _WORKER = (resolve_run_fn(run_fn), WorkerContext(out_dir=out_dir, threads=threads))
+
+
+def _run_in_worker(run: dict) -> dict:
+    run_fn, context = _WORKER
+    return run_one(run, run_fn, context)
+
+
+def _ray_task(run: dict, run_fn: str | RunFn | None, threads: int, out_dir: str) -> dict:
+    """A Ray task: the worker state is made once per Ray worker process, then reused."""
+    if _WORKER is None:
+        _init_worker(run_fn, threads, out_dir)
+    return _run_in_worker(run)
+
+
+# backends: submit(run) -> handle, wait(handles) -> [(handle, outcome)] ---------------------
+class _InProcess:
+    """``workers=0``: runs in the calling process, one at a time (debugging, profiling)."""
+
+    def __init__(self, run_fn, threads, out_dir):
+        self.run_fn = resolve_run_fn(run_fn)
+        self.context = WorkerContext(out_dir=out_dir, threads=threads)
+        self.capacity = 1
+        self._done: dict[int, dict] = {}
+
+    def submit(self, run: dict) -> int:
+        handle = len(self._done)
+        self._done[handle] = run_one(run, self.run_fn, self.context)
+        return handle
+
+    def wait(self, handles):
+        return [(handle, self._done.pop(handle)) for handle in handles]
+
+    def close(self) -> None:
+        pass
+
+
+class _ProcessPool:
+    """``workers`` spawned processes; a pool broken by a dying worker is replaced and the
+    runs that were in flight in it are reported failed."""
+
+    def __init__(self, run_fn, threads, out_dir, workers):
+        self.args = (run_fn, threads, out_dir)
+        self.capacity = workers
+        self.pool = None
+
+    def _ensure_pool(self):
+        if self.pool is None:
+            self.pool = cf.ProcessPoolExecutor(
+                max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=self.args)
+        return self.pool
+
+    def submit(self, run: dict):
+        return self._ensure_pool().submit(_run_in_worker, run)
+
+    def wait(self, handles):
+        done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        out = []
+        for future in done:
+            try:
+                out.append((future, future.result()))
+            except cf.process.BrokenProcessPool as exc:  # a worker died (or its initializer failed)
+                if self.pool is not None:  # every future of the broken pool fails: start anew
+                    self.pool.shutdown(wait=False, cancel_futures=True)
+                    self.pool = None
+                out.append((future, {"ok": False, "error": f"worker process died while this run "
+                                     f"was in flight: {exc!r}"}))
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Ray:
+    """One Ray task per run on the runtime of ``ray.init(address=...)`` (or the one already
+    initialised); keeps as many in flight as the cluster has CPUs for them."""
+
+    def __init__(self, run_fn, threads, out_dir, workers, address):
+        import ray
+
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started and address:
+            ray.init(address=address, log_to_driver=False)
+        elif self.started:
+            ray.init(include_dashboard=False, log_to_driver=False)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.capacity = max(workers, cpus // threads, 1)
+        self.task = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
+        self.args = (run_fn, threads, out_dir)
+
+    def submit(self, run: dict):
+        return self.task.remote(run, *self.args)
+
+    def wait(self, handles):
+        ready, _ = self.ray.wait(list(handles), num_returns=1)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, self.ray.get(ref)))
+            except self.ray.exceptions.RayError:  # a crashed worker or node
+                out.append((ref, {"ok": False, "error": traceback.format_exc()}))
+        return out
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+# orchestration ------------------------------------------------------------------------
+def execute_design(
+    spec_or_path: ExperimentSpec | str | Path,
+    out_dir: str | Path,
+    workers: int = 1,
+    backend: str = "local",
+    address: str | None = None,
+    retry_failed: bool = False,
+    run_fn: str | RunFn | None = None,
+    *,
+    threads_per_worker: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Run every not-yet-done run of a spec's design and return a summary.
+
+    Writes ``out_dir/runs.sqlite`` (the store), ``design.json`` (schema.md), a copy of the
+    spec (``spec.toml``) and, at the end, ``runs.csv``. Done runs are skipped; failed ones
+    too unless ``retry_failed``. ``workers``: local worker processes (0 = in this process);
+    with Ray, the least number of tasks in flight (default: as many as the cluster has CPUs
+    for). ``threads_per_worker``: torch threads per worker (default: CPUs / workers locally,
+    1 on Ray). The folder is locked while this runs; it refuses a folder holding runs of a
+    different design (a superset, e.g. more seeds, is fine).
+    """
+    if backend not in BACKENDS:
+        raise SpecError(f"backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
+    if workers < 0:
+        raise SpecError(f"workers: must be >= 0, got {workers}")
+    spec = spec_or_path if isinstance(spec_or_path, ExperimentSpec) else load_spec(spec_or_path)
+    if not callable(run_fn) and run_fn is not None:
+        resolve_run_fn(run_fn)  # fail early, in the parent, on a bad path
+    elif callable(run_fn) and (backend == "ray" or workers > 0):
+        _check_picklable(run_fn)
+    if threads_per_worker is None:
+        threads_per_worker = 1 if backend == "ray" else max(1, (os.cpu_count() or 1) // max(workers, 1))
+    runs = expand(spec)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with _folder_lock(out), RunStore(out) as store:
+        foreign = store.run_ids() - {run["run_id"] for run in runs}
+        if foreign:
+            raise SpecError(f"{out}: holds {len(foreign)} run(s) that are not in the design of "
+                            f"{spec.source or spec.name!r} (another spec was run here); use a new --out folder")
+        store.add_runs(runs)
+        recovered = store.recover_interrupted()
+        versions = package_versions()
+        store.set_meta(spec_hash=spec.spec_hash, metrics=list(spec.eval.metrics))
+        _write_design_files(spec, out, command or shlex.join(sys.argv), versions)
+        before = store.counts()
+        todo = store.runs_to_do(retry_failed)
+        counts = {"done": 0, "failed": 0}
+        if todo:
+            counts = _drive(store, todo, _make_backend(backend, run_fn, threads_per_worker, str(out),
+                                                       workers, address), progress)
+        csv_path = store.export_csv(out / "runs.csv")
+        after = store.counts()
+    return {
+        "total": len(runs), "done": counts["done"], "failed": counts["failed"],
+        "skipped": before["done"], "skipped_failed": 0 if retry_failed else before["failed"],
+        "recovered_interrupted": recovered, "wall_seconds": round(time.perf_counter() - start, 3),
+        "status": after, "backend": backend, "workers": workers,
+        "threads_per_worker": threads_per_worker, "out_dir": str(out), "runs_csv": str(csv_path),
+    }
+
+
+def _make_backend(backend, run_fn, threads, out_dir, workers, address):
+    if backend == "ray":
+        return _Ray(run_fn, threads, out_dir, workers, address)
+    if workers == 0:
+        return _InProcess(run_fn, threads, out_dir)
+    return _ProcessPool(run_fn, threads, out_dir, workers)
+
+
+def _drive(store: RunStore, todo: list[dict], backend, progress: bool) -> dict:
+    """Keep ``backend.capacity`` runs in flight, store each result as it arrives."""
+    from tqdm import tqdm
+
+    queue = deque(todo)
+    in_flight: dict = {}
+    counts = {"done": 0, "failed": 0}
+    bar = tqdm(total=len(todo), unit="run", desc="runs", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        while queue or in_flight:
+            while queue and len(in_flight) < backend.capacity:
+                run = queue.popleft()
+                store.mark_running(run["run_id"])
+                in_flight[backend.submit(run)] = run
+            for handle, outcome in backend.wait(list(in_flight)):
+                run = in_flight.pop(handle)
+                if outcome["ok"]:
+                    store.mark_done(run["run_id"], outcome["result"], outcome["seconds"],
+                                    outcome["versions"], outcome["worker"])
+                    counts["done"] += 1
+                else:
+                    store.mark_failed(run["run_id"], outcome["error"], outcome.get("seconds"),
+                                      outcome.get("versions"), outcome.get("worker"))
+                    counts["failed"] += 1
+                bar.update(1)
+                bar.set_postfix(failed=counts["failed"], refresh=False)
+    finally:
+        bar.close()
+        backend.close()
+    return counts
+
+
+def _check_picklable(run_fn: RunFn) -> None:
+    try:
+        pickle.dumps(run_fn)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise SpecError(f"run function {run_fn!r}: must be a module-level function (or a "
+                        f"'module:function' path) to reach worker processes ({exc})") from None
+
+
+def _write_design_files(spec: ExperimentSpec, out: Path, command: str, versions: dict) -> None:
+    (out / "design.json").write_text(json.dumps(manifest(spec, command, versions), indent=2) + "\n")
+    if spec.source and Path(spec.source).is_file():
+        target = out / "spec.toml"
+        if not target.exists() or not target.samefile(spec.source):
+            shutil.copyfile(spec.source, target)
+    else:
+        (out / "spec.json").write_text(canonical_json(spec.to_dict()) + "\n")
+
+
+class _folder_lock:
+    """Exclusive advisory lock on ``DIR/.causalloc.lock`` (released by the OS if killed)."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".causalloc.lock"
+
+    def __enter__(self):
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise CausallocError(f"{self.path.parent}: another `causalloc run` is using this "
+                                 "folder; wait for it or use another --out") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def summary_text(summary: dict) -> str:
+    """One line for people: what ran, what failed, what was skipped, how long it took."""
+    parts = [f"done {summary['done']}", f"failed {summary['failed']}",
+             f"skipped {summary['skipped']} already done"]
+    if summary["skipped_failed"]:
+        parts.append(f"{summary['skipped_failed']} failed earlier (use --retry-failed)")
+    if summary["recovered_interrupted"]:
+        parts.append(f"{summary['recovered_interrupted']} interrupted earlier, rerun")
+    status = summary["status"]
+    return (f"{', '.join(parts)}; {status['done']}/{summary['total']} runs done in the store; "
+            f"wall {summary['wall_seconds']:.1f} s -> {summary['runs_csv']}")

@@ -1,0 +1,137 @@
+"""Expand an :class:`~causalloc.runs.spec.ExperimentSpec` into matched blocks x conditions.
+
+A **block** is one (model, data, algorithm, budget, seed) cell replicate: its runs share the
+testbed, the training settings and seed (data order and the objective's draws), the
+hyperparameters, the evaluation schedule and the relearning attack, so they differ only in
+the mask. Each random-type condition (``random``, ``disjoint``, ``layer_matched``,
+``overlap``) gets ``k_random`` runs per block (``mask_draw`` 0..K-1); the others get one.
+
+Every run is a plain JSON-serialisable dict, the whole input of the run function::
+
+    {"format": 1, "run_id": sha256 of the canonical JSON of the rest of this dict,
+     "block_id": sha256 of the block part (everything except condition, condition_kind,
+                 mask_draw and mask),
+     "model": "tiny", "data": "generated", "algorithm": label, "budget": 0.1, "seed": 0,
+     "testbed": {kind, budget, seed, n_authors, n_forget_authors, [n_questions],
+                 [tofu_path], build: {...}},
+     "objective": {"name": "npo", "hyper": {...}},
+     "train": {steps, lr, batch_size, optimizer, ..., "seed": derived training seed},
+     "eval": {"every": 10, "metrics": [...]},
+     "relearn": null | {"steps", "lr", "fraction", "seed"},
+     "condition": "disjoint:oracle", "condition_kind": "disjoint", "mask_draw": 0,
+     "mask": MASK}
+
+    MASK = {"strategy", "kind", "draw", "seed",
+            + "method", "hyper"           (attributed)
+            + "fraction"                  (overlap; reference = the testbed's V_tgt)
+            + "path"                      (given)
+            + "reference_condition", "reference": MASK   (disjoint, layer_matched, overlap)}
+
+A reference that is itself random-type is paired draw by draw (draw d of
+``disjoint:random`` avoids draw d of ``random``). Runs are ordered seed-major and
+block-contiguous, so a partial design holds complete blocks for the first seeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from causalloc.runs.spec import ConditionSpec, ExperimentSpec, sha256_json
+
+RUN_FORMAT = 1
+BLOCK_COLUMNS = ("model", "data", "algorithm", "budget", "seed")
+#: keys of a run dict that may differ between the runs of one block
+CONDITION_KEYS = ("condition", "condition_kind", "mask_draw", "mask")
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from integers and strings via numpy's SeedSequence (strings enter as
+    the first 8 bytes of their sha256), so that every stream is reproducible and distinct."""
+    entropy = [p if isinstance(p, int) else
+               int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "little") for p in parts]
+    low, high = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
+    return (int(high) << 31) ^ int(low)
+
+
+def mask_seed(seed: int, condition: str, draw: int) -> int:
+    """Seed of the mask draw ``draw`` of ``condition`` in the replicate ``seed``."""
+    return derive_seed("mask", seed, condition, draw)
+
+
+def expand(spec: ExperimentSpec) -> list[dict]:
+    """All runs of the design, each a resolved dict with ``run_id`` and ``block_id``."""
+    runs = []
+    for seed in spec.seeds:
+        for algorithm in spec.algorithms:
+            for budget in spec.budgets:
+                block = {
+                    "format": RUN_FORMAT,
+                    "model": spec.testbed.model, "data": spec.testbed.data,
+                    "algorithm": algorithm.label, "budget": budget, "seed": seed,
+                    "testbed": spec.testbed.to_dict(),
+                    "objective": {"name": algorithm.name, "hyper": algorithm.hyper},
+                    "train": {**algorithm.train, "seed": derive_seed("train", seed)},
+                    "eval": {"every": spec.eval.every, "metrics": list(spec.eval.metrics)},
+                    "relearn": None if spec.relearn is None else {
+                        "steps": spec.relearn.steps, "lr": spec.relearn.lr,
+                        "fraction": spec.relearn.fraction, "seed": derive_seed("relearn", seed)},
+                }
+                block_id = sha256_json(block)
+                for condition in spec.conditions:
+                    for draw in range(spec.k_random if condition.is_random else 1):
+                        run = {**block, "block_id": block_id, "condition": condition.name,
+                               "condition_kind": condition.kind, "mask_draw": draw,
+                               "mask": _mask_spec(spec, condition, draw, seed)}
+                        run["run_id"] = run_id(run)
+                        runs.append(run)
+    return runs
+
+
+def run_id(run: dict) -> str:
+    """sha256 of the run's canonical JSON without its ``run_id`` key."""
+    return sha256_json({key: value for key, value in run.items() if key != "run_id"})
+
+
+def _mask_spec(spec: ExperimentSpec, condition: ConditionSpec, draw: int, seed: int) -> dict:
+    mask = {"strategy": condition.strategy, "kind": condition.kind, "draw": draw,
+            "seed": mask_seed(seed, condition.name, draw)}
+    if condition.kind == "attributed":
+        mask.update(method=condition.argument, hyper=spec.localization[condition.argument])
+    elif condition.kind == "overlap":
+        mask["fraction"] = condition.argument
+    elif condition.kind == "given":
+        mask["path"] = condition.argument
+    if condition.kind == "overlap":
+        mask["reference_condition"] = "oracle"
+        mask["reference"] = {"strategy": "oracle", "kind": "oracle", "draw": 0,
+                             "seed": mask_seed(seed, "oracle", 0)}
+    elif condition.reference is not None:
+        reference = spec.condition(condition.reference)
+        mask["reference_condition"] = reference.name
+        mask["reference"] = _mask_spec(spec, reference, draw if reference.is_random else 0, seed)
+    return mask
+
+
+def manifest(spec: ExperimentSpec, command: str, package_versions: dict) -> dict:
+    """The ``design.json`` contract read by ``causalloc analyze`` (schema.md)."""
+    return {
+        "block_columns": list(BLOCK_COLUMNS),
+        "condition_column": "condition",
+        "replicate": "seed",
+        "draw_column": "mask_draw",
+        "metrics": list(spec.eval.metrics),
+        "conditions": {c.name: {"kind": c.kind, "reference": c.reference} for c in spec.conditions},
+        "spec_hash": spec.spec_hash,
+        "command": command,
+        "setup": {
+            "model": spec.testbed.model,
+            "data": spec.testbed.data,
+            "budgets": list(spec.budgets),
+            "seeds": list(spec.seeds),
+            "k_random": spec.k_random,
+            "algorithms": [a.label for a in spec.algorithms],
+            "package_versions": package_versions,
+        },
+    }

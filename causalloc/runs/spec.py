@@ -1,0 +1,664 @@
+"""Experiment specs: a TOML file -> a validated, fully resolved :class:`ExperimentSpec`.
+
+Every key of the file is checked: unknown keys, wrong types and impossible values raise
+:class:`~causalloc.errors.SpecError` whose message starts with the dotted key path
+(``conditions[1].strategy: unknown strategy 'oracel' ...``) and ends with the file name.
+Defaults are written into the resolved spec (training settings and objective
+hyperparameters come from the trainer's ``TrainConfig`` and the objective registry when
+those modules are importable), so the run ids derived from it change whenever a setting
+that can change a result changes. ``analyses/example_tiny.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import hashlib
+import importlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from causalloc.errors import SpecError
+
+TESTBED_KINDS = ("tiny", "tofu", "smollm2")
+#: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
+FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
+#: attribution methods known when the registry (causalloc.attribution) cannot be imported
+FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "random")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+#: per-run outcome metrics the run function can be asked for (runs.csv columns)
+KNOWN_METRICS = (
+    "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
+    "forget_quality", "log_forget_quality", "relearn_es",
+)
+DEFAULT_METRICS = (
+    "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
+    "log_forget_quality",
+)
+#: mask strategies; those in RANDOM_KINDS draw their mask at random (K draws per block)
+STRATEGY_FORMS = (
+    "oracle", "random", "attributed:<method>", "disjoint:<condition>",
+    "layer_matched:<condition>", "overlap:<fraction>", "given:<mask file>",
+)
+CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
+RANDOM_KINDS = frozenset({"random", "disjoint", "layer_matched", "overlap"})
+#: TrainConfig fields a spec may not set: the seed comes from ``seeds``, the schedule from [eval]
+_TRAIN_FIELDS_NOT_IN_SPEC = ("seed", "eval_every")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class TestbedSpec:
+    """The controlled testbed every run starts from (theta_o with its target units V_tgt).
+
+    ``build`` is passed through unchanged to the testbed builder (its own hyperparameters).
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    kind: str = "tiny"
+    budget: float = 0.1
+    seed: int = 0
+    n_authors: int = 20
+    n_forget_authors: int = 2
+    n_questions: int | None = 20
+    tofu_path: str | None = None
+    build: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        """Block-column label of the model: ``smollm2`` or the tiny word-level ``tiny``."""
+        return "smollm2" if self.kind == "smollm2" else "tiny"
+
+    @property
+    def data(self) -> str:
+        """Block-column label of the data: ``tofu`` when a TOFU path is given, else ``generated``."""
+        return "tofu" if self.tofu_path else "generated"
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class ConditionSpec:
+    """One mask strategy. ``argument`` is the part after ``kind:`` (method, reference
+    condition name, overlap fraction or mask path); None for ``oracle`` and ``random``."""
+
+    name: str
+    strategy: str
+    kind: str
+    argument: str | float | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind in RANDOM_KINDS
+
+    @property
+    def reference(self) -> str | None:
+        """Name of the condition whose mask this one is drawn against (design.json ``reference``)."""
+        if self.kind in ("disjoint", "layer_matched"):
+            return str(self.argument)
+        return "oracle" if self.kind == "overlap" else None
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """An unlearning objective with its training settings and hyperparameters.
+
+    ``label`` is the value of the ``algorithm`` block column (defaults to ``name``; set it to
+    compare two settings of the same objective).
+    """
+
+    label: str
+    name: str
+    train: dict
+    hyper: dict
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    every: int = 10
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+
+
+@dataclass(frozen=True)
+class RelearnSpec:
+    """Relearning attack after unlearning: ``steps`` of fine-tuning at ``lr`` on a
+    ``fraction`` of the forget set, ES measured on the rest."""
+
+    steps: int = 10
+    lr: float = 1e-3
+    fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    testbed: TestbedSpec
+    budgets: tuple[float, ...]
+    seeds: tuple[int, ...]
+    k_random: int
+    conditions: tuple[ConditionSpec, ...]
+    algorithms: tuple[AlgorithmSpec, ...]
+    eval: EvalSpec
+    relearn: RelearnSpec | None = None
+    localization: dict = field(default_factory=dict)
+    description: str = ""
+    source: str | None = None
+
+    def condition(self, name: str) -> ConditionSpec:
+        return next(c for c in self.conditions if c.name == name)
+
+    def to_dict(self) -> dict:
+        """The resolved spec as plain JSON data (``source`` excluded)."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        data["testbed"] = self.testbed.to_dict()
+        return data
+
+    @property
+    def spec_hash(self) -> str:
+        return sha256_json(self.to_dict())
+
+
+def canonical_json(data: Any) -> str:
+    """The one JSON text of ``data`` that is hashed: sorted keys, no spaces, no NaN."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def sha256_json(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+# loading -----------------------------------------------------------------------------
+def load_spec(
+    path: str | Path,
+    algorithms: Mapping[str, Mapping[str, Any] | None] | None = None,
+    methods: Mapping[str, Mapping[str, Any] | None] | None = None,
+    train_defaults: Mapping[str, Any] | None = None,
+) -> ExperimentSpec:
+    """Read and validate a TOML experiment spec.
+
+    ``algorithms`` / ``methods`` map each known objective / attribution method to its
+    hyperparameter defaults (None: any hyperparameter accepted, none filled in);
+    ``train_defaults`` gives the training settings. Each defaults to the package's
+    registries when they can be imported (see :func:`known_algorithms`).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found") from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from None
+    return parse_spec(data, source=str(path), base_dir=path.resolve().parent,
+                      algorithms=algorithms, methods=methods, train_defaults=train_defaults,
+                      default_name=path.stem)
+
+
+def parse_spec(
+    data: Mapping[str, Any],
+    source: str = "<spec>",
+    base_dir: str | Path | None = None,
+    algorithms: Mapping[str, Mapping[str, Any] | None] | None = None,
+    methods: Mapping[str, Mapping[str, Any] | None] | None = None,
+    train_defaults: Mapping[str, Any] | None = None,
+    default_name: str = "experiment",
+) -> ExperimentSpec:
+    """Validate an already-parsed spec table (see :func:`load_spec`); relative paths in it
+    are resolved against ``base_dir`` (default: the current directory)."""
+    check = _Checker(source, Path(base_dir) if base_dir is not None else Path.cwd())
+    algorithms = known_algorithms() if algorithms is None else algorithms
+    methods = known_methods() if methods is None else methods
+    train_defaults = known_train_defaults() if train_defaults is None else train_defaults
+    top = check.table(data, "")
+    check.keys(top, "", ("name", "description", "testbed", "budgets", "seeds", "k_random",
+                         "conditions", "algorithms", "eval", "relearn", "localization"))
+    testbed = _parse_testbed(check, top.get("testbed", {}))
+    budgets = tuple(check.number_list(top, "budgets", low=0.0, high=1.0, low_open=True))
+    seeds = tuple(int(s) for s in check.int_list(top, "seeds", low=0))
+    k_random = check.integer(top, "k_random", "k_random", default=1, low=1)
+    localization = _parse_localization(check, top.get("localization", {}), methods)
+    conditions = _parse_conditions(check, top, methods, budgets)
+    algos = _parse_algorithms(check, top, algorithms, train_defaults)
+    relearn = _parse_relearn(check, top["relearn"]) if "relearn" in top else None
+    eval_spec = _parse_eval(check, top.get("eval", {}), relearn)
+    for condition in conditions:  # attribution hyperparameters get their defaults filled in
+        if condition.kind == "attributed" and condition.argument not in localization:
+            localization[condition.argument] = dict(methods.get(condition.argument) or {})
+    return ExperimentSpec(
+        name=check.string(top, "name", "name", default=default_name),
+        description=check.string(top, "description", "description", default=""),
+        testbed=testbed, budgets=budgets, seeds=seeds, k_random=k_random,
+        conditions=conditions, algorithms=algos, eval=eval_spec, relearn=relearn,
+        localization=localization, source=source,
+    )
+
+
+def known_algorithms() -> dict[str, dict | None]:
+    """Objective name -> hyperparameter defaults, from ``causalloc.unlearn.base.OBJECTIVES``
+    after importing the built-in objectives; the fixed list (unchecked) if that fails."""
+    try:
+        importlib.import_module("causalloc.unlearn.objectives")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("causalloc", "torch")):
+            raise
+        return {name: None for name in FALLBACK_ALGORITHMS}
+    from causalloc.unlearn.base import OBJECTIVES
+
+    return {name: _dataclass_defaults(cls) for name, cls in OBJECTIVES.items()}
+
+
+def known_methods() -> dict[str, dict | None]:
+    """Attribution method name -> hyperparameter defaults (plus ``per_layer``, an argument of
+    ``localize``), from ``causalloc.attribution.METHODS``; the fixed list (unchecked) if that
+    cannot be imported."""
+    try:
+        registry = importlib.import_module("causalloc.attribution").METHODS
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("causalloc", "torch")):
+            raise
+        return {name: None for name in FALLBACK_METHODS}
+    return {name: {"per_layer": False, **method.defaults} for name, method in registry.items()}
+
+
+def known_train_defaults() -> dict[str, Any]:
+    """Training settings with their defaults, from the trainer's ``TrainConfig``
+    (empty, i.e. the fixed list of keys without defaults, if it cannot be imported)."""
+    try:
+        trainer = importlib.import_module("causalloc.unlearn.trainer")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith(("causalloc", "torch")):
+            raise
+        return {}
+    defaults = _dataclass_defaults(trainer.TrainConfig)
+    return {key: value for key, value in defaults.items() if key not in _TRAIN_FIELDS_NOT_IN_SPEC}
+
+
+def _dataclass_defaults(cls) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# sections ----------------------------------------------------------------------------
+def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
+    table = check.table(raw, "testbed")
+    check.keys(table, "testbed", ("kind", "budget", "seed", "n_authors", "n_forget_authors",
+                                  "n_questions", "tofu_path", "build"))
+    kind = check.choice(table, "kind", "testbed.kind", TESTBED_KINDS, default="tiny")
+    tofu_path = check.path(table, "tofu_path", "testbed.tofu_path", must_exist=True)
+    if kind == "tofu" and tofu_path is None:
+        check.fail("testbed.tofu_path", "required when kind = 'tofu' (the TOFU data directory)")
+    n_authors = check.integer(table, "n_authors", "testbed.n_authors", default=20, low=2)
+    n_forget = check.integer(table, "n_forget_authors", "testbed.n_forget_authors", default=2, low=1)
+    if n_forget >= n_authors:
+        check.fail("testbed.n_forget_authors",
+                   f"must be smaller than n_authors ({n_authors}), got {n_forget}")
+    if tofu_path is not None and "n_questions" in table:
+        check.fail("testbed.n_questions", "only for generated data (TOFU has 20 questions per author)")
+    n_questions = None if tofu_path else check.integer(table, "n_questions", "testbed.n_questions",
+                                                       default=20, low=1)
+    return TestbedSpec(
+        kind=kind,
+        budget=check.number(table, "budget", "testbed.budget", default=0.1, low=0.0, high=1.0,
+                            low_open=True),
+        seed=check.integer(table, "seed", "testbed.seed", default=0, low=0),
+        n_authors=n_authors, n_forget_authors=n_forget, n_questions=n_questions,
+        tofu_path=tofu_path, build=check.free_table(table, "build", "testbed.build"),
+    )
+
+
+def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> tuple:
+    raw = check.required(top, "conditions", "conditions")
+    if not isinstance(raw, list) or not raw:
+        check.fail("conditions", "must be a non-empty array of tables ([[conditions]])")
+    conditions: list[ConditionSpec] = []
+    for i, item in enumerate(raw):
+        path = f"conditions[{i}]"
+        table = check.table(item, path)
+        check.keys(table, path, ("name", "strategy"))
+        strategy = check.string(table, "strategy", f"{path}.strategy")
+        kind, argument = _parse_strategy(check, strategy, f"{path}.strategy", methods)
+        name = check.string(table, "name", f"{path}.name", default=strategy)
+        if not name:
+            check.fail(f"{path}.name", "must not be empty")
+        if any(c.name == name for c in conditions):
+            check.fail(f"{path}.name", f"duplicate condition name {name!r}")
+        conditions.append(ConditionSpec(name=name, strategy=strategy, kind=kind, argument=argument))
+    names = [c.name for c in conditions]
+    for i, condition in enumerate(conditions):
+        if condition.kind in ("disjoint", "layer_matched") and condition.argument not in names:
+            check.fail(f"conditions[{i}].strategy",
+                       f"refers to condition {condition.argument!r}, which is not defined "
+                       f"(defined: {', '.join(names)}){_suggest(condition.argument, names)}")
+    _check_acyclic(check, conditions)
+    if any(c.kind == "disjoint" for c in conditions):
+        for i, budget in enumerate(budgets):
+            if budget > 0.5:
+                check.fail(f"budgets[{i}]", f"{budget} leaves too few units outside the reference "
+                           "mask for a disjoint condition (needs budget <= 0.5)")
+    return tuple(conditions)
+
+
+def _parse_strategy(check: _Checker, strategy: str, path: str, methods: Mapping):
+    kind, sep, argument = strategy.partition(":")
+    if kind not in CONDITION_KINDS or bool(sep) != (kind not in ("oracle", "random")):
+        check.fail(path, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGY_FORMS)})"
+                   f"{_suggest(strategy, ['oracle', 'random'])}")
+    if kind in ("oracle", "random"):
+        return kind, None
+    if not argument:
+        check.fail(path, f"{kind}: needs an argument after ':' (e.g. {_form(kind)})")
+    if kind == "attributed":
+        if argument not in methods:
+            check.fail(path, f"unknown attribution method {argument!r} (known: "
+                       f"{', '.join(sorted(methods))}){_suggest(argument, methods)}")
+        return kind, argument
+    if kind == "overlap":
+        try:
+            fraction = float(argument)
+        except ValueError:
+            check.fail(path, f"overlap fraction must be a number in [0, 1], got {argument!r}")
+        if not 0.0 <= fraction <= 1.0:
+            check.fail(path, f"overlap fraction must be in [0, 1], got {fraction}")
+        return kind, fraction
+    if kind == "given":
+        return kind, check.resolve_path(argument, path, must_exist=True)
+    return kind, argument
+
+
+def _form(kind: str) -> str:
+    return next(form for form in STRATEGY_FORMS if form.startswith(kind + ":"))
+
+
+def _check_acyclic(check: _Checker, conditions: list[ConditionSpec]) -> None:
+    """Reference chains (disjoint:/layer_matched:) must end in a condition without reference."""
+    by_name = {c.name: c for c in conditions}
+    for i, start in enumerate(conditions):
+        chain = [start.name]
+        current = start
+        while current.kind in ("disjoint", "layer_matched"):
+            current = by_name[current.argument]
+            if current.name in chain:
+                check.fail(f"conditions[{i}].strategy",
+                           f"reference cycle {' -> '.join(chain + [current.name])}")
+            chain.append(current.name)
+
+
+def _parse_algorithms(check: _Checker, top: dict, known: Mapping, train_defaults: Mapping) -> tuple:
+    raw = check.required(top, "algorithms", "algorithms")
+    if not isinstance(raw, list) or not raw:
+        check.fail("algorithms", "must be a non-empty array of tables ([[algorithms]])")
+    train_keys = tuple(train_defaults) or ("steps", "lr", "batch_size", "optimizer",
+                                           "weight_decay", "momentum", "betas", "grad_clip")
+    algorithms: list[AlgorithmSpec] = []
+    for i, item in enumerate(raw):
+        path = f"algorithms[{i}]"
+        table = check.table(item, path)
+        name = check.choice(table, "name", f"{path}.name", tuple(known))
+        label = check.string(table, "label", f"{path}.label", default=name)
+        if any(a.label == label for a in algorithms):
+            check.fail(f"{path}.label", f"duplicate algorithm label {label!r} (set a distinct "
+                       "`label` to run the same objective with other settings)")
+        hyper_defaults = known[name]
+        allowed = ("name", "label") + train_keys + tuple(hyper_defaults or ())
+        for key in _TRAIN_FIELDS_NOT_IN_SPEC:
+            if key in table:
+                check.fail(f"{path}.{key}", "set by the design (`seeds` / [eval].every), not per algorithm")
+        if hyper_defaults is not None:
+            check.keys(table, path, allowed)
+        train = {key: _check_train_value(check, table, key, f"{path}.{key}", train_defaults)
+                 for key in train_keys if key in table or key in train_defaults}
+        hyper = dict(hyper_defaults or {})
+        for key, value in table.items():
+            if key in ("name", "label") or key in train_keys:
+                continue
+            if hyper_defaults is not None and key in hyper_defaults:
+                value = check.like(value, hyper_defaults[key], f"{path}.{key}")
+            hyper[key] = check.json_value(value, f"{path}.{key}")
+        algorithms.append(AlgorithmSpec(label=label, name=name, train=train, hyper=hyper))
+    return tuple(algorithms)
+
+
+def _check_train_value(check: _Checker, table: dict, key: str, path: str, defaults: Mapping):
+    default = defaults.get(key, _MISSING)
+    if key in ("steps", "batch_size"):
+        return check.integer(table, key, path, default=default, low=1)
+    if key == "lr":
+        return check.number(table, key, path, default=default, low=0.0, low_open=True)
+    if key == "optimizer":
+        return check.choice(table, key, path, OPTIMIZERS, default=default)
+    if key in ("weight_decay", "grad_clip"):
+        if key == "grad_clip" and table.get(key, default) is None:
+            return None
+        return check.number(table, key, path, default=default, low=0.0)
+    if key == "momentum":
+        return check.number(table, key, path, default=default, low=0.0, high=1.0, high_open=True)
+    if key == "betas":
+        value = table.get(key, default)
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(_is_number(b) and 0.0 <= b < 1.0 for b in value)):
+            check.fail(path, f"must be two numbers in [0, 1), got {value!r}")
+        return [float(b) for b in value]
+    return check.json_value(table.get(key, default), path)
+
+
+def _parse_eval(check: _Checker, raw: Any, relearn: RelearnSpec | None) -> EvalSpec:
+    table = check.table(raw, "eval")
+    check.keys(table, "eval", ("every", "metrics"))
+    every = check.integer(table, "every", "eval.every", default=10, low=1)
+    default = DEFAULT_METRICS + (("relearn_es",) if relearn else ())
+    metrics = table.get("metrics", list(default))
+    if not isinstance(metrics, list) or not metrics:
+        check.fail("eval.metrics", f"must be a non-empty list of metric names, got {metrics!r}")
+    for i, metric in enumerate(metrics):
+        if metric not in KNOWN_METRICS:
+            check.fail(f"eval.metrics[{i}]", f"unknown metric {metric!r} (known: "
+                       f"{', '.join(KNOWN_METRICS)}){_suggest(metric, KNOWN_METRICS)}")
+        if metric in metrics[:i]:
+            check.fail(f"eval.metrics[{i}]", f"duplicate metric {metric!r}")
+        if metric == "relearn_es" and relearn is None:
+            check.fail(f"eval.metrics[{i}]", "'relearn_es' needs a [relearn] table")
+    return EvalSpec(every=every, metrics=tuple(metrics))
+
+
+def _parse_relearn(check: _Checker, raw: Any) -> RelearnSpec:
+    table = check.table(raw, "relearn")
+    check.keys(table, "relearn", ("steps", "lr", "fraction"))
+    return RelearnSpec(
+        steps=check.integer(table, "steps", "relearn.steps", default=10, low=1),
+        lr=check.number(table, "lr", "relearn.lr", default=1e-3, low=0.0, low_open=True),
+        fraction=check.number(table, "fraction", "relearn.fraction", default=0.5, low=0.0,
+                              high=1.0, low_open=True, high_open=True),
+    )
+
+
+def _parse_localization(check: _Checker, raw: Any, methods: Mapping) -> dict:
+    table = check.table(raw, "localization")
+    out = {}
+    for method in table:
+        path = f"localization.{method}"
+        if method not in methods:
+            check.fail(path, f"unknown attribution method {method!r} (known: "
+                       f"{', '.join(sorted(methods))}){_suggest(method, methods)}")
+        defaults = methods[method]
+        given = check.free_table(table, method, path)
+        if defaults is not None:
+            check.keys(given, path, tuple(defaults))
+        out[method] = {**(defaults or {}), **given}
+    return out
+
+
+# checking helpers ----------------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _suggest(word: Any, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _Checker:
+    """Typed reads from TOML tables that fail with ``<key path>: <problem> (in <file>)``."""
+
+    def __init__(self, source: str, base_dir: Path):
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, path: str, problem: str):
+        raise SpecError(f"{path or '<top level>'}: {problem} (in {self.source})")
+
+    def table(self, value: Any, path: str) -> dict:
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be a table, got {type(value).__name__}")
+        return dict(value)
+
+    def keys(self, table: Mapping, path: str, allowed) -> None:
+        for key in table:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else key
+                self.fail(where, f"unknown key (known: {', '.join(sorted(allowed))})"
+                          f"{_suggest(key, allowed)}")
+
+    def required(self, table: Mapping, key: str, path: str) -> Any:
+        if key not in table:
+            self.fail(path, "missing required key")
+        return table[key]
+
+    def _get(self, table: Mapping, key: str, path: str, default: Any) -> Any:
+        if key in table:
+            return table[key]
+        if default is _MISSING:
+            self.fail(path, "missing required key")
+        return default
+
+    def string(self, table, key, path, default=_MISSING) -> str:
+        value = self._get(table, key, path, default)
+        if not isinstance(value, str):
+            self.fail(path, f"must be a string, got {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, table, key, path, options, default=_MISSING) -> str:
+        value = self.string(table, key, path, default)
+        if value not in options:
+            self.fail(path, f"unknown value {value!r} (known: {', '.join(options)})"
+                      f"{_suggest(value, options)}")
+        return value
+
+    def integer(self, table, key, path, default=_MISSING, low=None) -> int:
+        value = self._get(table, key, path, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.fail(path, f"must be an integer, got {type(value).__name__} {value!r}")
+        if low is not None and value < low:
+            self.fail(path, f"must be >= {low}, got {value}")
+        return value
+
+    def number(self, table, key, path, default=_MISSING, low=None, high=None,
+               low_open=False, high_open=False) -> float:
+        value = self._get(table, key, path, default)
+        return self._number(value, path, low, high, low_open, high_open)
+
+    def _number(self, value, path, low=None, high=None, low_open=False, high_open=False) -> float:
+        if not _is_number(value) or not math.isfinite(value):
+            self.fail(path, f"must be a finite number, got {type(value).__name__} {value!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            interval = (f"{'(' if low_open else '['}{'-inf' if low is None else low}, "
+                        f"{'inf' if high is None else high}{')' if high_open or high is None else ']'}")
+            self.fail(path, f"must be in {interval}, got {value}")
+        return float(value)
+
+    def number_list(self, table, key, low, high, low_open=False) -> list[float]:
+        values = self._list(table, key)
+        out = [self._number(v, f"{key}[{i}]", low, high, low_open) for i, v in enumerate(values)]
+        self._no_duplicates(out, key)
+        return out
+
+    def int_list(self, table, key, low) -> list[int]:
+        values = self._list(table, key)
+        for i, value in enumerate(values):
+            self.integer({key: value}, key, f"{key}[{i}]", low=low)
+        self._no_duplicates(values, key)
+        return values
+
+    def _list(self, table, key) -> list:
+        values = self.required(table, key, key)
+        if not isinstance(values, list) or not values:
+            self.fail(key, f"must be a non-empty list, got {values!r}")
+        return values
+
+    def _no_duplicates(self, values, key) -> None:
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                self.fail(f"{key}[{i}]", f"duplicate value {value!r}")
+
+    def like(self, value: Any, default: Any, path: str) -> Any:
+        """Check a hyperparameter against the type of its default (ints pass for floats)."""
+        if default is None:
+            ok = True
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = _is_number(value)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, list)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            self.fail(path, f"must be of type {type(default).__name__} like its default "
+                      f"{default!r}, got {type(value).__name__} {value!r}")
+        return value
+
+    def free_table(self, table, key, path) -> dict:
+        value = self.table(table.get(key, {}), path)
+        return self.json_value(value, path)
+
+    def json_value(self, value: Any, path: str) -> Any:
+        """Free values travel in the run's JSON: reject TOML dates and non-finite floats."""
+        if isinstance(value, Mapping):
+            return {k: self.json_value(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.json_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (datetime.date, datetime.time)):
+            self.fail(path, "dates and times are not supported here")
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(path, f"must be finite, got {value}")
+        return value
+
+    def path(self, table, key, path, must_exist) -> str | None:
+        if key not in table:
+            return None
+        return self.resolve_path(self.string(table, key, path), path, must_exist)
+
+    def resolve_path(self, value: str, path: str, must_exist: bool) -> str:
+        """Absolute path; relative ones are taken from the spec file's folder."""
+        resolved = (self.base_dir / Path(value).expanduser()).resolve()
+        if must_exist and not resolved.exists():
+            self.fail(path, f"{value!r} does not exist (looked at {resolved})")
+        return str(resolved)

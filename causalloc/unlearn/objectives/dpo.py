@@ -1,0 +1,50 @@
+"""DPO with refusals: prefer an "I don't know" answer over the forget answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from causalloc.errors import DataError
+from causalloc.unlearn.base import Objective, StepContext, register_objective
+from causalloc.unlearn.losses import preference_loss
+from causalloc.unlearn.objectives._checks import check_number
+from causalloc.unlearn.objectives.graddiff import retain_term
+from causalloc.unlearn.objectives.npo import log_ratio
+
+
+@register_objective("dpo")
+@dataclass
+class DPO(Objective):
+    """``L = -(2 / beta) * mean log sigmoid(beta * [r(y_idk) - r(y_forget)])
+    + alpha * NLL(retain)``, ``r = log p_theta(y | x) - log p_ref(y | x)`` (sums over
+    answer tokens).
+
+    Source: Rafailov et al. 2023 (DPO) as used for unlearning in TOFU (Maini et al. 2024)
+    and open-unlearning: the preferred answer y_idk is a refusal sentence paired with the
+    same forget question (``ctx.refusal``, row i pairs with ``ctx.forget`` row i); the
+    ``2 / beta`` scale follows open-unlearning.
+
+    beta: inverse temperature (> 0), default 0.1.
+    alpha: weight of the retain NLL (>= 0), default 1.
+    """
+
+    needs_reference = True
+    needs_refusals = True
+
+    beta: float = 0.1
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_number(self.beta, f"algorithm.{self.name}.beta", 0, strict=True)
+        check_number(self.alpha, f"algorithm.{self.name}.alpha", 0)
+
+    def loss(self, ctx: StepContext) -> torch.Tensor:
+        if ctx.refusal is None:
+            raise DataError("dpo: the step has no refusal batch (ctx.refusal is None)")
+        n_refusal, n_forget = ctx.refusal["input_ids"].shape[0], ctx.forget["input_ids"].shape[0]
+        if n_refusal != n_forget:
+            raise DataError(f"dpo: refusal batch has {n_refusal} rows, forget batch {n_forget}")
+        margin = log_ratio(ctx, ctx.refusal) - log_ratio(ctx, ctx.forget)
+        return preference_loss(margin, self.beta) + retain_term(self.alpha, ctx)

@@ -1,0 +1,130 @@
+"""Fast checks of the report's parts: number formatting, the pasteable sentence, labels,
+interval arithmetic and the content of single figures (no file rendering)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from causalloc.errors import DataError
+from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci
+from causalloc.report.style import condition_styles, varying_cell_labels
+from causalloc.report.text import comparison_sentence, estimate_decimals, fmt_p, fmt_sig
+
+EXAMPLE = {"a": "oracle", "b": "random", "metric": "aues", "cell": {"algorithm": "NPO"},
+           "n_blocks": 10, "mean_diff": 0.006, "ci95": [-0.010, 0.022], "ci95_method": "BCa",
+           "n_boot": 9999, "d_z": 0.21, "p_perm": 0.69, "p_perm_exact": True, "p_adj": 0.69,
+           "adj_method": "holm", "sesoi": 0.02, "tost_p": 0.004, "verdict": "equivalent",
+           "p_rand": None, "k_random": None, "higher_is_better": True}
+
+
+def test_sentence_reproduces_the_issue_example():
+    assert comparison_sentence(EXAMPLE) == (
+        "NPO, oracle vs random: Delta AUES = 0.006, 95% CI [-0.010, 0.022] (BCa, 9,999 "
+        "resamples), d_z = 0.21, exact sign-flip p = 0.69 (n = 10 blocks), Holm-adjusted "
+        "p = 0.69; TOST (SESOI 0.02) p = 0.004 -> equivalent.")
+
+
+def test_sentence_of_an_inconclusive_monte_carlo_lower_is_better_comparison():
+    comparison = {**EXAMPLE, "metric": "relearn_es", "higher_is_better": False,
+                  "p_perm_exact": False, "n_resamples": 9999, "p_rand": 0.0476, "k_random": 20,
+                  "adj_method": "fdr_bh", "verdict": "inconclusive", "blocks_needed": 34,
+                  "p_adj": 0.0004}
+    sentence = comparison_sentence(comparison, cell_text="tiny")
+    assert sentence.startswith("tiny, oracle vs random: Delta relearning ES (lower is better)")
+    assert "Monte Carlo sign-flip p = 0.69 (n = 10 blocks, 9,999 resamples)" in sentence
+    assert "randomization p = 0.048 against K = 20 random masks per block" in sentence
+    assert "BH-adjusted p < 0.001" in sentence
+    assert sentence.endswith("-> inconclusive, about 34 blocks needed.")
+
+
+@pytest.mark.parametrize(("value", "text"), [(0.0123456, "0.01235"), (12345.6, "1.235e+04"),
+                                             (3, "3"), (None, "n/a"), (float("nan"), "n/a")])
+def test_table_numbers_keep_four_significant_digits(value, text):
+    assert fmt_sig(value) == text
+
+
+def test_prose_p_values_and_decimals_follow_the_interval():
+    assert [fmt_p(p) for p in (0.69, 0.0312, 0.0004, None)] == \
+        ["p = 0.69", "p = 0.031", "p < 0.001", "p = n/a"]
+    assert estimate_decimals(0.006, -0.010, 0.022) == 3
+    assert estimate_decimals(12.3, 10.1, 14.5) == 1
+    assert estimate_decimals(5.0, 5.0) == 1
+
+
+def test_mean_ci_is_the_t_interval():
+    values = np.array([[0.1, 1.0], [0.4, 2.0], [0.2, np.nan], [0.5, 4.0]])
+    mean, lo, hi = mean_ci(values)
+    expected = stats.t.interval(0.95, 3, loc=values[:, 0].mean(), scale=stats.sem(values[:, 0]))
+    assert (lo[0], hi[0]) == pytest.approx(expected)
+    assert mean[1] == pytest.approx(7 / 3)  # NaN ignored, n = 3
+    assert mean_ci(np.array([[1.0, 2.0]]))[1].tolist() == [1.0, 2.0]  # n = 1: no interval
+
+
+def test_labels_and_styles_are_consistent():
+    cells = [{"model": "tiny", "algorithm": "npo", "budget": 0.1},
+             {"model": "tiny", "algorithm": "ga", "budget": 0.1}]
+    assert varying_cell_labels(cells) == ["npo", "ga"]
+    assert varying_cell_labels(cells[:1]) == ["tiny, npo, budget 0.1"]
+    styles = condition_styles(["random", "attributed:a", "oracle", "layer_matched:x"])
+    assert styles["oracle"]["color"] == "#000000"
+    assert styles["random"]["color"] == styles["layer_matched:x"]["color"] == "#949494"
+    assert styles == condition_styles(["oracle", "layer_matched:x", "attributed:a", "random"])
+
+
+def test_forest_plot_rows_sesoi_band_and_pooled_diamond():
+    other = {**EXAMPLE, "cell": {"algorithm": "GA"}, "mean_diff": 0.05, "ci95": [0.03, 0.07]}
+    analysis = {"comparisons": [EXAMPLE, other],
+                "mixed_models": [{"metric": "aues", "contrast": "oracle vs random",
+                                  "estimate": 0.02, "ci95": [0.0, 0.04], "converged": False}]}
+    ax = forest_plot(analysis).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["oracle vs random", "NPO (n=10)", "GA (n=10)",
+                      "pooled: oracle vs random (not converged)"]
+    band = next(p for p in ax.patches if p.get_label().startswith("+-SESOI"))
+    assert band.get_x() == pytest.approx(-0.02) and band.get_width() == pytest.approx(0.04)
+    diamond = next(p for p in ax.patches if p.get_label() != band.get_label()).get_xy()
+    assert (diamond[:, 0].min(), diamond[:, 0].max()) == pytest.approx((0.0, 0.04))
+    with pytest.raises(DataError, match="no comparison on metric 'fs'"):
+        forest_plot(analysis, metric="fs")
+
+
+def test_mask_anatomy_counts_and_jaccard():
+    def mask(name, units):
+        return {"name": name, "signature": {"n_layers": 2, "n_units": 4}, "units": units}
+
+    masks = [mask("oracle", [[0, 1], [2]]), mask("attributed:x", [[1], [2, 3]]),
+             mask("random_0", [[3], [0]]), mask("random_1", [[3], [1]])]
+    fig = mask_anatomy(masks)
+    counts_ax, heat_ax = fig.axes[:2]
+    lines = {line.get_label(): line.get_ydata().tolist() for line in counts_ax.get_lines()}
+    assert lines == {"oracle": [2, 1], "attributed:x": [1, 2], "random masks (n=2)": [1, 1]}
+    jaccard = heat_ax.collections[0].get_array().reshape(3, 3)
+    # oracle & attributed share 2 of 4 distinct units; the random pair shares 1 of 3
+    assert jaccard[0, 1] == pytest.approx(0.5) and jaccard[2, 2] == pytest.approx(1 / 3)
+    with pytest.raises(DataError, match="masks/"):
+        mask_anatomy([])
+
+
+def test_nulls_and_nans_in_analysis_json_do_not_crash(tmp_path):
+    """analysis.json may hold null / NaN where a statistic was undefined (n = 1, zero sd)."""
+    import json
+
+    from causalloc.report import write_report
+
+    degenerate = {**EXAMPLE, "ci95": [None, None], "d_z": float("nan"), "tost_p": None,
+                  "p_adj": float("nan"), "n_blocks": 1, "verdict": "inconclusive",
+                  "blocks_needed": None}
+    (tmp_path / "analysis.json").write_text(json.dumps({
+        "comparisons": [degenerate],
+        "mixed_models": [{"metric": "aues", "estimate": None, "ci95": None, "converged": False,
+                          "warnings": ["singular"], "formula": "aues ~ C(condition)"}],
+        "dose_response": [{"metric": "aues", "predictor": "budget", "cell": {}, "slope": None,
+                           "ci95": None, "p": None, "n": 2,
+                           "points": [{"x": 0.1, "mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 1}]}]}))
+    written = write_report(tmp_path)
+    markdown = written["report_md"].read_text()
+    assert "| 1 | 0.006 | [n/a, n/a] | n/a | 0.69 | n/a | n/a | inconclusive | n/a |" in markdown
+    assert "95% CI [n/a, n/a]" in markdown and "blocks needed not computed" in markdown
+    assert {"forest_aues", "dose_response_budget"} <= {p.stem for p in written["figures"]}
