@@ -86,3 +86,8 @@ def pad_id(tokenizer) -> int:
     if tokenizer.eos_token_id is not None:
         return tokenizer.eos_token_id
     return 0
+
+
+def eval_batches(examples: Sequence[dict[str, list[int]]], pad_token_id: int, batch_size: int = 64):
+    """Collated batches in order (for evaluation; no shuffling)."""
+    return [collate(examples[i:i + batch_size], pad_token_id) for i in range(0, len(examples), batch_size)]

@@ -41,14 +41,14 @@ def unlearn(
     config: TrainConfig,
     evaluate: Callable[[int], dict] | None = None,
     snapshot: ParameterSnapshot | None = None,
-    after: Callable[[MaskedColumns], dict] | None = None,
-) -> tuple[TrainResult, dict]:
+) -> tuple[TrainResult, MaskedColumns]:
     """Unlearn with updates restricted to ``mask``; the shared ``model`` is left untouched.
 
     Data order is drawn from ``config.seed`` (forget and retain streams get derived seeds),
     the objective's own random draws from a generator seeded with ``config.seed`` too, so
-    the conditions of a block differ only in the mask. ``after(columns)`` runs with the
-    trained columns still attached (e.g. a relearning attack) and its dict is returned.
+    the conditions of a block differ only in the mask. Returns the training result and the
+    trained columns (re-enter them with ``with columns:`` to evaluate the unlearned model,
+    or ``columns.merge_into(copy)`` to materialise it).
     """
     snapshot = snapshot or ParameterSnapshot(model)
     device = next(model.parameters()).device
@@ -83,8 +83,7 @@ def unlearn(
 
         result = train_masked(model, columns, loss_fn, config, evaluate)
         result.max_abs_change_outside_mask = max_abs_change_outside_mask(model, snapshot, columns)
-        extra = after(columns) if after is not None else {}
-    return result, extra
+    return result, columns
 
 
 def _model_inputs(batch: dict, device) -> dict:

@@ -1,0 +1,206 @@
+"""The real run function: one resolved run dict -> metrics, trajectory and the hard-constraint check.
+
+Per worker process (``context.cache``) it keeps, for each testbed, one loaded theta_o
+(frozen, shared read-only by every run and used as the reference model of NPO / DPO /
+RMU), its snapshot for the outside-mask check, the encoded data, the evaluation batches,
+theta_r's truth ratios (for forget quality) and the attributed masks already computed.
+A run then only attaches its trainable masked columns, trains and evaluates.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
+from causalloc.errors import SpecError
+from causalloc.masks import (
+    Mask,
+    budget_to_count,
+    disjoint_random,
+    given,
+    layer_matched_random,
+    overlap_controlled,
+    uniform_random,
+)
+from causalloc.metrics import (
+    aues,
+    extraction_strength,
+    forget_quality,
+    fs_at_rs,
+    relearning_attack,
+    truth_ratio,
+)
+from causalloc.testbed import Testbed, build_testbed, config_for
+from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
+
+#: run["testbed"] keys that are not TestbedConfig fields
+_TESTBED_KEYS = {"kind", "budget", "seed", "build"}
+
+
+def testbed_config(spec: dict):
+    """TestbedConfig of a run's ``testbed`` table: ``seed`` seeds data, init and V_tgt;
+    ``build`` holds builder overrides."""
+    extra = {k: v for k, v in spec.items() if k not in _TESTBED_KEYS and k != "build"}
+    seed = int(spec.get("seed", 0))
+    return config_for(spec.get("kind", "tiny"), budget=spec.get("budget", 0.1), data_seed=seed,
+                      model_seed=seed, target_seed=seed, **extra, **spec.get("build", {}))
+
+
+class TestbedState:
+    """What every run on one testbed shares inside a worker process."""
+
+    __test__ = False
+
+    def __init__(self, testbed: Testbed, max_length: int):
+        self.testbed = testbed
+        self.model = testbed.load_model("theta_o")
+        self.tokenizer = testbed.tokenizer()
+        self.pad = pad_id(self.tokenizer)
+        self.snapshot = ParameterSnapshot(self.model)
+        self.signature = testbed.v_tgt.signature
+        splits = testbed.splits
+        self.forget = encode_items(self.tokenizer, splits.forget, max_length)
+        self.retain = encode_items(self.tokenizer, splits.retain, max_length)
+        self.refusal = self._refusals(splits, max_length)
+        self.forget_eval = eval_batches(self.forget, self.pad)
+        self.retain_eval = eval_batches(self.retain, self.pad)
+        self.masks: dict[str, Mask] = {}
+        self._tr_reference = None
+
+    def _refusals(self, splits, max_length):
+        """Forget questions paired with refusal answers (item i gets refusal i mod R)."""
+        refusals = splits.refusals or ["I don't know."]
+        return [encode_qa(self.tokenizer, item.question, refusals[i % len(refusals)], max_length)
+                for i, item in enumerate(splits.forget)]
+
+    def es(self, batches) -> float:
+        return float(np.mean(extraction_strength(self.model, batches)))
+
+    def truth_ratio_reference(self):
+        """Truth ratios of theta_r on the forget set (computed once, theta_r then released)."""
+        if self._tr_reference is None:
+            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device)
+            self._tr_reference = truth_ratio(theta_r, self.tokenizer, self.testbed.splits.forget)
+            del theta_r
+        return self._tr_reference
+
+
+def _state(run: dict, context) -> TestbedState:
+    cache = context.cache if context is not None else {}
+    config = testbed_config(run["testbed"])
+    key = ("testbed", config.hash())
+    if key not in cache:
+        testbed = build_testbed(config)
+        cache[key] = TestbedState(testbed, config.max_length)
+    return cache[key]
+
+
+def build_mask(spec: dict, budget: float, state: TestbedState) -> Mask:
+    """The mask of a run from its resolved ``mask`` dict (see causalloc.runs.design)."""
+    kind = spec["kind"]
+    rng = np.random.default_rng(spec["seed"])
+    sig = state.signature
+    v_tgt = state.testbed.v_tgt
+    if kind == "oracle":
+        count = budget_to_count(budget, sig)
+        return overlap_controlled(v_tgt, min(1.0, v_tgt.size / count), rng, budget=count)
+    if kind == "random":
+        return uniform_random(sig, budget, rng)
+    if kind == "overlap":
+        return overlap_controlled(v_tgt, float(spec["fraction"]), rng, budget=budget)
+    if kind == "given":
+        return given(spec["path"], sig)
+    if kind == "attributed":
+        return _attributed(spec, budget, state)
+    reference = build_mask(spec["reference"], budget, state)
+    if kind == "disjoint":
+        return disjoint_random(reference, rng, budget=budget)
+    if kind == "layer_matched":
+        return layer_matched_random(reference, rng)
+    raise SpecError(f"mask.kind: unknown {kind!r}")
+
+
+def _attributed(spec: dict, budget: float, state: TestbedState) -> Mask:
+    from causalloc.attribution import localize
+
+    hyper = dict(spec.get("hyper", {}))
+    per_layer = bool(hyper.pop("per_layer", False))
+    key = repr((spec["method"], sorted(hyper.items()), per_layer, budget, spec["seed"]))
+    if key not in state.masks:
+        result = localize(spec["method"], state.model, eval_batches(state.forget, state.pad, 16),
+                          eval_batches(state.retain, state.pad, 16), budget, per_layer=per_layer,
+                          seed=int(spec["seed"]) % 2**32, **hyper)
+        state.masks[key] = result.mask
+    return state.masks[key]
+
+
+def execute(run: dict, context=None) -> dict:
+    """Run one matched unlearning run and return the backend's result dict."""
+    start = time.perf_counter()
+    state = _state(run, context)
+    budget = run["budget"]
+    mask = build_mask(run["mask"], budget, state)
+    objective = make_objective(run["objective"]["name"], **run["objective"]["hyper"])
+    config = TrainConfig(**run["train"], eval_every=int(run["eval"]["every"]))
+    data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)
+    setup_seconds = time.perf_counter() - start
+
+    def evaluate(step: int) -> dict:
+        return {"rs": state.es(state.retain_eval), "fs": 1.0 - state.es(state.forget_eval)}
+
+    result, columns = unlearn(state.model, mask, objective, data, config, evaluate, state.snapshot)
+    metrics_start = time.perf_counter()
+    points = [p for p in result.trajectory if "rs" in p]
+    rs = [p["rs"] for p in points]
+    fs = [p["fs"] for p in points]
+    diverged = any(p.get("diverged") for p in result.trajectory)
+    final = points[-1]
+    metrics = {
+        "aues": aues(rs, fs),
+        "fs_at_rs95": fs_at_rs(rs, fs, rs[0], 0.95),
+        "fs_final": float("nan") if diverged else final["fs"],
+        "rs_final": float("nan") if diverged else final["rs"],
+        "es_forget_final": float("nan") if diverged else 1.0 - final["fs"],
+        "es_retain_final": float("nan") if diverged else final["rs"],
+    }
+    wanted = set(run["eval"]["metrics"])
+    if wanted & {"forget_quality", "log_forget_quality"}:
+        with columns:
+            tr = truth_ratio(state.model, state.tokenizer, state.testbed.splits.forget)
+        p, log_p = forget_quality(tr, state.truth_ratio_reference())
+        metrics.update(forget_quality=p, log_forget_quality=log_p)
+    if run.get("relearn") and "relearn_es" in wanted:
+        metrics["relearn_es"] = _relearn(run["relearn"], state, columns)
+    overlap = mask.overlap(state.testbed.v_tgt) / mask.size
+    return {
+        "metrics": {k: float(v) for k, v in metrics.items() if k in wanted},
+        "trajectory": [{"step": p["step"], "rs": p["rs"], "fs": p["fs"]} for p in points],
+        "max_abs_change_outside_mask": result.max_abs_change_outside_mask,
+        "max_abs_change_inside_mask": result.max_abs_change_inside_mask,
+        "mask_size": mask.size,
+        "mask_hash": mask.hash(),
+        "overlap_with_oracle": overlap,
+        "diverged": diverged,
+        "timings": {"setup": setup_seconds, "train": result.seconds_train, "eval": result.seconds_eval,
+                    "metrics": time.perf_counter() - metrics_start},
+    }
+
+
+def _relearn(spec: dict, state: TestbedState, columns) -> float:
+    """Relearning attack on the unlearned model: fine-tune all weights of a merged copy on a
+    seeded ``fraction`` of the forget items (the same split for every run of a block),
+    ES on the rest."""
+    merged = copy.deepcopy(state.model)
+    columns.merge_into(merged)
+    n_train = max(1, int(round(spec["fraction"] * len(state.forget))))
+    if n_train >= len(state.forget):
+        raise SpecError("relearn.fraction: leaves no forget example to evaluate on")
+    order = np.random.default_rng(spec["seed"]).permutation(len(state.forget))
+    train = eval_batches([state.forget[i] for i in order[:n_train]], state.pad, 8)
+    held_out = eval_batches([state.forget[i] for i in order[n_train:]], state.pad)
+    merged.requires_grad_(True)
+    outcome = relearning_attack(merged, train, held_out, int(spec["steps"]), float(spec["lr"]),
+                                int(spec["seed"]) % 2**32)
+    return outcome.es

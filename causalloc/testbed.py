@@ -1,0 +1,355 @@
+"""The controlled injection testbed (Lee et al. 2025, EMNLP; methods.md "Controlled injection").
+
+theta_p (pretrained; for the tiny kind a random init) -> theta_r: fine-tune all
+parameters on the retain split, so theta_r never saw the forget authors -> theta_o:
+train theta_r on the forget split updating ONLY a uniformly random set V_tgt of value
+vectors (budget p, default 10%), with the hard-constrained masked trainer. V_tgt is then
+the ground-truth location of the forget knowledge, and every matched run starts from the
+same theta_o.
+
+Injection mixes retain batches into the restricted training (loss = NLL(forget) +
+NLL(retain)): forget-only injection into 10% of value vectors destroys the retain
+knowledge (a prototype fell from ES_retain 0.92 to 0.06), which would make theta_o a bad
+starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(theta_r).
+
+The testbed is cached on disk under the sha256 of its resolved config, built in a
+temporary folder and renamed into place when complete, so an interrupted build never
+leaves a half-written testbed that a later run would reuse.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from causalloc.data.collate import encode_items, eval_batches, pad_id
+from causalloc.data.types import QAItem, QASplits
+from causalloc.errors import DataError, SpecError
+from causalloc.masks import Mask, uniform_random
+from causalloc.metrics import extraction_strength
+from causalloc.models.units import adapter_for
+from causalloc.unlearn.trainer import (
+    BatchStream,
+    MaskedColumns,
+    ParameterSnapshot,
+    TrainConfig,
+    max_abs_change_outside_mask,
+    to_device,
+    train_masked,
+)
+
+KINDS = ("tiny", "tofu", "smollm2")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TestbedConfig:
+    """Everything that determines a testbed; its hash names the cache folder.
+
+    ``kind``: ``tiny`` (generated authors, tiny LLaMA with a word-level tokenizer),
+    ``tofu`` (a TOFU subset from ``tofu_path``, tiny LLaMA), ``smollm2`` (generated
+    authors, SmolLM2-135M-Instruct as theta_p). Defaults are the tiny kind's, tuned so
+    that ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9 and ES_retain(theta_o) >=
+    0.95 ES_retain(theta_r); :func:`config_for` gives each kind's defaults.
+    """
+
+    __test__ = False  # not a pytest class
+
+    kind: str = "tiny"
+    # data
+    n_authors: int = 20
+    n_forget_authors: int = 2
+    n_questions: int = 20
+    data_seed: int = 0
+    tofu_path: str | None = None
+    max_length: int = 64
+    # tiny model (ignored for smollm2)
+    hidden: int = 128
+    intermediate: int = 1024
+    layers: int = 4
+    heads: int = 4
+    model_seed: int = 0
+    # theta_p -> theta_r: full fine-tuning on retain
+    retain_epochs: int = 40
+    retain_lr: float = 3e-3
+    retain_batch: int = 16
+    # theta_r -> theta_o: injection into V_tgt only
+    budget: float = 0.1
+    target_seed: int = 0
+    inject_steps: int = 1200
+    inject_lr: float = 3e-2
+    inject_batch: int = 16
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise SpecError(f"testbed.kind: unknown {self.kind!r} (known: {list(KINDS)})")
+        if self.kind == "tofu" and not self.tofu_path:
+            raise SpecError("testbed.tofu_path: required for kind 'tofu'")
+        if not 0 < self.n_forget_authors < self.n_authors:
+            raise SpecError(
+                f"testbed.n_forget_authors: must lie in [1, n_authors - 1], got {self.n_forget_authors}"
+            )
+
+    def hash(self) -> str:
+        payload = {"format": FORMAT_VERSION, **asdict(self)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+#: per-kind defaults that differ from the dataclass defaults (the tiny kind's)
+KIND_DEFAULTS = {
+    "tiny": {},
+    "tofu": {},
+    "smollm2": {"retain_epochs": 3, "retain_lr": 5e-5, "retain_batch": 8, "inject_steps": 150,
+                "inject_lr": 2e-3, "inject_batch": 8, "max_length": 96},
+}
+
+
+def config_for(kind: str = "tiny", **overrides) -> TestbedConfig:
+    """A testbed config with the kind's defaults and the given overrides (unknown keys raise)."""
+    known = {f.name for f in fields(TestbedConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SpecError(f"testbed: unknown key(s) {unknown} (known: {sorted(known)})")
+    if kind not in KINDS:
+        raise SpecError(f"testbed.kind: unknown {kind!r} (known: {list(KINDS)})")
+    return TestbedConfig(kind=kind, **{**KIND_DEFAULTS[kind], **overrides})
+
+
+def default_cache_dir() -> Path:
+    """``$CAUSALLOC_CACHE/testbeds`` or ``~/.cache/causalloc/testbeds``."""
+    root = os.environ.get("CAUSALLOC_CACHE") or Path.home() / ".cache" / "causalloc"
+    return Path(root) / "testbeds"
+
+
+@dataclass
+class Testbed:
+    """A built testbed on disk: data, tokenizer, theta_r, theta_o and the true region V_tgt."""
+
+    __test__ = False
+
+    config: TestbedConfig
+    path: Path
+    splits: QASplits
+    v_tgt: Mask
+    diagnostics: dict = field(default_factory=dict)
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path / "tokenizer")
+
+    def load_model(self, which: str = "theta_o", device: str | torch.device = "cpu"):
+        """Load ``theta_o`` (default) or ``theta_r`` frozen, in eval mode."""
+        from transformers import AutoModelForCausalLM
+
+        _quiet_transformers()
+        if which not in ("theta_o", "theta_r"):
+            raise SpecError(f"testbed model: unknown {which!r} (theta_o or theta_r)")
+        model = AutoModelForCausalLM.from_pretrained(self.path / which, dtype=torch.float32)
+        return model.to(device).eval().requires_grad_(False)
+
+
+# data ---------------------------------------------------------------------------------
+def load_splits(config: TestbedConfig) -> QASplits:
+    """The testbed's data: generated authors, or a TOFU subset of ``n_authors`` authors."""
+    if config.kind == "tofu":
+        from causalloc.data.tofu import load_tofu
+
+        return load_tofu(config.tofu_path, authors=config.n_authors, n_forget_authors=config.n_forget_authors)
+    from causalloc.data.generator import generated_splits
+
+    return generated_splits(config.n_authors, config.n_forget_authors, config.n_questions, config.data_seed)
+
+
+def _splits_to_json(splits: QASplits) -> dict:
+    def items(xs):
+        return [asdict(x) for x in xs]
+
+    return {"forget": items(splits.forget), "retain": items(splits.retain), "holdout": items(splits.holdout),
+            "refusals": list(splits.refusals), "extra": {k: items(v) for k, v in splits.extra.items()},
+            "source": splits.source}
+
+
+def _splits_from_json(data: dict, source: str) -> QASplits:
+    def items(xs):
+        return [QAItem(**{**x, "perturbed_answers": tuple(x.get("perturbed_answers", ()))}) for x in xs]
+
+    return QASplits(items(data["forget"]), items(data["retain"]), items(data["holdout"]), data["refusals"],
+                    {k: items(v) for k, v in data["extra"].items()}, source)
+
+
+# models -------------------------------------------------------------------------------
+def _quiet_transformers() -> None:
+    """No per-file progress bars from transformers' save/load (they drown our own)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
+def _initial_model_and_tokenizer(config: TestbedConfig, splits: QASplits):
+    from causalloc.models.loading import build_tiny_llama, load_smollm2, train_word_tokenizer
+
+    if config.kind == "smollm2":
+        return load_smollm2()
+    texts = [t for it in splits.forget + splits.retain + splits.holdout
+             for t in (it.question, it.answer, it.paraphrased_answer, *it.perturbed_answers) if t]
+    tokenizer = train_word_tokenizer(texts + list(splits.refusals))
+    model = build_tiny_llama(tokenizer, hidden=config.hidden, intermediate=config.intermediate,
+                             layers=config.layers, heads=config.heads, seed=config.model_seed)
+    return model, tokenizer
+
+
+def finetune_all(model, examples, pad_token_id: int, epochs: int, lr: float, batch_size: int, seed: int,
+                 progress=None) -> list[float]:
+    """Plain full-parameter fine-tuning with AdamW (theta_p -> theta_r), seeded data order."""
+    model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    steps = epochs * max(1, len(examples) // batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)))
+    stream = iter(BatchStream([examples], batch_size, pad_token_id, seed))
+    device = next(model.parameters()).device
+    losses = []
+    for _ in range(steps):
+        (batch,) = next(stream)
+        batch = to_device(batch, device)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress.update(1)
+    model.eval().requires_grad_(False)
+    return losses
+
+
+def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: TestbedConfig, progress=None) -> dict:
+    """Train ``model`` on forget (+ retain) updating only ``v_tgt``; merge into the model.
+
+    Returns the hard-constraint check (``max_abs_change_outside_mask`` of the injection).
+    """
+    snapshot = ParameterSnapshot(model)
+    forget_stream = iter(BatchStream([forget], config.inject_batch, pad_token_id, config.target_seed))
+    retain_stream = iter(BatchStream([retain], config.inject_batch, pad_token_id, config.target_seed + 1))
+    device = next(model.parameters()).device
+    train_config = TrainConfig(steps=config.inject_steps, lr=config.inject_lr, optimizer="adam",
+                               grad_clip=1.0, batch_size=config.inject_batch, seed=config.target_seed)
+
+    def loss_fn(step, _columns):
+        (f,) = next(forget_stream)
+        (r,) = next(retain_stream)
+        if progress is not None:
+            progress.update(1)
+        return model(**to_device(f, device)).loss + model(**to_device(r, device)).loss
+
+    model.requires_grad_(False)
+    with MaskedColumns(model, v_tgt) as columns:
+        result = train_masked(model, columns, loss_fn, train_config)
+        outside = max_abs_change_outside_mask(model, snapshot, columns)
+    columns.merge_into(model)
+    return {"inject_max_abs_change_outside_mask": outside, "inject_final_loss": result.losses[-1]}
+
+
+def evaluate_es(model, tokenizer, splits: QASplits, max_length: int) -> dict:
+    """Mean ES on the forget and retain splits (one teacher-forced pass each)."""
+    pid = pad_id(tokenizer)
+
+    def mean_es(items):
+        return float(np.mean(extraction_strength(model, eval_batches(encode_items(tokenizer, items, max_length), pid))))
+
+    return {"es_forget": mean_es(splits.forget), "es_retain": mean_es(splits.retain)}
+
+
+# build / load -------------------------------------------------------------------------
+def build_testbed(config: TestbedConfig | None = None, cache_dir: str | Path | None = None,
+                  progress: bool = False, rebuild: bool = False) -> Testbed:
+    """Build the testbed for ``config`` or reuse the cached one with the same hash."""
+    config = config or TestbedConfig()
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = root / config.hash()[:16]
+    if (path / "testbed.json").exists() and not rebuild:
+        return load_testbed(path)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{path.name}.lock", "w") as lock:  # one builder at a time per testbed
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (path / "testbed.json").exists() and not rebuild:
+            return load_testbed(path)
+        return _build(config, root, path, progress)
+
+
+def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Testbed:
+    start = time.perf_counter()
+    _quiet_transformers()
+    torch.manual_seed(config.model_seed)
+    splits = load_splits(config)
+    model, tokenizer = _initial_model_and_tokenizer(config, splits)
+    pid = pad_id(tokenizer)
+    forget = encode_items(tokenizer, splits.forget, config.max_length)
+    retain = encode_items(tokenizer, splits.retain, config.max_length)
+    steps_r = config.retain_epochs * max(1, len(retain) // config.retain_batch)
+    bar = _progress(progress, steps_r + config.inject_steps, "testbed")
+    finetune_all(model, retain, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
+                 config.model_seed, bar)
+    diag_r = evaluate_es(model, tokenizer, splits, config.max_length)
+    tmp = root / f".tmp-{path.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp / "theta_r")
+    signature = adapter_for(model).signature
+    v_tgt = uniform_random(signature, config.budget, np.random.default_rng(config.target_seed), name="oracle")
+    check = inject(model, v_tgt, forget, retain, pid, config, bar)
+    if bar is not None:
+        bar.close()
+    diag_o = evaluate_es(model, tokenizer, splits, config.max_length)
+    model.save_pretrained(tmp / "theta_o")
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    v_tgt.save(tmp / "v_tgt.json")
+    (tmp / "data.json").write_text(json.dumps(_splits_to_json(splits)))
+    diagnostics = {
+        "es_forget_theta_r": diag_r["es_forget"], "es_retain_theta_r": diag_r["es_retain"],
+        "es_forget_theta_o": diag_o["es_forget"], "es_retain_theta_o": diag_o["es_retain"],
+        "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
+        "n_forget": len(forget), "n_retain": len(retain), **check,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    (tmp / "testbed.json").write_text(json.dumps(
+        {"config": asdict(config), "hash": config.hash(), "signature": signature.to_dict(),
+         "diagnostics": diagnostics}, indent=2))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return load_testbed(path)
+
+
+def load_testbed(path: str | Path) -> Testbed:
+    """Load a built testbed folder (raises DataError naming the missing piece)."""
+    path = Path(path)
+    meta_file = path / "testbed.json"
+    if not meta_file.exists():
+        raise DataError(f"{path}: not a built testbed (testbed.json missing)")
+    meta = json.loads(meta_file.read_text())
+    config = TestbedConfig(**meta["config"])
+    splits = _splits_from_json(json.loads((path / "data.json").read_text()), str(path / "data.json"))
+    return Testbed(config, path, splits, Mask.load(path / "v_tgt.json"), meta["diagnostics"])
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step")
+
+
+__all__ = ["TestbedConfig", "Testbed", "build_testbed", "load_testbed", "config_for"]

@@ -1,0 +1,91 @@
+"""The controlled testbed: caching, ground truth by construction, CLI diagnostics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from causalloc.cli import main
+from causalloc.errors import SpecError
+from causalloc.models.units import adapter_for
+from causalloc.testbed import build_testbed, config_for, load_testbed
+
+#: a seconds-scale testbed for unit tests (the default one is checked in the slow suite)
+SMALL = dict(n_authors=6, n_forget_authors=1, n_questions=6, hidden=32, intermediate=64, layers=2,
+             retain_epochs=3, retain_batch=8, inject_steps=15, inject_batch=4)
+
+
+@pytest.fixture(scope="module")
+def small_testbed(tmp_path_factory):
+    torch.set_num_threads(1)
+    cache = tmp_path_factory.mktemp("testbeds")
+    return build_testbed(config_for("tiny", **SMALL), cache_dir=cache), cache
+
+
+def test_injection_changes_only_the_target_units(small_testbed):
+    testbed, _ = small_testbed
+    theta_r, theta_o = testbed.load_model("theta_r"), testbed.load_model("theta_o")
+    d = testbed.diagnostics
+    assert d["inject_max_abs_change_outside_mask"] == 0.0
+    assert d["n_target_units"] == testbed.v_tgt.size == round(0.1 * 2 * 64)
+    dense = testbed.v_tgt.dense()
+    a_r, a_o = adapter_for(theta_r), adapter_for(theta_o)
+    for layer in range(2):
+        changed = (a_r.value_matrix(layer) != a_o.value_matrix(layer)).any(dim=1).numpy()
+        assert not changed[~dense[layer]].any()
+        assert changed[dense[layer]].any() or not dense[layer].any()
+    for (name, p_r), (_, p_o) in zip(theta_r.named_parameters(), theta_o.named_parameters()):
+        if "down_proj" not in name:
+            assert torch.equal(p_r, p_o), name
+
+
+def test_cache_is_reused_and_keyed_by_config(small_testbed):
+    testbed, cache = small_testbed
+    stamp = (testbed.path / "testbed.json").stat().st_mtime_ns
+    again = build_testbed(config_for("tiny", **SMALL), cache_dir=cache)
+    assert again.path == testbed.path
+    assert (again.path / "testbed.json").stat().st_mtime_ns == stamp
+    assert again.v_tgt == testbed.v_tgt
+    assert config_for("tiny", **{**SMALL, "target_seed": 1}).hash() != testbed.config.hash()
+    loaded = load_testbed(testbed.path)
+    assert [i.question for i in loaded.splits.forget] == [i.question for i in testbed.splits.forget]
+    assert not any(p.name.startswith(".tmp") for p in cache.iterdir())
+
+
+def test_cli_json_reports_the_diagnostics(small_testbed, capsys):
+    _, cache = small_testbed
+    args = ["testbed", "build", "--json", "--cache-dir", str(cache)]
+    for key, value in SMALL.items():
+        args += ["--set", f"{key}={value}"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("es_forget_theta_r", "es_retain_theta_r", "es_forget_theta_o", "es_retain_theta_o",
+                "budget", "n_target_units", "seconds"):
+        assert key in report
+    assert 0.0 <= report["es_forget_theta_o"] <= 1.0 and report["budget"] == 0.1
+
+
+def test_bad_testbed_options_are_named():
+    with pytest.raises(SpecError, match="n_author"):
+        config_for("tiny", n_author=3)
+    with pytest.raises(SpecError, match="tofu_path"):
+        config_for("tofu")
+    with pytest.raises(SpecError, match="kind"):
+        config_for("huge")
+    assert main(["testbed", "build", "--set", "nonsense"]) == 2
+
+
+@pytest.mark.slow
+def test_default_testbed_carries_the_knowledge_where_the_design_puts_it(tmp_path):
+    """Acceptance (issue 2): ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9,
+    ES_retain(theta_o) >= 0.95 ES_retain(theta_r); built in under 5 minutes on 2 cores."""
+    torch.set_num_threads(2)
+    d = build_testbed(config_for("tiny"), cache_dir=tmp_path).diagnostics
+    assert d["es_forget_theta_r"] <= 0.2
+    assert d["es_forget_theta_o"] >= 0.9
+    assert d["es_retain_theta_o"] >= 0.95 * d["es_retain_theta_r"]
+    assert d["inject_max_abs_change_outside_mask"] == 0.0
+    assert np.isfinite(d["seconds"]) and d["seconds"] < 300
