@@ -1,0 +1,597 @@
+"""Orchestration: run table -> comparisons, mixed models, dose-response -> analysis.json.
+
+The per-comparison statistics are computed in batches of comparisons that share the
+number of blocks n: one enumeration of the 2^n sign patterns, one set of bootstrap
+resamples and vectorised t / Wilcoxon / TOST for the whole batch. Random draws come from
+Generators seeded by ``numpy.random.default_rng([seed, purpose, n(, K)])`` with purpose
+0 = bootstrap, 1 = sign-flip Monte Carlo, 2 = randomization test, so every number can
+be reproduced from ``stats_seed`` alone, whatever else is in the table.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from causalloc import __version__
+from causalloc.errors import SpecError, TableError
+from causalloc.stats import table as table_module
+from causalloc.stats.bayes import jzs_bf10
+from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
+from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
+from causalloc.stats.equivalence import tost_paired
+from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_response, mixed_model
+from causalloc.stats.multiplicity import adjust_pvalues
+from causalloc.stats.permutation import randomization_test, sign_flip_test
+from causalloc.stats.power import blocks_needed
+from causalloc.stats.spec import AnalysisSpec, Comparison
+from causalloc.stats.table import RunTable
+from causalloc.stats.verdict import DEFAULT_SESOI, HIGHER_IS_BETTER, verdicts
+
+#: columns of the comparisons DataFrame and of comparisons.csv, in this order
+COMPARISON_COLUMNS = [
+    "id", "family", "a", "b", "metric", "cell", "n_blocks", "mean_a", "mean_b", "mean_diff",
+    "ci95_lo", "ci95_hi", "ci95_method", "n_boot", "t_ci95_lo", "t_ci95_hi", "d_z", "g_av",
+    "prob_improvement", "prob_improvement_ci95_lo", "prob_improvement_ci95_hi", "p_perm",
+    "p_perm_exact", "n_resamples", "p_rand", "k_random", "p_t", "p_wilcoxon", "p_adj",
+    "adj_method", "sesoi", "tost_p", "tost_ci90_lo", "tost_ci90_hi", "bf10", "verdict",
+    "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence", "higher_is_better",
+]
+#: condition kinds recognised from a condition name's prefix when design.json is absent
+CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
+#: the random baseline's condition name
+RANDOM = "random"
+#: stats packages whose versions are recorded
+_PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "pingouin")
+
+
+def compare_paired(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    sesoi: float | np.ndarray,
+    higher_is_better: bool | np.ndarray = True,
+    draws: np.ndarray | None = None,
+    alpha: float = 0.05,
+    ci_level: float = 0.95,
+    n_boot: int = 9999,
+    n_permutations: int = 9999,
+    max_exact_patterns: int = 2**16,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """All per-comparison statistics for rows of paired values a, b ([m, n], same n).
+
+    ``draws`` ([m, n, K], optional) are the K random masks behind b (b = their mean) for
+    the randomization test. Returns one row per comparison with the unadjusted
+    statistics (``p_adj``/verdict need the family and are added by :func:`analyze`).
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    b = np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    n = a.shape[1]
+    diffs = a - b
+    boot = bootstrap_mean_ci(
+        diffs, rng=np.random.default_rng([seed, 0, n]), n_boot=n_boot, ci_level=ci_level
+    )
+    perm = sign_flip_test(
+        diffs,
+        rng=np.random.default_rng([seed, 1, n]),
+        n_resamples=n_permutations,
+        max_exact_patterns=max_exact_patterns,
+    )
+    t_test = paired_t(diffs, ci_level)
+    out = pd.DataFrame(
+        {
+            "n_blocks": n,
+            "mean_a": a.mean(axis=1),
+            "mean_b": b.mean(axis=1),
+            "mean_diff": boot["mean_diff"],
+            "ci95_lo": boot["ci_lo"],
+            "ci95_hi": boot["ci_hi"],
+            "ci95_method": boot["ci_method"],
+            "n_boot": boot["n_boot"],
+            "t_ci95_lo": t_test["t_ci_lo"],
+            "t_ci95_hi": t_test["t_ci_hi"],
+            "sd_diff": diffs.std(axis=1, ddof=1),
+            "t": t_test["t"],
+            "p_t": t_test["p_t"],
+            "p_wilcoxon": wilcoxon_signed_rank(diffs),
+        }
+    )
+    out = pd.concat([out, paired_effect_sizes(a, b), perm], axis=1)
+    pi = prob_improvement(diffs, higher_is_better, ci_level)
+    out["prob_improvement"] = pi["prob_improvement"]
+    out["prob_improvement_ci95_lo"] = pi["prob_improvement_lo"]
+    out["prob_improvement_ci95_hi"] = pi["prob_improvement_hi"]
+    out["sesoi"] = np.broadcast_to(np.asarray(sesoi, dtype=float), (len(out),))
+    out = pd.concat([out, tost_paired(diffs, out["sesoi"].to_numpy(), alpha)], axis=1)
+    out["bf10"] = jzs_bf10(out["t"].to_numpy(), n)
+    out["p_rand"] = np.nan
+    out["k_random"] = np.nan
+    if draws is not None:
+        k = np.asarray(draws).shape[-1]
+        rand = randomization_test(
+            a,
+            draws,
+            rng=np.random.default_rng([seed, 2, n, k]),
+            n_resamples=n_permutations,
+            max_exact_patterns=max_exact_patterns,
+        )
+        out["p_rand"] = rand["p_rand"].to_numpy()
+        out["k_random"] = k
+    return out
+
+
+@dataclass
+class AnalysisResult:
+    """Tidy results plus everything analysis.json records about input, policy and exclusions."""
+
+    comparisons: pd.DataFrame
+    mixed_models: pd.DataFrame
+    dose_response: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The analysis.json document (docs/analysis_json.md); non-finite numbers -> null."""
+        comparisons = []
+        for row in self.comparisons.to_dict("records"):
+            entry = {k: row[k] for k in ("id", "family", "a", "b", "metric")}
+            entry["cell"] = row["cell"]
+            entry.update({k: row[k] for k in ("n_blocks", "diffs", "replicates")})
+            entry.update({k: row[k] for k in ("mean_a", "mean_b", "mean_diff")})
+            entry["ci95"] = [row["ci95_lo"], row["ci95_hi"]]
+            entry.update({k: row[k] for k in ("ci95_method", "n_boot")})
+            entry["t_ci95"] = [row["t_ci95_lo"], row["t_ci95_hi"]]
+            entry.update({k: row[k] for k in ("d_z", "g_av", "prob_improvement")})
+            entry["prob_improvement_ci95"] = [
+                row["prob_improvement_ci95_lo"], row["prob_improvement_ci95_hi"]
+            ]
+            for key in ("p_perm", "p_perm_exact", "n_resamples", "p_rand", "k_random", "p_t",
+                        "p_wilcoxon", "p_adj", "adj_method", "sesoi", "tost_p"):
+                entry[key] = row[key]
+            entry["tost_ci90"] = [row["tost_ci90_lo"], row["tost_ci90_hi"]]
+            for key in ("bf10", "verdict", "blocks_needed", "blocks_needed_detect",
+                        "blocks_needed_equivalence", "higher_is_better"):
+                entry[key] = row[key]
+            for key in ("n_blocks", "n_boot", "n_resamples", "k_random", "blocks_needed",
+                        "blocks_needed_detect", "blocks_needed_equivalence"):
+                entry[key] = _as_int(entry[key])
+            comparisons.append(entry)
+        mixed = []
+        for row in self.mixed_models.to_dict("records"):
+            row["ci95"] = [row.pop("ci95_lo"), row.pop("ci95_hi")]
+            mixed.append(row)
+        dose = []
+        for row in self.dose_response.to_dict("records"):
+            row["ci95"] = [row.pop("ci95_lo"), row.pop("ci95_hi")]
+            dose.append(row)
+        document = {
+            "schema_version": 1,
+            "causalloc_version": __version__,
+            **self.meta,
+            "comparisons": comparisons,
+            "mixed_models": mixed,
+            "dose_response": dose,
+        }
+        document["warnings"] = document.pop("warnings", [])
+        return _json_clean(document)
+
+    def comparisons_csv(self) -> pd.DataFrame:
+        """comparisons.csv: the fixed columns, the cell as 'col=value, ...'."""
+        frame = self.comparisons[COMPARISON_COLUMNS].copy()
+        frame["cell"] = frame["cell"].map(cell_label)
+        return frame
+
+
+def _as_int(value):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return int(value)
+
+
+def _json_clean(value):
+    """Replace NaN/inf by None and numpy scalars/arrays by Python values, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def cell_label(cell: dict) -> str:
+    """'algorithm=ga, budget=0.1', or 'all' for a table with no cell columns."""
+    return ", ".join(f"{k}={v}" for k, v in cell.items()) or "all"
+
+
+def condition_kinds(conditions: list[str], design: dict) -> dict[str, tuple[str, str | None]]:
+    """(kind, reference) of each condition, from design.json or else from its name."""
+    declared = design.get("conditions") or {}
+    out = {}
+    for name in conditions:
+        if name in declared:
+            out[name] = (declared[name].get("kind", "given"), declared[name].get("reference"))
+            continue
+        prefix, _, rest = name.partition(":")
+        kind = prefix if prefix in CONDITION_KINDS else "given"
+        reference = rest if kind in ("disjoint", "layer_matched") and rest else None
+        out[name] = (kind, reference)
+    return out
+
+
+def default_pairs(conditions: list[str], design: dict) -> list[Comparison]:
+    """The comparisons made when no spec lists them.
+
+    Each condition vs ``random`` (random = the mean of its K draws per block; this
+    includes oracle vs random); each condition that ``disjoint:*`` or ``layer_matched:*``
+    conditions reference (e.g. attributed:activations) vs those controls. Without a
+    ``random`` condition and with exactly two conditions: the first vs the second.
+    """
+    kinds = condition_kinds(conditions, design)
+    present = set(conditions)
+    pairs = []
+    if RANDOM in conditions:
+        pairs += [Comparison(c, RANDOM) for c in conditions if c != RANDOM]
+    for control, (kind, reference) in kinds.items():
+        if kind in ("disjoint", "layer_matched") and reference in present - {RANDOM}:
+            pairs.append(Comparison(reference, control))
+    if not pairs and len(conditions) == 2:
+        pairs = [Comparison(conditions[0], conditions[1])]
+    if not pairs:
+        raise SpecError(
+            f"comparisons: no default comparison for conditions {conditions} (no 'random' "
+            "condition); list them in an analysis spec under [[comparisons]]"
+        )
+    return list(dict.fromkeys(pairs))
+
+
+def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str = "") -> AnalysisResult:
+    """Run the whole analysis of a loaded run table (modifies ``table.runs`` by its policies)."""
+    spec = spec or AnalysisSpec()
+    warnings_out: list[str] = []
+    metrics = spec.metrics or table.metrics
+    unknown = [m for m in metrics if m not in table.runs.columns]
+    if unknown:
+        raise TableError(f"{table.source}: metric column(s) {unknown} not in the table")
+    for metric in metrics:
+        if metric not in table.metrics:
+            table.runs[metric] = table_module._numeric(table.runs[metric], metric, table.source)
+    sesoi = {m: spec.sesoi.get(m, DEFAULT_SESOI.get(m)) for m in metrics}
+    missing_sesoi = [m for m, v in sesoi.items() if v is None]
+    if missing_sesoi:
+        raise SpecError(
+            f"sesoi: no SESOI for metric(s) {missing_sesoi} (no default): pass "
+            f"--sesoi {missing_sesoi[0]}=VALUE or set [sesoi] in the spec, in metric units"
+        )
+    direction = {}
+    for metric in metrics:
+        if metric in spec.higher_is_better:
+            direction[metric] = spec.higher_is_better[metric]
+        else:
+            direction[metric] = HIGHER_IS_BETTER.get(metric, True)
+            if metric not in HIGHER_IS_BETTER:
+                warnings_out.append(
+                    f"metric {metric!r}: direction unknown, assumed higher is better "
+                    "(set [higher_is_better] in the spec)"
+                )
+
+    cond = table.condition_column
+    conditions = list(dict.fromkeys(table.runs[cond]))
+    pairs = spec.comparisons or default_pairs(conditions, table.design)
+    for i, pair in enumerate(pairs):
+        for side in ("a", "b"):
+            name = getattr(pair, side)
+            if name not in conditions:
+                raise SpecError(
+                    f"comparisons[{i}].{side}: condition {name!r} has no done run in the table "
+                    f"(conditions: {conditions})"
+                )
+        for metric in pair.metrics or ():
+            if metric not in metrics:
+                raise SpecError(f"comparisons[{i}].metrics: {metric!r} is not an analysed metric")
+    involved = list(dict.fromkeys(c for p in pairs for c in (p.a, p.b)))
+
+    excluded = table_module.apply_nonfinite_policy(table, spec.nonfinite, metrics)
+    dropped = table_module.check_matching(table, involved, spec.drop_unmatched)
+    records = _collect(table, pairs, metrics, dropped, warnings_out, spec)
+    if not records:
+        raise TableError(f"{table.source}: no comparison has 2 or more matched blocks")
+    comparisons = _statistics(records, sesoi, direction, spec, warnings_out)
+
+    mixed, dose = _models(table, pairs, metrics, spec, warnings_out)
+    replicates = sorted(table.runs[table.replicate].unique().tolist(), key=str)
+    meta = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "input": {
+            "source": table.source,
+            "kind": table.kind,
+            "sha256": table.sha256,
+            "block_columns": table.block_columns,
+            "condition_column": cond,
+            "replicate": table.replicate,
+            "draw_column": table.draw_column,
+            "metrics": metrics,
+            "n_rows": table.n_rows,
+        },
+        "setup": table.design.get("setup", {}),
+        "reproducibility": {
+            "command": command,
+            "spec_hash": table.design.get("spec_hash"),
+            "analysis_spec_hash": spec.spec_hash,
+            "design_command": table.design.get("command"),
+            "seeds": replicates,
+            "stats_seed": spec.seed,
+            "package_versions": package_versions(),
+        },
+        "policy": {
+            "drop_unmatched": spec.drop_unmatched,
+            "nonfinite": spec.nonfinite,
+            "alpha": spec.alpha,
+            "ci_level": spec.ci_level,
+            "n_resamples": spec.n_boot,
+            "n_permutations": spec.n_permutations,
+            "max_exact_patterns": spec.max_exact_patterns,
+            "adjust": spec.adjust,
+            "power": spec.power,
+            "sesoi": sesoi,
+            "higher_is_better": direction,
+            "verdict_p": "p_adj (adjusted sign-flip permutation p)",
+        },
+        "dropped_blocks": dropped,
+        "excluded_runs": excluded,
+        "failed_runs": table.failed_runs,
+        "warnings": warnings_out,
+    }
+    return AnalysisResult(comparisons, mixed, dose, meta)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "causalloc": __version__}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _block_values(table: RunTable, metric: str):
+    """Per (block, condition): mean over draws, and the draws themselves as [blocks, K]."""
+    key = table.block_columns
+    cond = table.condition_column
+    runs = table.runs
+    if table.draw_column:
+        runs = runs.sort_values(table.draw_column, kind="stable")
+    draw_index = runs.groupby([*key, cond], sort=False).cumcount()
+    # groupby + unstack keeps only the blocks that exist (pivot_table(dropna=False) would
+    # add every combination of block-column levels)
+    wide = runs.groupby([*key, cond], sort=True)[metric].mean().unstack(cond)
+    draws = runs.assign(_draw=draw_index).groupby([*key, cond, "_draw"])[metric].mean()
+    draws = draws.unstack("_draw")
+    return wide, draws
+
+
+def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
+    """One record per (pair, metric, cell): per-block a, b and b's draws."""
+    records = []
+    cells = table.cell_columns
+    for metric in metrics:
+        wide, draws = _block_values(table, metric)
+        index = wide.index.to_frame(index=False)
+        groups = index.groupby(cells, sort=False).indices if cells else {(): np.arange(len(index))}
+        for pair in pairs:
+            if pair.metrics and metric not in pair.metrics:
+                continue
+            a_all = wide[pair.a].to_numpy()
+            b_all = wide[pair.b].to_numpy()
+            draw_rows = draws.xs(pair.b, level=table.condition_column)
+            draw_rows = draw_rows.reindex(wide.index).dropna(axis=1, how="all")
+            multi = draw_rows.shape[1] > 1
+            for cell_key, positions in groups.items():
+                cell_values = cell_key if isinstance(cell_key, tuple) else (cell_key,)
+                cell = {c: table_module._clean(v) for c, v in zip(cells, cell_values)}
+                ok = np.isfinite(a_all[positions]) & np.isfinite(b_all[positions])
+                replicate_ids = index[table.replicate].to_numpy()
+                for bad in positions[~ok]:
+                    dropped.append(
+                        {
+                            "cell": cell,
+                            "block": {table.replicate: table_module._clean(replicate_ids[bad])},
+                            "missing": [pair.a, pair.b],
+                            "reason": f"non-finite {metric} excluded (nonfinite=drop); "
+                            f"block left out of {pair.a} vs {pair.b} only",
+                        }
+                    )
+                use = positions[ok]
+                label = f"{pair.a} vs {pair.b} | {metric} | {cell_label(cell)}"
+                if len(use) < 2:
+                    message = f"{label}: {len(use)} matched block(s), need >= 2"
+                    if spec.drop_unmatched or spec.nonfinite == "drop":
+                        warnings_out.append(f"skipped {message}")
+                        continue
+                    raise TableError(f"{table.source}: {message}")
+                block_draws = None
+                if multi:
+                    values = draw_rows.to_numpy()[use]
+                    if np.isfinite(values).all():
+                        block_draws = values
+                    else:
+                        warnings_out.append(
+                            f"{label}: unequal or non-finite random draws per block; "
+                            "randomization test not computed"
+                        )
+                records.append(
+                    {
+                        "id": label,
+                        "family": pair.family or f"{metric} | {cell_label(cell)}",
+                        "a": pair.a,
+                        "b": pair.b,
+                        "metric": metric,
+                        "cell": cell,
+                        "a_values": a_all[use],
+                        "b_values": b_all[use],
+                        "draws": block_draws,
+                        "replicates": [table_module._clean(r) for r in replicate_ids[use]],
+                    }
+                )
+    return records
+
+
+def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> pd.DataFrame:
+    """Batch the records by (n, K) and compute every statistic; then adjust and decide."""
+    batches: dict[tuple, list[int]] = {}
+    for i, record in enumerate(records):
+        k = None if record["draws"] is None else record["draws"].shape[1]
+        batches.setdefault((len(record["a_values"]), k), []).append(i)
+    parts = []
+    for (_, k), members in batches.items():
+        a = np.stack([records[i]["a_values"] for i in members])
+        b = np.stack([records[i]["b_values"] for i in members])
+        draws = None if k is None else np.stack([records[i]["draws"] for i in members])
+        metrics = [records[i]["metric"] for i in members]
+        part = compare_paired(
+            a,
+            b,
+            sesoi=np.array([sesoi[m] for m in metrics]),
+            higher_is_better=np.array([direction[m] for m in metrics]),
+            draws=draws,
+            alpha=spec.alpha,
+            ci_level=spec.ci_level,
+            n_boot=spec.n_boot,
+            n_permutations=spec.n_permutations,
+            max_exact_patterns=spec.max_exact_patterns,
+            seed=spec.seed,
+        )
+        part.index = members
+        parts.append(part)
+    stats_frame = pd.concat(parts).sort_index()
+    info = pd.DataFrame(
+        [
+            {key: r[key] for key in ("id", "family", "a", "b", "metric", "cell", "replicates")}
+            | {"diffs": (r["a_values"] - r["b_values"]).tolist()}
+            for r in records
+        ]
+    )
+    frame = pd.concat([info, stats_frame], axis=1)
+    frame["higher_is_better"] = frame["metric"].map(direction)
+    frame["adj_method"] = spec.adjust
+    frame["p_adj"] = adjust_pvalues(frame["p_perm"], frame["family"], spec.adjust)
+    frame["verdict"] = verdicts(
+        frame["mean_diff"], frame["p_adj"], frame["tost_p"], frame["higher_is_better"], spec.alpha
+    ).to_numpy()
+    detect, equivalence = blocks_needed(
+        frame["sd_diff"].to_numpy(), frame["sesoi"].to_numpy(), spec.alpha, spec.power
+    )
+    frame["blocks_needed_detect"] = detect
+    frame["blocks_needed_equivalence"] = equivalence
+    needed = np.fmax(detect, equivalence)
+    frame["blocks_needed"] = np.where(frame["verdict"] == "inconclusive", needed, np.nan)
+    frame["p_perm_exact"] = frame["p_perm_exact"].astype(bool)
+    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates"]]
+
+
+def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
+    """Mixed models per metric and dose-response regressions per cell."""
+    mixed_parts, dose_rows = [], []
+    cond = table.condition_column
+    key = table.block_columns
+    for metric in metrics:
+        metric_pairs = [p for p in pairs if not p.metrics or metric in p.metrics]
+        involved = list(dict.fromkeys(c for p in metric_pairs for c in (p.a, p.b)))
+        reference = RANDOM if RANDOM in involved else metric_pairs[0].b
+        block_means = (
+            table.runs[table.runs[cond].isin(involved)]
+            .groupby([*key, cond], sort=True)[metric]
+            .mean()
+            .reset_index()
+        )
+        if spec.mixed_model and len(involved) > 1:
+            try:
+                mixed_parts.append(
+                    mixed_model(
+                        block_means,
+                        metric=metric,
+                        condition=cond,
+                        reference=reference,
+                        replicate=table.replicate,
+                        block_columns=key,
+                        ci_level=spec.ci_level,
+                    )
+                )
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                warnings_out.append(f"mixed model for {metric} failed: {type(exc).__name__}: {exc}")
+        if not spec.dose_response:
+            continue
+        if "budget" in table.cell_columns and block_means["budget"].nunique() > 1:
+            others = [c for c in table.cell_columns if c != "budget"]
+            grouped = block_means.groupby([*others, cond], sort=False) if others else (
+                block_means.groupby(cond, sort=False)
+            )
+            for group_key, group in grouped:
+                values = group_key if isinstance(group_key, tuple) else (group_key,)
+                cell = {c: table_module._clean(v) for c, v in zip(others, values[:-1])}
+                row = dose_response(
+                    group, metric=metric, predictor="budget", x_column="budget",
+                    replicate=table.replicate, ci_level=spec.ci_level,
+                    condition=values[-1], cell=cell,
+                )
+                if row:
+                    dose_rows.append(row)
+        overlap = "overlap_with_oracle"
+        if overlap in table.runs and table.runs[overlap].notna().any():
+            cells = table.cell_columns
+            grouped = table.runs.groupby(cells, sort=False) if cells else [((), table.runs)]
+            for group_key, group in grouped:
+                values = group_key if isinstance(group_key, tuple) else (group_key,)
+                cell = {c: table_module._clean(v) for c, v in zip(cells, values)}
+                row = dose_response(
+                    group, metric=metric, predictor="overlap", x_column=overlap,
+                    replicate=table.replicate, ci_level=spec.ci_level, cell=cell,
+                )
+                if row:
+                    dose_rows.append(row)
+    mixed = pd.concat(mixed_parts, ignore_index=True) if mixed_parts else pd.DataFrame(
+        columns=MIXED_COLUMNS
+    )
+    for metric, rows in mixed.groupby("metric", sort=False):
+        converged = bool(rows["converged"].all())
+        messages = list(dict.fromkeys(w for ws in rows["warnings"] for w in ws))
+        if not converged or messages:
+            warnings_out.append(
+                f"mixed model for {metric}: converged={converged}; " + "; ".join(messages)
+            )
+    return mixed, pd.DataFrame(dose_rows, columns=DOSE_COLUMNS)
+
+
+def write_analysis(result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``analysis.json`` and ``comparisons.csv`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"analysis": out / "analysis.json", "comparisons": out / "comparisons.csv"}
+    paths["analysis"].write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
+    result.comparisons_csv().to_csv(paths["comparisons"], index=False)
+    return paths
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that produced the analysis, shell-quoted, for the reproducibility block."""
+    return shlex.join(["causalloc", *(argv if argv is not None else sys.argv[1:])])
+
+
+__all__ = [
+    "COMPARISON_COLUMNS", "AnalysisResult", "analyze", "compare_paired", "default_pairs",
+    "write_analysis",
+]

@@ -1,0 +1,102 @@
+"""Prospective sample size: blocks needed to detect the SESOI and to show equivalence.
+
+Planning numbers use the observed standard deviation of the paired differences and the
+SESOI, never the observed effect: observed ("post hoc") power is a function of the p-value
+and says nothing new (Hoenig & Heisey 2001), so it is never reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special, stats
+from statsmodels.stats.power import TTestPower
+
+#: a search beyond this many blocks reports None ("not reachable in practice")
+MAX_BLOCKS = 1_000_000
+
+_LEGENDRE_NODES, _LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(64)
+
+
+def min_blocks_sign_flip(alpha: float = 0.05) -> int:
+    """Fewest blocks for which an exact two-sided sign-flip test can reach p < alpha.
+
+    The smallest attainable p is 2 / 2^n, so n >= log2(2 / alpha) (6 blocks at 0.05).
+    """
+    return math.ceil(math.log2(2 / alpha) - 1e-12)
+
+
+def power_paired_t(effect: np.ndarray, n_blocks: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Power of the two-sided paired t-test at d_z = ``effect`` (statsmodels TTestPower)."""
+    return np.asarray(
+        TTestPower().power(effect_size=effect, nobs=n_blocks, alpha=alpha), dtype=float
+    )
+
+
+def power_tost_paired(margin: np.ndarray, n_blocks: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Exact power of the paired TOST when the true difference is 0.
+
+    ``margin`` = SESOI / sd(d). With Z = sqrt(n) mean / sd ~ N(0, 1) independent of
+    V = (n-1) s^2 / sd^2 ~ chi2_{n-1}, both one-sided tests reject iff
+    |Z| < c - t_{1-alpha, n-1} sqrt(V / (n-1)), c = sqrt(n) * margin, so
+    power = 2 * int_0^c phi(z) F_chi2_{n-1}((n-1) (c - z)^2 / t^2) dz
+    (Phillips 1990), integrated with 64-point Gauss-Legendre. Written by hand because
+    statsmodels has power for TOST only in the one-way ANOVA setting.
+    """
+    margin, n_blocks = np.broadcast_arrays(
+        np.asarray(margin, dtype=float), np.asarray(n_blocks, dtype=float)
+    )
+    df = n_blocks - 1
+    t_crit = stats.t.ppf(1 - alpha, df)
+    c = np.sqrt(n_blocks) * margin
+    half = np.where(np.isfinite(c), c / 2, 0.0)[..., None]
+    z = half * (_LEGENDRE_NODES + 1)
+    with np.errstate(invalid="ignore"):
+        integrand = stats.norm.pdf(z) * special.chdtr(
+            df[..., None], df[..., None] * (2 * half - z) ** 2 / t_crit[..., None] ** 2
+        )
+    power = 2 * (integrand * _LEGENDRE_WEIGHTS).sum(axis=-1) * half[..., 0]
+    return np.where(np.isfinite(c), power, 1.0)
+
+
+def _smallest_n(power_at, n_rows: int, target: float, start: int) -> np.ndarray:
+    """Smallest integer n >= start with power_at(n) >= target, row-wise (power rises with n)."""
+    lo = np.full(n_rows, start - 1, dtype=float)  # power(lo) < target (or lo below start)
+    hi = np.full(n_rows, start, dtype=float)
+    reached = power_at(hi) >= target
+    while not reached.all() and (hi[~reached] < MAX_BLOCKS).any():
+        lo = np.where(reached, lo, hi)
+        hi = np.where(reached, hi, np.minimum(hi * 2, MAX_BLOCKS))
+        reached = power_at(hi) >= target
+    while (hi - lo > 1).any():
+        mid = np.floor((lo + hi) / 2)
+        active = hi - lo > 1
+        ok = power_at(np.where(active, mid, hi)) >= target
+        hi = np.where(active & ok, mid, hi)
+        lo = np.where(active & ~ok, mid, lo)
+    return np.where(reached, hi, np.nan)
+
+
+def blocks_needed(
+    sd_diff: np.ndarray, sesoi: np.ndarray, alpha: float = 0.05, power: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks needed (detect, equivalence) at ``power`` from the observed sd of differences.
+
+    detect: smallest n at which a two-sided paired t-test has the given power against a
+    true difference equal to the SESOI (d_z = SESOI / sd), and at least
+    :func:`min_blocks_sign_flip` so that the exact sign-flip test can reject at all.
+    equivalence: smallest n at which TOST has the given power when the true difference
+    is 0 (:func:`power_tost_paired`). Unadjusted alpha: with a family of k comparisons
+    under Holm, plan with alpha / k. NaN where more than MAX_BLOCKS would be needed.
+    """
+    sd_diff = np.asarray(sd_diff, dtype=float)
+    sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), sd_diff.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(sd_diff > 0, sesoi / sd_diff, np.inf)
+    finite = np.isfinite(ratio)
+    safe = np.where(finite, ratio, 1e6)
+    detect = _smallest_n(lambda n: power_paired_t(safe, n, alpha), len(safe), power, 2)
+    detect = np.maximum(detect, min_blocks_sign_flip(alpha))
+    equivalence = _smallest_n(lambda n: power_tost_paired(ratio, n, alpha), len(ratio), power, 2)
+    return detect, equivalence

@@ -1,0 +1,184 @@
+"""Analysis spec (TOML): which comparisons, families, SESOIs and settings.
+
+Every key is optional; unknown keys are a SpecError naming the dotted key path::
+
+    alpha = 0.05                # significance level of every test and of TOST
+    ci_level = 0.95             # bootstrap / t interval level
+    adjust = "holm"             # multiplicity within families: "holm" or "fdr_bh"
+    n_boot = 9999               # bootstrap resamples (BCa)
+    n_permutations = 9999       # Monte Carlo sign patterns when 2^n > max_exact_patterns
+    max_exact_patterns = 65536  # enumerate sign patterns exactly up to this count (2^16)
+    power = 0.8                 # target power of the blocks-needed planning numbers
+    seed = 0                    # seed of every resampling Generator (recorded)
+    metrics = ["aues"]          # metrics to analyse (default: all of the table's metrics)
+    drop_unmatched = false      # drop blocks missing a condition (listed) instead of failing
+    nonfinite = "error"         # "error" or "drop" NaN / inf metric values (listed)
+    mixed_model = true          # fit the pooled mixed model per metric
+    dose_response = true        # fit budget / overlap regressions when those vary
+
+    [sesoi]                     # smallest effect size of interest, metric units
+    aues = 0.02
+    [higher_is_better]          # direction of each metric
+    relearn_es = false
+
+    [[comparisons]]             # default: see causalloc.stats.analyze.default_pairs
+    a = "attributed:activations"
+    b = "random"
+    metrics = ["aues"]          # optional: default all analysed metrics
+    family = "primary"          # optional: comparisons sharing a family name are
+                                # adjusted together across metrics and cells; default
+                                # family = one per (metric, cell)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from causalloc.errors import SpecError
+from causalloc.stats.multiplicity import ADJUST_METHODS
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One requested comparison a - b (b is the baseline)."""
+
+    a: str
+    b: str
+    metrics: tuple[str, ...] | None = None
+    family: str | None = None
+
+
+@dataclass
+class AnalysisSpec:
+    """Settings of one analysis; see the module docstring for the TOML keys."""
+
+    alpha: float = 0.05
+    ci_level: float = 0.95
+    adjust: str = "holm"
+    n_boot: int = 9999
+    n_permutations: int = 9999
+    max_exact_patterns: int = 2**16
+    power: float = 0.8
+    seed: int = 0
+    metrics: list[str] | None = None
+    drop_unmatched: bool = False
+    nonfinite: str = "error"
+    mixed_model: bool = True
+    dose_response: bool = True
+    sesoi: dict[str, float] = field(default_factory=dict)
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    comparisons: list[Comparison] | None = None
+    spec_hash: str | None = None
+
+
+_TYPES = {
+    "alpha": float, "ci_level": float, "adjust": str, "n_boot": int, "n_permutations": int,
+    "max_exact_patterns": int, "power": float, "seed": int, "metrics": list,
+    "drop_unmatched": bool, "nonfinite": str, "mixed_model": bool, "dose_response": bool,
+    "sesoi": dict, "higher_is_better": dict, "comparisons": list,
+}
+_COMPARISON_KEYS = {"a": str, "b": str, "metrics": list, "family": str}
+
+
+def _check_type(path: str, value, expected: type):
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
+        raise SpecError(f"{path}: expected {expected.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _string_list(path: str, value: list) -> list[str]:
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise SpecError(f"{path}[{i}]: expected str, got {type(item).__name__}")
+    return list(value)
+
+
+def parse_spec(data: dict, source: str = "spec") -> AnalysisSpec:
+    """Validate a spec mapping (parsed TOML) into an AnalysisSpec; SpecError on any problem."""
+    known = {f.name for f in fields(AnalysisSpec)} - {"spec_hash"}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise SpecError(f"{key}: unknown key in {source} (known: {', '.join(sorted(known))})")
+        values[key] = _check_type(key, value, _TYPES[key])
+    if "metrics" in values:
+        values["metrics"] = _string_list("metrics", values["metrics"])
+    for key, kind in (("sesoi", float), ("higher_is_better", bool)):
+        table = {}
+        for metric, value in values.get(key, {}).items():
+            table[metric] = _check_type(f"{key}.{metric}", value, kind)
+            if kind is float and not table[metric] > 0:
+                raise SpecError(f"{key}.{metric}: must be > 0, got {table[metric]}")
+        if key in values:
+            values[key] = table
+    if "comparisons" in values:
+        comparisons = []
+        for i, entry in enumerate(values["comparisons"]):
+            path = f"comparisons[{i}]"
+            if not isinstance(entry, dict):
+                raise SpecError(f"{path}: expected a table with keys a, b")
+            for key, value in entry.items():
+                if key not in _COMPARISON_KEYS:
+                    raise SpecError(
+                        f"{path}.{key}: unknown key (known: {', '.join(_COMPARISON_KEYS)})"
+                    )
+                _check_type(f"{path}.{key}", value, _COMPARISON_KEYS[key])
+            for key in ("a", "b"):
+                if key not in entry:
+                    raise SpecError(f"{path}.{key}: missing (the condition to compare)")
+            if entry["a"] == entry["b"]:
+                raise SpecError(f"{path}: a and b are the same condition {entry['a']!r}")
+            metrics = entry.get("metrics")
+            comparisons.append(
+                Comparison(
+                    a=entry["a"],
+                    b=entry["b"],
+                    metrics=tuple(_string_list(f"{path}.metrics", metrics)) if metrics else None,
+                    family=entry.get("family"),
+                )
+            )
+        values["comparisons"] = comparisons
+    spec = AnalysisSpec(**values)
+    _check_ranges(spec)
+    return spec
+
+
+def _check_ranges(spec: AnalysisSpec) -> None:
+    if not 0 < spec.alpha < 0.5:
+        raise SpecError(f"alpha: must be in (0, 0.5), got {spec.alpha}")
+    if not 0 < spec.ci_level < 1:
+        raise SpecError(f"ci_level: must be in (0, 1), got {spec.ci_level}")
+    if not 0 < spec.power < 1:
+        raise SpecError(f"power: must be in (0, 1), got {spec.power}")
+    if spec.adjust not in ADJUST_METHODS:
+        raise SpecError(f"adjust: unknown method {spec.adjust!r} (known: {', '.join(ADJUST_METHODS)})")
+    if spec.nonfinite not in ("error", "drop"):
+        raise SpecError(f"nonfinite: must be 'error' or 'drop', got {spec.nonfinite!r}")
+    for key in ("n_boot", "n_permutations", "max_exact_patterns"):
+        if getattr(spec, key) < 100:
+            raise SpecError(f"{key}: must be >= 100, got {getattr(spec, key)}")
+
+
+def load_spec(path: str | Path) -> AnalysisSpec:
+    """Read and validate an analysis spec TOML file; records its sha256 as ``spec_hash``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from exc
+    spec = parse_spec(data, source=str(path))
+    spec.spec_hash = hashlib.sha256(raw).hexdigest()
+    return spec
