@@ -19,12 +19,13 @@ from causalloc.models.units import ModelSignature
 
 
 def budget_to_count(budget: float, signature: ModelSignature) -> int:
-    """Number of value vectors for a budget: a fraction in (0, 1] -> round(p * L * I),
-    an integer >= 1 -> that count. Raises MaskError for impossible budgets."""
+    """Number of value vectors for a budget: a float fraction in (0, 1] -> round(p * L * I),
+    an integer -> that count (so ``1`` is one unit and ``1.0`` all of them). Raises
+    MaskError for impossible budgets."""
     total = signature.total_units
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
         raise MaskError(f"budget must be a fraction in (0, 1] or a unit count, got {budget!r}")
-    if isinstance(budget, (int, np.integer)) and budget > 1:
+    if isinstance(budget, (int, np.integer)):
         count = int(budget)
     else:
         p = float(budget)

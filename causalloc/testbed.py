@@ -79,13 +79,13 @@ class TestbedConfig:
     heads: int = 4
     model_seed: int = 0
     # theta_p -> theta_r: full fine-tuning on retain
-    retain_epochs: int = 40
+    retain_epochs: int = 30
     retain_lr: float = 3e-3
     retain_batch: int = 16
     # theta_r -> theta_o: injection into V_tgt only
     budget: float = 0.1
     target_seed: int = 0
-    inject_steps: int = 1200
+    inject_steps: int = 600
     inject_lr: float = 3e-2
     inject_batch: int = 16
 

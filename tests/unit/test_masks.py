@@ -34,7 +34,7 @@ def reference():
 
 
 # budgets ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("budget, count", [(0.1, 20), (0.005, 1), (1.0, 200), (7, 7), (200, 200)])
+@pytest.mark.parametrize("budget, count", [(0.1, 20), (0.005, 1), (1.0, 200), (1, 1), (7, 7), (200, 200)])
 def test_uniform_random_exact_budget(budget, count):
     mask = uniform_random(SIG, budget, rng())
     assert mask.size == count == budget_to_count(budget, SIG)

@@ -1,0 +1,51 @@
+"""`causalloc demo --quick` on a clean install: the whole pipeline, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+
+def test_quick_demo_produces_the_report(tmp_path):
+    env_cache = tmp_path / "cache"
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "causalloc", "demo", "--quick", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "CAUSALLOC_CACHE": str(env_cache)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["summary"]["failed"] == 0
+    for name in ("analysis/report.md", "analysis/report.html", "analysis/analysis.json",
+                 "analysis/tables.tex", "runs/runs.csv"):
+        assert (out / name).stat().st_size > 0, name
+    figures = list((out / "analysis" / "figures").glob("*.png"))
+    assert figures and all(f.stat().st_size > 0 for f in figures)
+    runs = pd.read_csv(out / "runs" / "runs.csv")
+    assert len(runs) == 63 and (runs["status"] == "done").all()
+    assert (runs["max_abs_change_outside_mask"] == 0.0).all()
+    analysis = json.loads((out / "analysis" / "analysis.json").read_text())
+    pairs = {(c["a"], c["b"]) for c in analysis["comparisons"]}
+    assert ("oracle", "random") in pairs
+    html = (out / "analysis" / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+@pytest.mark.slow
+def test_full_demo_under_fifteen_minutes(tmp_path):
+    """The full demo on 2 cores (acceptance: under 15 minutes)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "causalloc", "demo", "--out", str(tmp_path / "demo"), "--json"],
+        capture_output=True, text=True, timeout=1800,
+        env={**os.environ, "CAUSALLOC_CACHE": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["summary"]["failed"] == 0 and result["seconds"] < 900
