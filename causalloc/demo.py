@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +25,25 @@ def demo_spec(quick: bool = False):
     name = DESIGNS[quick]
     text = resources.files("causalloc.demo_data").joinpath(name).read_text()
     return parse_spec(tomllib.loads(text), source=f"embedded {name}", default_name=Path(name).stem)
+
+
+def save_block_masks(spec, folder: Path) -> list[Path]:
+    """Save the masks of the first block (one per condition, draw 0) for the mask-anatomy
+    figure; the report reads them from ``<analysis>/../masks``."""
+    from causalloc.runs.design import expand
+    from causalloc.runs.worker import TestbedState, build_mask, testbed_config
+    from causalloc.testbed import build_testbed
+
+    runs = expand(spec)
+    first = [r for r in runs if r["block_id"] == runs[0]["block_id"] and r["mask_draw"] == 0]
+    config = testbed_config(first[0]["testbed"])
+    state = TestbedState(build_testbed(config), config.max_length)
+    paths = [state.testbed.v_tgt.save(folder / "v_tgt.json")]
+    for run in first:
+        mask = build_mask(run["mask"], run["budget"], state)
+        name = run["condition"].replace(":", "_")
+        paths.append(replace(mask, name=run["condition"]).save(folder / f"{name}.json"))
+    return paths
 
 
 def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: bool = True,
@@ -46,6 +66,7 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: b
     log(f"[2/4] matched runs -> {out / 'runs'}")
     summary = execute_design(spec, out / "runs", workers=workers, progress=progress,
                              command=" ".join(["causalloc", "demo", *sys.argv[2:]]))
+    save_block_masks(spec, out / "masks")
     log(f"[3/4] analysis -> {out / 'analysis'}")
     result = analyze(load_runs(out / "runs"), command="causalloc demo")
     write_analysis(result, out / "analysis")

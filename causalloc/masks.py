@@ -39,6 +39,17 @@ def budget_to_count(budget: float, signature: ModelSignature) -> int:
     return count
 
 
+def _read_mask_json(path: str | Path):
+    """Parsed JSON of a mask file; MaskError naming the file when missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MaskError(f"{path}: mask file not found") from None
+    except json.JSONDecodeError as exc:
+        raise MaskError(f"{path}: not valid JSON ({exc})") from None
+
+
 @dataclass(frozen=True, eq=False)
 class Mask:
     """Per-layer sorted unit indices (``units[l]`` is an int64 array) for one model signature."""
@@ -150,14 +161,7 @@ class Mask:
 
     @classmethod
     def load(cls, path: str | Path) -> Mask:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MaskError(f"{path}: mask file not found") from None
-        except json.JSONDecodeError as exc:
-            raise MaskError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(_read_mask_json(path), source=str(path))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mask) and self.hash() == other.hash()
@@ -345,13 +349,7 @@ def given(units_or_path, signature: ModelSignature, name: str = "given") -> Mask
     source = "in-memory"
     if isinstance(units_or_path, (str, Path)):
         source = str(units_or_path)
-        path = Path(units_or_path)
-        try:
-            units_or_path = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MaskError(f"{path}: mask file not found") from None
-        except json.JSONDecodeError as exc:
-            raise MaskError(f"{path}: not valid JSON ({exc})") from None
+        units_or_path = _read_mask_json(units_or_path)
         if isinstance(units_or_path, dict) and "signature" in units_or_path:
             units_or_path = Mask.from_dict(units_or_path, source=source)
     meta = _draw_meta("given", None, None, source=source)

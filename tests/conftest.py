@@ -9,6 +9,16 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+
+def pytest_configure(config):
+    """One torch thread per test process: the test models are tiny, and OpenMP threads on a
+    busy 2-core machine thrash (30x slower steps were measured here)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 TOFU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
 
 
