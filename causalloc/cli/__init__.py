@@ -21,7 +21,7 @@ EPILOG = """examples:
   causalloc demo --quick --out demo-out          # the whole pipeline on the embedded default
   causalloc testbed build --json                 # build (or reuse) the tiny controlled testbed
   causalloc localize --method activations --budget 0.1 --out masks/
-  causalloc run analyses/oracle_vs_random.toml --out runs/ --workers 2
+  causalloc run analyses/example_tiny.toml --out runs/ --workers 2
   causalloc analyze runs/ --out runs/analysis
   causalloc report runs/analysis
 """
@@ -37,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"causalloc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"causalloc.cli.{name}")
-        except ModuleNotFoundError as exc:  # a subcommand not built yet
-            if exc.name != f"causalloc.cli.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"causalloc.cli.{name}").register(sub)
     return parser
 
 

@@ -11,6 +11,8 @@ import sys
 import pandas as pd
 import pytest
 
+from tests.unit.test_report import assert_number, parse_verdict_table
+
 
 def test_quick_demo_produces_the_report(tmp_path):
     env_cache = tmp_path / "cache"
@@ -34,6 +36,11 @@ def test_quick_demo_produces_the_report(tmp_path):
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
     pairs = {(c["a"], c["b"]) for c in analysis["comparisons"]}
     assert ("oracle", "random") in pairs
+    rows = parse_verdict_table((out / "analysis" / "report.md").read_text())
+    assert len(rows) == len(analysis["comparisons"])
+    for row, comparison in zip(rows, analysis["comparisons"]):
+        assert row["verdict"] == comparison["verdict"]
+        assert_number(row["p_perm"], comparison["p_perm"], comparison["id"])
     html = (out / "analysis" / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']https?://""", html)
 

