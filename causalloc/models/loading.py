@@ -198,4 +198,10 @@ def load_smollm2(dtype: torch.dtype = torch.float32):
         raise CausallocError(f"reading GGUF files needs the package gguf: {SMOLLM2_INSTALL_HINT}")
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the weights are fully dequantised: drop the GGUF quantizer so that the model saves
+    # (theta_r / theta_o of a testbed) and reloads as an ordinary float checkpoint
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     return model.eval(), tokenizer
