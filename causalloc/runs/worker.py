@@ -3,7 +3,8 @@
 Per worker process (``context.cache``) it keeps, for each testbed, one loaded theta_o
 (frozen, shared read-only by every run and used as the reference model of NPO / DPO /
 RMU), its snapshot for the outside-mask check, the encoded data, the evaluation batches,
-theta_r's truth ratios (for forget quality) and the attributed masks already computed.
+theta_r's truth ratios (for forget quality), the attributed masks already computed, the
+scores of theta_o (every run's step 0) and the reference forwards of the current block.
 A run then only attaches its trainable masked columns, trains and evaluates.
 """
 
@@ -13,6 +14,7 @@ import copy
 import time
 
 import numpy as np
+
 from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
 from causalloc.errors import SpecError
 from causalloc.masks import (
@@ -34,6 +36,7 @@ from causalloc.metrics import (
 )
 from causalloc.testbed import Testbed, build_testbed, config_for
 from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
+from causalloc.unlearn.runner import ReferenceCache
 
 #: run["testbed"] keys that are not TestbedConfig fields
 _TESTBED_KEYS = {"kind", "budget", "seed", "build"}
@@ -66,8 +69,11 @@ class TestbedState:
         self.refusal = self._refusals(splits, max_length)
         self.forget_eval = eval_batches(self.forget, self.pad)
         self.retain_eval = eval_batches(self.retain, self.pad)
+        self._score_order, self._score_batches = self._scoring_batches()
+        self.reference_cache = ReferenceCache()
         self.masks: dict[str, Mask] = {}
         self._tr_reference = None
+        self._initial_scores = None
 
     def _refusals(self, splits, max_length):
         """Forget questions paired with refusal answers (item i gets refusal i mod R)."""
@@ -77,6 +83,26 @@ class TestbedState:
 
     def es(self, batches) -> float:
         return float(np.mean(extraction_strength(self.model, batches)))
+
+    def _scoring_batches(self):
+        """Forget and retain examples together, sorted by length (least padding), batched."""
+        examples = self.forget + self.retain
+        order = np.argsort([len(e["input_ids"]) for e in examples], kind="stable")
+        return order, eval_batches([examples[i] for i in order], self.pad)
+
+    def scores(self, step: int = -1) -> dict:
+        """RS = mean ES(retain) and FS = 1 - mean ES(forget) of the model as it is now, from one
+        teacher-forced pass over forget + retain. At step 0 the trainable columns equal
+        theta_o's (their added term is exactly 0), so every run reuses theta_o's scores."""
+        if step == 0 and self._initial_scores is not None:
+            return dict(self._initial_scores)
+        values = np.empty(len(self._score_order))
+        values[self._score_order] = extraction_strength(self.model, self._score_batches)
+        n_forget = len(self.forget)
+        scores = {"rs": float(np.mean(values[n_forget:])), "fs": 1.0 - float(np.mean(values[:n_forget]))}
+        if step == 0:
+            self._initial_scores = dict(scores)
+        return scores
 
     def truth_ratio_reference(self):
         """Truth ratios of theta_r on the forget set (computed once, theta_r then released)."""
@@ -147,10 +173,9 @@ def execute(run: dict, context=None) -> dict:
     data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)
     setup_seconds = time.perf_counter() - start
 
-    def evaluate(step: int) -> dict:
-        return {"rs": state.es(state.retain_eval), "fs": 1.0 - state.es(state.forget_eval)}
-
-    result, columns = unlearn(state.model, mask, objective, data, config, evaluate, state.snapshot)
+    state.reference_cache.scope(run.get("block_id"))
+    result, columns = unlearn(state.model, mask, objective, data, config, state.scores, state.snapshot,
+                              state.reference_cache)
     metrics_start = time.perf_counter()
     points = [p for p in result.trajectory if "rs" in p]
     rs = [p["rs"] for p in points]

@@ -191,7 +191,9 @@ class BatchStream:
     ``sources`` are parallel lists of encoded examples (e.g. forget questions with their
     answers and the same questions with refusal answers): each step yields one batch per
     source, built from the same indices. Conditions of a matched block use the same seed
-    and therefore the same data order.
+    and therefore the same data order. Each source is collated once up front; a batch is
+    its rows cut to their longest example, which is exactly what ``collate`` of those
+    examples gives, without rebuilding tensors from Python lists every step.
     """
 
     def __init__(self, sources: Sequence[Sequence[dict]], batch_size: int, pad_token_id: int, seed: int):
@@ -200,18 +202,20 @@ class BatchStream:
             raise SpecError("training data: no examples")
         if len(sizes) != 1:
             raise SpecError(f"training data: parallel sources differ in length {sorted(sizes)}")
-        self.sources = [list(s) for s in sources]
         self.n = sizes.pop()
         self.batch_size = min(batch_size, self.n)
         self.pad_token_id = pad_token_id
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._collated = [collate(list(src), pad_token_id) for src in sources]
+        self._lengths = [torch.tensor([len(e["input_ids"]) for e in src]) for src in sources]
 
     def __iter__(self) -> Iterator[list[Batch]]:
         while True:
-            order = torch.randperm(self.n, generator=self.generator).tolist()
+            order = torch.randperm(self.n, generator=self.generator)
             for start in range(0, self.n - self.batch_size + 1, self.batch_size):
-                chunk = order[start:start + self.batch_size]
-                yield [collate([src[i] for i in chunk], self.pad_token_id) for src in self.sources]
+                rows = order[start:start + self.batch_size]
+                yield [{key: value[rows, :int(lengths[rows].max())].contiguous() for key, value in full.items()}
+                       for full, lengths in zip(self._collated, self._lengths)]
 
 
 @dataclass

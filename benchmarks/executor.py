@@ -1,0 +1,229 @@
+"""Executor speed, measured side by side: causalloc's executor vs the naive reference.
+
+The same matched design (one block: the ``oracle`` mask and ``runs - 1`` draws of
+``random``, 4 runs by default; objective NPO, which has a frozen reference model) runs
+twice:
+
+(a) causalloc: ``execute_design`` in-process (``workers=0``): one loaded theta_o per worker
+    shared as the frozen reference (its forwards memoised across the runs of the block),
+    trainable masked columns attached by hooks, one teacher-forced pass over forget +
+    retain for ES (theta_o's step-0 scores computed once), the run store written run by run. It runs first, in a fresh
+    spawned process, so that ``peak_rss_mb`` (``resource.getrusage`` maxrss) is its own.
+(b) naive: :mod:`naive_reference` in this process, one run at a time, model and reference
+    model reloaded per run, full backward with masked gradients, ES by greedy generation.
+
+Same testbed, data, steps, batch size, optimizer, clipping and evaluation schedule; both
+use ``--threads`` torch threads. Printed: runs/hour of each, ``ratio`` = causalloc /
+naive runs per hour (whole runs: setup, training, evaluation) and ``ratio_train`` = naive
+/ causalloc seconds spent in the unlearning steps alone (no evaluation, no loading).
+Both paths should agree on the metrics: the initial ES exactly (one-pass ES equals ES by
+generation), the final ones up to float rounding of the two training computations.
+
+    python benchmarks/executor.py                      # tiny testbed, 4 runs of NPO
+    python benchmarks/executor.py --json --runs 4 --steps 20
+    python benchmarks/executor.py --model smollm2 --steps 4 --runs 2 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+METRICS = ["aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final"]
+#: metrics compared between the two paths in the report
+COMPARED = ("aues", "fs_final", "rs_final")
+
+
+def design(args) -> dict:
+    """The spec table of the benchmarked design (validated by ``causalloc.runs.parse_spec``)."""
+    from causalloc.cli.testbed import parse_overrides
+
+    testbed = {"kind": args.model, "build": parse_overrides(args.set)}
+    for key, value in (("n_authors", args.authors), ("n_forget_authors", args.forget_authors),
+                       ("n_questions", args.questions)):
+        if value is not None:
+            testbed[key] = value
+    conditions = [{"strategy": "oracle"}] + ([{"strategy": "random"}] if args.runs > 1 else [])
+    return {
+        "name": "executor-benchmark", "testbed": testbed, "budgets": [args.budget], "seeds": [args.seed],
+        "k_random": max(1, args.runs - 1), "conditions": conditions,
+        "algorithms": [{"name": args.objective, "steps": args.steps, "lr": args.lr,
+                        "batch_size": args.batch_size, "optimizer": args.optimizer}],
+        "eval": {"every": args.eval_every, "metrics": METRICS},
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def warm_imports(testbed_path: str) -> None:
+    """Import what both paths import lazily on their first run (the model class of the
+    testbed's architecture, scipy.stats via the metrics), so neither pays it in its timings:
+    a worker process pays it once, however many runs it executes."""
+    import naive_reference  # noqa: F401
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    import causalloc.runs.worker  # noqa: F401
+
+    MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(Path(testbed_path) / "theta_o"))]
+
+
+def causalloc_part(spec_table: dict, threads: int, testbed_path: str) -> dict:
+    """Run the design with causalloc's executor in this (fresh) process; per-run results."""
+    import torch
+
+    from causalloc.runs import RunStore, execute_design, parse_spec
+
+    torch.set_num_threads(threads)
+    warm_imports(testbed_path)
+    spec = parse_spec(spec_table, source="benchmarks/executor.py")
+    with tempfile.TemporaryDirectory(prefix="causalloc-bench-") as out:
+        start = time.perf_counter()
+        summary = execute_design(spec, out, workers=0, progress=False, command="benchmarks/executor.py")
+        wall = time.perf_counter() - start
+        with RunStore(out, create=False) as store:
+            rows = store.rows()
+    failed = [r["error"] for r in rows if r["status"] != "done"]
+    if failed:
+        raise RuntimeError(f"causalloc runs failed: {failed[0]}")
+    runs = [{"run_id": r["run_id"], "metrics": r["metrics"], "trajectory": r["trajectory"],
+             "max_abs_change_outside_mask": r["max_abs_change_outside_mask"], "timings": r["timings"]}
+            for r in rows]
+    return {"wall_seconds": wall, "runs": runs, "done": summary["done"], "peak_rss_mb": peak_rss_mb()}
+
+
+def naive_part(spec_table: dict, threads: int, testbed_path: str) -> dict:
+    """Run the design with the naive reference, one run at a time in this process."""
+    import torch
+    from naive_reference import naive_run
+
+    from causalloc.runs import expand, parse_spec
+
+    torch.set_num_threads(threads)
+    warm_imports(testbed_path)
+    runs = expand(parse_spec(spec_table, source="benchmarks/executor.py"))
+    start = time.perf_counter()
+    results = [{"run_id": run["run_id"], **naive_run(run)} for run in runs]
+    return {"wall_seconds": time.perf_counter() - start, "runs": results}
+
+
+def prepare_testbed(spec_table: dict) -> str:
+    """Build (or find cached) the design's testbed before anything is timed."""
+    from causalloc.runs import expand, parse_spec
+    from causalloc.runs.worker import testbed_config
+    from causalloc.testbed import build_testbed
+
+    run = expand(parse_spec(spec_table, source="benchmarks/executor.py"))[0]
+    return str(build_testbed(testbed_config(run["testbed"]), progress=True).path)
+
+
+def _sum(part: dict, phase: str) -> float:
+    return sum(run["timings"][phase] for run in part["runs"])
+
+
+def compare(fast: dict, naive: dict) -> dict:
+    """Speed figures and the agreement of the two paths' metrics, run by run."""
+    n_runs = len(fast["runs"])
+    per_hour = {name: 3600.0 * n_runs / part["wall_seconds"] for name, part in (("causalloc", fast),
+                                                                               ("naive", naive))}
+    by_id = {run["run_id"]: run for run in naive["runs"]}
+    runs, differences = [], []
+    for run in fast["runs"]:
+        other = by_id[run["run_id"]]
+        runs.append({"run_id": run["run_id"][:12],
+                     "causalloc": {k: run["metrics"][k] for k in COMPARED},
+                     "naive": {k: other["metrics"][k] for k in COMPARED},
+                     "initial_es_equal": run["trajectory"][0] == other["trajectory"][0],
+                     "max_abs_change_outside_mask": [run["max_abs_change_outside_mask"],
+                                                     other["max_abs_change_outside_mask"]]})
+        differences += [abs(run["metrics"][k] - other["metrics"][k]) for k in COMPARED]
+    return {
+        "runs_per_hour_causalloc": per_hour["causalloc"],
+        "runs_per_hour_naive": per_hour["naive"],
+        "ratio": per_hour["causalloc"] / per_hour["naive"],
+        "ratio_train": _sum(naive, "train") / _sum(fast, "train"),
+        "peak_rss_mb": fast["peak_rss_mb"],
+        "seconds": {name: {"wall": part["wall_seconds"], **{phase: _sum(part, phase) for phase in
+                                                          ("setup", "train", "eval")}}
+                    for name, part in (("causalloc", fast), ("naive", naive))},
+        "initial_es_equal": all(r["initial_es_equal"] for r in runs),
+        "max_abs_metric_difference": max(differences),
+        "runs": runs,
+    }
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Runs/hour of causalloc's executor vs a naive masked-unlearning reference on "
+                    "the same matched design.", epilog=__doc__.split("\n\n")[-1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--model", choices=("tiny", "smollm2"), default="tiny", help="testbed kind")
+    parser.add_argument("--runs", type=int, default=4, help="runs in the block: oracle + runs-1 random draws")
+    parser.add_argument("--steps", type=int, default=20, help="unlearning steps per run")
+    parser.add_argument("--eval-every", type=int, default=10, help="ES evaluation every N steps")
+    parser.add_argument("--objective", default="npo", help="unlearning objective (default npo)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--budget", type=float, default=0.1, help="mask budget")
+    parser.add_argument("--seed", type=int, default=0, help="replicate seed of the block")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of both paths")
+    parser.add_argument("--authors", type=int, help="testbed n_authors")
+    parser.add_argument("--forget-authors", type=int, help="testbed n_forget_authors")
+    parser.add_argument("--questions", type=int, help="testbed n_questions")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="testbed builder override (testbed.build), repeatable")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.steps < 1:
+        parser.error("--runs and --steps must be >= 1")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    spec_table = design(args)
+    testbed_path = prepare_testbed(spec_table)
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        fast = pool.submit(causalloc_part, spec_table, args.threads, testbed_path).result()
+    naive = naive_part(spec_table, args.threads, testbed_path)
+    report = {**compare(fast, naive),
+              "settings": {**{k: v for k, v in vars(args).items() if k != "json"},
+                           "testbed_path": testbed_path, "metrics": METRICS}}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_text(report))
+    return report
+
+
+def _text(report: dict) -> str:
+    s = report["seconds"]
+    lines = [
+        (f"runs/hour  causalloc {report['runs_per_hour_causalloc']:.0f}   naive "
+         f"{report['runs_per_hour_naive']:.0f}   ratio {report['ratio']:.2f}"),
+        (f"train-step seconds  causalloc {s['causalloc']['train']:.2f}   naive "
+         f"{s['naive']['train']:.2f}   ratio_train {report['ratio_train']:.2f}"),
+        f"eval seconds  causalloc {s['causalloc']['eval']:.2f}   naive {s['naive']['eval']:.2f}",
+        f"peak RSS of the causalloc part {report['peak_rss_mb']:.0f} MB",
+        (f"initial ES equal on both paths: {report['initial_es_equal']}; max |metric difference| "
+         f"{report['max_abs_metric_difference']:.3g}"),
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

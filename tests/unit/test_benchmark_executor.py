@@ -1,0 +1,88 @@
+"""The executor benchmark on a seconds-scale testbed: its JSON report, the agreement of the
+naive reference with causalloc's executor, and the reference-forward cache behind the speed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import executor
+import naive_reference
+
+from causalloc.masks import uniform_random
+from causalloc.runs.worker import TestbedState
+from causalloc.testbed import build_testbed, config_for
+from causalloc.unlearn import TrainConfig, UnlearnData, make_objective, unlearn
+from causalloc.unlearn.runner import ReferenceCache
+from tests.conftest import tiny_llama
+
+#: a testbed built in seconds (the one of tests/unit/test_worker.py)
+BUILD = {"hidden": 32, "intermediate": 64, "layers": 2, "retain_epochs": 3, "retain_batch": 8,
+         "inject_steps": 15, "inject_batch": 4}
+SMALL = ["--authors", "6", "--forget-authors", "1", "--questions", "6"] + [
+    arg for key, value in BUILD.items() for arg in ("--set", f"{key}={value}")]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CAUSALLOC_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.set_num_threads(1)
+
+
+def test_benchmark_report_keys_and_both_paths_agree(capsys):
+    report = executor.main(SMALL + ["--json", "--runs", "2", "--steps", "3", "--eval-every", "2",
+                                    "--batch-size", "4", "--lr", "1e-2"])
+    for key in ("runs_per_hour_causalloc", "runs_per_hour_naive", "ratio", "ratio_train", "peak_rss_mb"):
+        assert np.isfinite(report[key]) and report[key] > 0, key
+    assert report["ratio"] == pytest.approx(report["runs_per_hour_causalloc"] / report["runs_per_hour_naive"])
+    assert report["settings"]["objective"] == "npo" and report["settings"]["runs"] == 2
+    assert len(report["runs"]) == 2
+    # one-pass ES equals ES by generation on theta_o; both hard-constrained
+    assert report["initial_es_equal"]
+    assert all(r["max_abs_change_outside_mask"] == [0.0, 0.0] for r in report["runs"])
+    # same data, steps, optimizer: the trained models agree up to float rounding
+    assert report["max_abs_metric_difference"] < 0.05
+    assert '"runs_per_hour_causalloc"' in capsys.readouterr().out
+
+
+def test_naive_gradient_masks_select_exactly_the_mask():
+    model = tiny_llama()
+    from causalloc.models.units import adapter_for
+
+    signature = adapter_for(model).signature
+    mask = uniform_random(signature, 0.25, np.random.default_rng(0))
+    masks = naive_reference.gradient_masks(model, mask)
+    assert sum(int(m.sum()) for m in masks.values()) == mask.size * signature.hidden
+    for layer in range(signature.n_layers):
+        columns = masks[f"model.layers.{layer}.mlp.down_proj.weight"].bool().all(dim=0)
+        assert sorted(columns.nonzero().flatten().tolist()) == sorted(mask.units[layer])
+
+
+def test_reference_cache_serves_identical_runs_and_respects_its_budget():
+    testbed = build_testbed(config_for("tiny", n_authors=6, n_forget_authors=1, n_questions=6, **BUILD))
+    state = TestbedState(testbed, testbed.config.max_length)
+    mask = uniform_random(state.signature, 0.2, np.random.default_rng(1))
+    data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)
+    config = TrainConfig(steps=4, lr=1e-2, batch_size=4, seed=5)
+
+    def losses(cache):
+        result, _ = unlearn(state.model, mask, make_objective("npo"), data, config,
+                            snapshot=state.snapshot, reference_cache=cache)
+        return result.losses
+
+    plain = losses(None)
+    cache = ReferenceCache()
+    cache.scope("block")
+    assert losses(cache) == plain and (cache.hits, cache.misses) == (0, 4)
+    assert losses(cache) == plain and (cache.hits, cache.misses) == (4, 4)  # bitwise the same
+    cache.scope("another block")
+    assert cache.bytes == 0
+    tight = ReferenceCache(max_bytes=1)
+    assert losses(tight) == plain and tight.bytes == 0  # nothing fits, everything recomputed
