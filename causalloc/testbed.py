@@ -368,4 +368,4 @@ def _progress(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step")
 
 
-__all__ = ["TestbedConfig", "Testbed", "build_testbed", "load_testbed", "config_for"]
+__all__ = ["Testbed", "TestbedConfig", "build_testbed", "config_for", "load_testbed"]

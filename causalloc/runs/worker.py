@@ -219,7 +219,7 @@ def _relearn(spec: dict, state: TestbedState, columns) -> float:
     ES on the rest."""
     merged = copy.deepcopy(state.model)
     columns.merge_into(merged)
-    n_train = max(1, int(round(spec["fraction"] * len(state.forget))))
+    n_train = max(1, round(spec["fraction"] * len(state.forget)))
     if n_train >= len(state.forget):
         raise SpecError("relearn.fraction: leaves no forget example to evaluate on")
     order = np.random.default_rng(spec["seed"]).permutation(len(state.forget))

@@ -1,11 +1,30 @@
 """Unlearning objectives (registry) and the hard-constrained masked trainer."""
 
-from causalloc.unlearn.base import OBJECTIVES, Objective, StepContext, make_objective, register_objective
+from causalloc.unlearn.base import (
+    OBJECTIVES,
+    Objective,
+    StepContext,
+    make_objective,
+    register_objective,
+)
 from causalloc.unlearn.runner import UnlearnData, unlearn
-from causalloc.unlearn.trainer import MaskedColumns, ParameterSnapshot, TrainConfig, max_abs_change_outside_mask
+from causalloc.unlearn.trainer import (
+    MaskedColumns,
+    ParameterSnapshot,
+    TrainConfig,
+    max_abs_change_outside_mask,
+)
 
 __all__ = [
-    "OBJECTIVES", "Objective", "StepContext", "make_objective", "register_objective",
-    "UnlearnData", "unlearn", "MaskedColumns", "ParameterSnapshot", "TrainConfig",
+    "OBJECTIVES",
+    "MaskedColumns",
+    "Objective",
+    "ParameterSnapshot",
+    "StepContext",
+    "TrainConfig",
+    "UnlearnData",
+    "make_objective",
     "max_abs_change_outside_mask",
+    "register_objective",
+    "unlearn",
 ]

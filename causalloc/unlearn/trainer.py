@@ -104,7 +104,7 @@ class MaskedColumns(nn.Module):
 
         return add_delta
 
-    def __enter__(self) -> MaskedColumns:
+    def __enter__(self) -> MaskedColumns:  # noqa: PYI034 (hooks are attached here)
         for slot, layer in enumerate(self.layer_ids):
             module = self.adapter.value_modules[layer]
             self._hooks.append(module.register_forward_hook(self._hook(slot)))

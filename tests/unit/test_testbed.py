@@ -14,8 +14,8 @@ from causalloc.models.units import adapter_for
 from causalloc.testbed import build_testbed, config_for, load_testbed
 
 #: a seconds-scale testbed for unit tests (the default one is checked in the slow suite)
-SMALL = dict(n_authors=6, n_forget_authors=1, n_questions=6, hidden=32, intermediate=64, layers=2,
-             retain_epochs=3, retain_batch=8, inject_steps=15, inject_batch=4)
+SMALL = {"n_authors": 6, "n_forget_authors": 1, "n_questions": 6, "hidden": 32, "intermediate": 64,
+         "layers": 2, "retain_epochs": 3, "retain_batch": 8, "inject_steps": 15, "inject_batch": 4}
 
 
 @pytest.fixture(scope="module")
