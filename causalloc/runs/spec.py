@@ -276,6 +276,20 @@ def known_methods() -> dict[str, dict | None]:
     return {name: {"per_layer": False, **method.defaults} for name, method in registry.items()}
 
 
+def _objective_train_defaults(name: str, train_defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """An objective's own training defaults (``Objective.train_defaults``, e.g. DPO's
+    higher lr); none when the registry is not importable or the trainer defaults are not
+    known."""
+    if not train_defaults:
+        return {}
+    try:
+        from causalloc.unlearn.base import OBJECTIVES
+    except ModuleNotFoundError:
+        return {}
+    cls = OBJECTIVES.get(name)
+    return dict(cls.train_defaults) if cls is not None else {}
+
+
 def known_train_defaults() -> dict[str, Any]:
     """Training settings with their defaults, from the trainer's ``TrainConfig``
     (empty, i.e. the fixed list of keys without defaults, if it cannot be imported)."""
@@ -429,8 +443,9 @@ def _parse_algorithms(check: _Checker, top: dict, known: Mapping, train_defaults
                 check.fail(f"{path}.{key}", "set by the design (`seeds` / [eval].every), not per algorithm")
         if hyper_defaults is not None:
             check.keys(table, path, allowed)
-        train = {key: _check_train_value(check, table, key, f"{path}.{key}", train_defaults)
-                 for key in train_keys if key in table or key in train_defaults}
+        defaults = {**train_defaults, **_objective_train_defaults(name, train_defaults)}
+        train = {key: _check_train_value(check, table, key, f"{path}.{key}", defaults)
+                 for key in train_keys if key in table or key in defaults}
         hyper = dict(hyper_defaults or {})
         for key, value in table.items():
             if key in ("name", "label") or key in train_keys:

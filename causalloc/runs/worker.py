@@ -67,8 +67,6 @@ class TestbedState:
         self.forget = encode_items(self.tokenizer, splits.forget, max_length)
         self.retain = encode_items(self.tokenizer, splits.retain, max_length)
         self.refusal = self._refusals(splits, max_length)
-        self.forget_eval = eval_batches(self.forget, self.pad)
-        self.retain_eval = eval_batches(self.retain, self.pad)
         self._score_order, self._score_batches = self._scoring_batches()
         self.reference_cache = ReferenceCache()
         self.masks: dict[str, Mask] = {}
@@ -80,9 +78,6 @@ class TestbedState:
         refusals = splits.refusals or ["I don't know."]
         return [encode_qa(self.tokenizer, item.question, refusals[i % len(refusals)], max_length)
                 for i, item in enumerate(splits.forget)]
-
-    def es(self, batches) -> float:
-        return float(np.mean(extraction_strength(self.model, batches)))
 
     def _scoring_batches(self):
         """Forget and retain examples together, sorted by length (least padding), batched."""

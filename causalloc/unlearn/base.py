@@ -46,6 +46,9 @@ class Objective:
     name: ClassVar[str] = ""
     needs_reference: ClassVar[bool] = False
     needs_refusals: ClassVar[bool] = False
+    #: training settings (TrainConfig fields) this objective needs by default, overriding
+    #: the global TrainConfig defaults; a spec's own values override both
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def prepare(self, config: Any, generator: torch.Generator) -> None:
         """Called once per run before the first step with the model's HF config and the

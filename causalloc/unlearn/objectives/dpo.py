@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -32,6 +33,9 @@ class DPO(Objective):
 
     needs_reference = True
     needs_refusals = True
+    #: lr 1e-2: at the global 1e-3 the FS gain on the tiny testbed was 0.16 in 100 steps,
+    #: 0.65 at 1e-2 with RS unchanged (0.99)
+    train_defaults: ClassVar[dict] = {"lr": 1e-2}
 
     beta: float = 0.1
     alpha: float = 1.0
