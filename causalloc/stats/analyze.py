@@ -493,7 +493,8 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
         frame["mean_diff"], frame["p_adj"], frame["tost_p"], frame["higher_is_better"], spec.alpha
     ).to_numpy()
     detect, equivalence = blocks_needed(
-        frame["sd_diff"].to_numpy(), frame["sesoi"].to_numpy(), spec.alpha, spec.power
+        frame["sd_diff"].to_numpy(), frame["sesoi"].to_numpy(), spec.alpha, spec.power,
+        frame.groupby("family")["family"].transform("size").to_numpy(),
     )
     frame["blocks_needed_detect"] = detect
     frame["blocks_needed_equivalence"] = equivalence

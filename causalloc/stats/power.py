@@ -28,10 +28,15 @@ def min_blocks_sign_flip(alpha: float = 0.05) -> int:
 
 
 def power_paired_t(effect: np.ndarray, n_blocks: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    """Power of the two-sided paired t-test at d_z = ``effect`` (statsmodels TTestPower)."""
-    return np.asarray(
+    """Power of the two-sided paired t-test at d_z = ``effect`` (statsmodels TTestPower).
+
+    statsmodels returns NaN when the noncentral t tail underflows at very large
+    noncentrality (e.g. d_z = 20, n = 2); there the power is 1 to machine precision."""
+    power = np.asarray(
         TTestPower().power(effect_size=effect, nobs=n_blocks, alpha=alpha), dtype=float
     )
+    huge = np.abs(np.asarray(effect, dtype=float)) * np.sqrt(np.asarray(n_blocks, dtype=float)) > 8
+    return np.where(np.isnan(power) & huge, 1.0, power)
 
 
 def power_tost_paired(margin: np.ndarray, n_blocks: np.ndarray, alpha: float = 0.05) -> np.ndarray:
@@ -79,24 +84,29 @@ def _smallest_n(power_at, n_rows: int, target: float, start: int) -> np.ndarray:
 
 
 def blocks_needed(
-    sd_diff: np.ndarray, sesoi: np.ndarray, alpha: float = 0.05, power: float = 0.8
+    sd_diff: np.ndarray, sesoi: np.ndarray, alpha: float = 0.05, power: float = 0.8,
+    family_size: np.ndarray | int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blocks needed (detect, equivalence) at ``power`` from the observed sd of differences.
 
-    detect: smallest n at which a two-sided paired t-test has the given power against a
-    true difference equal to the SESOI (d_z = SESOI / sd), and at least
-    :func:`min_blocks_sign_flip` so that the exact sign-flip test can reject at all.
+    detect: smallest n at which a two-sided paired t-test at alpha / k (k = the size of the
+    comparison's family: Holm's first step, i.e. the Bonferroni bound) has the given power
+    against a true difference equal to the SESOI (d_z = SESOI / sd), and at least
+    :func:`min_blocks_sign_flip` at alpha / k, so that the exact sign-flip test can reject
+    at all after adjustment (2 / 2^n * k < alpha: 8 blocks for k = 5).
     equivalence: smallest n at which TOST has the given power when the true difference
-    is 0 (:func:`power_tost_paired`). Unadjusted alpha: with a family of k comparisons
-    under Holm, plan with alpha / k. NaN where more than MAX_BLOCKS would be needed.
+    is 0 (:func:`power_tost_paired`; TOST is not adjusted). NaN where more than
+    MAX_BLOCKS would be needed.
     """
     sd_diff = np.asarray(sd_diff, dtype=float)
     sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), sd_diff.shape)
+    family_alpha = alpha / np.broadcast_to(np.asarray(family_size, dtype=float), sd_diff.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(sd_diff > 0, sesoi / sd_diff, np.inf)
     finite = np.isfinite(ratio)
     safe = np.where(finite, ratio, 1e6)
-    detect = _smallest_n(lambda n: power_paired_t(safe, n, alpha), len(safe), power, 2)
-    detect = np.maximum(detect, min_blocks_sign_flip(alpha))
+    detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
+    floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
+    detect = np.maximum(detect, floor)
     equivalence = _smallest_n(lambda n: power_tost_paired(ratio, n, alpha), len(ratio), power, 2)
     return detect, equivalence

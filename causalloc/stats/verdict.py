@@ -18,9 +18,10 @@ mean(a - b) < 0 where lower is better (e.g. ``relearn_es``: less extraction afte
 relearning attack is better). A p-value above alpha alone never supports "no effect":
 only TOST can give ``equivalent``.
 
-When inconclusive, ``blocks_needed`` = max(blocks to detect the SESOI, blocks to show
-equivalence at a true difference of 0), both at 80% power from the observed sd of the
-differences: with that many blocks either conclusion is reachable, whichever is true.
+When inconclusive, ``blocks_needed`` = max(blocks to detect the SESOI at the
+family-adjusted alpha, blocks to show equivalence at a true difference of 0), both at 80%
+power from the observed sd of the differences: with that many blocks either conclusion is
+reachable, whichever is true.
 """
 
 from __future__ import annotations

@@ -133,3 +133,14 @@ def test_verdict_rule_is_direction_aware():
     )
     assert labels.tolist() == ["a_better", "b_better", "b_better", "equivalent", "negligible",
                                "inconclusive", "inconclusive"]
+
+
+def test_blocks_needed_accounts_for_the_family_under_holm():
+    """With k comparisons in a family the exact sign-flip floor 2 / 2^n must clear alpha / k:
+    8 blocks for k = 5 (2/256 * 5 < 0.05), 6 for k = 1; detection also plans at alpha / k."""
+    from causalloc.stats.power import blocks_needed
+
+    detect, _ = blocks_needed(np.array([0.001, 0.001, 0.02, 0.02]), np.array([0.02] * 4), 0.05, 0.8,
+                              np.array([1, 5, 1, 5]))
+    assert detect[0] == 6 and detect[1] == 8
+    assert detect[2] == 10 and detect[3] > detect[2]
