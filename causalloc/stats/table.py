@@ -229,12 +229,9 @@ def apply_nonfinite_policy(table: RunTable, policy: str, metrics: list[str]) -> 
             )
         table.runs.loc[bad, metric] = np.nan
     if excluded and policy == "error":
-        listed = "; ".join(
-            f"row {e['row']} ({e['condition']}, {e['metric']})" for e in excluded[:_LIST_LIMIT]
-        )
-        more = f" and {len(excluded) - _LIST_LIMIT} more" if len(excluded) > _LIST_LIMIT else ""
+        listed = _listing([f"row {e['row']} ({e['condition']}, {e['metric']})" for e in excluded])
         raise TableError(
-            f"{table.source}: {len(excluded)} non-finite metric value(s): {listed}{more}; "
+            f"{table.source}: {len(excluded)} non-finite metric value(s): {listed}; "
             "pass --nonfinite drop to exclude them (the report will list them)"
         )
     return excluded
@@ -283,12 +280,9 @@ def check_matching(
                 }
             )
     if dropped and not drop_unmatched:
-        listed = "; ".join(
-            f"{ {**d['cell'], **d['block']} } missing {d['missing']}" for d in dropped[:_LIST_LIMIT]
-        )
-        more = f" and {len(dropped) - _LIST_LIMIT} more" if len(dropped) > _LIST_LIMIT else ""
+        listed = _listing([f"{ {**d['cell'], **d['block']} } missing {d['missing']}" for d in dropped])
         raise TableError(
-            f"{table.source}: {len(dropped)} unmatched block(s): {listed}{more}; "
+            f"{table.source}: {len(dropped)} unmatched block(s): {listed}; "
             "pass --drop-unmatched to drop them (the report will list them)"
         )
     if dropped:
@@ -301,3 +295,9 @@ def check_matching(
         ]
         table.runs = table.runs[keep].reset_index(drop=True)
     return dropped
+
+
+def _listing(items: list[str]) -> str:
+    """The first ``_LIST_LIMIT`` items joined by "; ", then how many more there are."""
+    more = f" and {len(items) - _LIST_LIMIT} more" if len(items) > _LIST_LIMIT else ""
+    return "; ".join(items[:_LIST_LIMIT]) + more
