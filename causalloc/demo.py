@@ -29,7 +29,7 @@ def demo_spec(quick: bool = False):
 
 def save_block_masks(spec, folder: Path) -> list[Path]:
     """Save the masks of the first block (one per condition, draw 0) for the mask-anatomy
-    figure; the report reads them from ``<analysis>/../masks``."""
+    figure; the report reads them from ``<analysis folder>/masks``."""
     from causalloc.runs.design import expand
     from causalloc.runs.worker import TestbedState, build_mask, testbed_config
     from causalloc.testbed import build_testbed
@@ -48,7 +48,9 @@ def save_block_masks(spec, folder: Path) -> list[Path]:
 
 def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: bool = True,
              log=print) -> dict:
-    """Build, run, analyse and report; returns the paths and the run summary."""
+    """Build, run, analyse and report, all into ``out``: the run store and ``runs.csv``,
+    ``analysis.json``, ``report.md`` / ``report.html`` / ``tables.tex``, ``figures/`` and
+    ``masks/``. Returns the paths and the run summary. Rerunning skips finished runs."""
     from causalloc.report import write_report
     from causalloc.runs import execute_design
     from causalloc.runs.worker import testbed_config
@@ -63,14 +65,14 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: b
     d = testbed.diagnostics
     log(f"      ES forget theta_r {d['es_forget_theta_r']:.2f} -> theta_o {d['es_forget_theta_o']:.2f}; "
         f"ES retain theta_o {d['es_retain_theta_o']:.2f}; V_tgt {d['n_target_units']} units")
-    log(f"[2/4] matched runs -> {out / 'runs'}")
-    summary = execute_design(spec, out / "runs", workers=workers, progress=progress,
+    log(f"[2/4] matched runs -> {out}")
+    summary = execute_design(spec, out, workers=workers, progress=progress,
                              command=" ".join(["causalloc", "demo", *sys.argv[2:]]))
     save_block_masks(spec, out / "masks")
-    log(f"[3/4] analysis -> {out / 'analysis'}")
-    result = analyze(load_runs(out / "runs"), command="causalloc demo")
-    write_analysis(result, out / "analysis")
-    log(f"[4/4] report -> {out / 'analysis'}")
-    paths = write_report(out / "analysis")
+    log(f"[3/4] analysis -> {out / 'analysis.json'}")
+    result = analyze(load_runs(out), command="causalloc demo")
+    write_analysis(result, out)
+    log(f"[4/4] report -> {out / 'report.md'}")
+    paths = write_report(out)
     return {"out": str(out), "report_md": str(paths["report_md"]), "report_html": str(paths["report_html"]),
             "summary": summary, "seconds": round(time.perf_counter() - start, 1)}

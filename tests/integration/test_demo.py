@@ -25,23 +25,22 @@ def test_quick_demo_produces_the_report(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["summary"]["failed"] == 0
-    for name in ("analysis/report.md", "analysis/report.html", "analysis/analysis.json",
-                 "analysis/tables.tex", "runs/runs.csv"):
+    for name in ("report.md", "report.html", "analysis.json", "tables.tex", "runs.csv"):
         assert (out / name).stat().st_size > 0, name
-    figures = list((out / "analysis" / "figures").glob("*.png"))
+    figures = list((out / "figures").glob("*.png"))
     assert figures and all(f.stat().st_size > 0 for f in figures)
-    runs = pd.read_csv(out / "runs" / "runs.csv")
+    runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 63 and (runs["status"] == "done").all()
     assert (runs["max_abs_change_outside_mask"] == 0.0).all()
-    analysis = json.loads((out / "analysis" / "analysis.json").read_text())
+    analysis = json.loads((out / "analysis.json").read_text())
     pairs = {(c["a"], c["b"]) for c in analysis["comparisons"]}
     assert ("oracle", "random") in pairs
-    rows = parse_verdict_table((out / "analysis" / "report.md").read_text())
+    rows = parse_verdict_table((out / "report.md").read_text())
     assert len(rows) == len(analysis["comparisons"])
     for row, comparison in zip(rows, analysis["comparisons"]):
         assert row["verdict"] == comparison["verdict"]
         assert_number(row["p_perm"], comparison["p_perm"], comparison["id"])
-    html = (out / "analysis" / "report.html").read_text()
+    html = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']https?://""", html)
 
 
