@@ -8,16 +8,16 @@ from typing import ClassVar
 import torch
 
 from causalloc.errors import DataError
-from causalloc.unlearn.base import Objective, StepContext, register_objective
+from causalloc.unlearn.base import StepContext, register_objective
 from causalloc.unlearn.losses import preference_loss
-from causalloc.unlearn.objectives._checks import check_number
+from causalloc.unlearn.objectives._checks import BetaRetainObjective
 from causalloc.unlearn.objectives.graddiff import retain_term
 from causalloc.unlearn.objectives.npo import log_ratio
 
 
 @register_objective("dpo")
 @dataclass
-class DPO(Objective):
+class DPO(BetaRetainObjective):
     """``L = -(2 / beta) * mean log sigmoid(beta * [r(y_idk) - r(y_forget)])
     + alpha * NLL(retain)``, ``r = log p_theta(y | x) - log p_ref(y | x)`` (sums over
     answer tokens).
@@ -36,13 +36,6 @@ class DPO(Objective):
     #: lr 1e-2: at the global 1e-3 the FS gain on the tiny testbed was 0.16 in 100 steps,
     #: 0.65 at 1e-2 with RS unchanged (0.99)
     train_defaults: ClassVar[dict] = {"lr": 1e-2}
-
-    beta: float = 0.1
-    alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_number(self.beta, f"algorithm.{self.name}.beta", 0, strict=True)
-        check_number(self.alpha, f"algorithm.{self.name}.alpha", 0)
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         if ctx.refusal is None:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from causalloc.unlearn.base import Objective, StepContext, register_objective
+from causalloc.unlearn.base import StepContext, register_objective
 from causalloc.unlearn.losses import preference_loss, sequence_log_prob
-from causalloc.unlearn.objectives._checks import check_number
+from causalloc.unlearn.objectives._checks import BetaRetainObjective
 from causalloc.unlearn.objectives.graddiff import retain_term
 
 
@@ -22,7 +22,7 @@ def log_ratio(ctx: StepContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @register_objective("npo")
 @dataclass
-class NPO(Objective):
+class NPO(BetaRetainObjective):
     """``L = -(2 / beta) * mean log sigmoid(-beta * r) + alpha * NLL(retain)``, with
     ``r = log p_theta(y_forget | x) - log p_ref(y_forget | x)``.
 
@@ -36,13 +36,6 @@ class NPO(Objective):
     """
 
     needs_reference = True
-
-    beta: float = 0.1
-    alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_number(self.beta, f"algorithm.{self.name}.beta", 0, strict=True)
-        check_number(self.alpha, f"algorithm.{self.name}.alpha", 0)
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         forget_loss = preference_loss(-log_ratio(ctx, ctx.forget), self.beta)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from causalloc.unlearn.base import Objective, StepContext, register_objective
+from causalloc.unlearn.base import StepContext, register_objective
 from causalloc.unlearn.losses import answer_token_log_probs
-from causalloc.unlearn.objectives._checks import check_number
+from causalloc.unlearn.objectives._checks import BetaRetainObjective
 from causalloc.unlearn.objectives.graddiff import retain_term
 
 
@@ -19,7 +19,7 @@ def wga_token_weights(log_probs: torch.Tensor, beta: float) -> torch.Tensor:
 
 @register_objective("wga")
 @dataclass
-class WeightedGradientAscent(Objective):
+class WeightedGradientAscent(BetaRetainObjective):
     """``L = -mean_t(w_t * CE_t) + alpha * NLL(retain)``, ``w_t = stopgrad(p_t) ** beta``,
     the mean taken over all answer tokens of the forget batch.
 
@@ -33,11 +33,6 @@ class WeightedGradientAscent(Objective):
     """
 
     beta: float = 1.0
-    alpha: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_number(self.beta, f"algorithm.{self.name}.beta", 0, strict=True)
-        check_number(self.alpha, f"algorithm.{self.name}.alpha", 0)
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         log_probs, mask = answer_token_log_probs(ctx.model(ctx.forget).logits, ctx.forget["labels"])
