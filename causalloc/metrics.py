@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import stats
 
-from causalloc.data.collate import IGNORE_INDEX, collate, encode_qa, pad_id
+from causalloc.data.collate import IGNORE_INDEX, encode_qa, eval_batches, pad_id
 from causalloc.data.types import QAItem
 from causalloc.errors import DataError
+from causalloc.unlearn.losses import per_example_nll
 
 Batch = Mapping[str, torch.Tensor]
 _MODEL_KEYS = ("input_ids", "attention_mask")
@@ -240,14 +240,6 @@ class Trajectory:
 
 
 # TOFU truth ratio and forget quality -----------------------------------------------------------
-def answer_nll_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean token negative log-likelihood of each row's answer: ``[B, T, V], [B, T] -> [B]``."""
-    answer = _answer_rows(labels)
-    token_nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
-                                ignore_index=IGNORE_INDEX, reduction="none")
-    return (token_nll * answer).sum(dim=1) / answer.sum(dim=1)
-
-
 @dataclass(frozen=True)
 class TruthRatio:
     """Per-item TOFU truth ratios and the losses behind them (arrays of length n_items).
@@ -289,10 +281,9 @@ def truth_ratio(model: torch.nn.Module, tokenizer, items: Sequence[QAItem],
             owners.append(i)
     if not texts:
         raise DataError("truth ratio: no items")
-    batches = [collate(texts[s : s + batch_size], pad_id(tokenizer))
-               for s in range(0, len(texts), batch_size)]
+    batches = eval_batches(texts, pad_id(tokenizer), batch_size)
     with _eval_mode(model):
-        nll = torch.cat([answer_nll_from_logits(*_forward_logits(model, b)).cpu()
+        nll = torch.cat([per_example_nll(*_forward_logits(model, b)).cpu()
                          for b in batches]).double().numpy()
     owners = np.asarray(owners)
     first = np.searchsorted(owners, np.arange(len(items)))  # the paraphrase of each item

@@ -56,7 +56,7 @@ def sequence_log_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def per_example_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean answer-token cross-entropy of each row, ``[B]`` (metrics, truth ratio)."""
+    """Mean answer-token cross-entropy of each row, ``[B]`` (the truth ratio of causalloc.metrics)."""
     log_probs, mask = answer_token_log_probs(logits, labels)
     return -log_probs.sum(dim=1) / mask.sum(dim=1)
 
