@@ -21,6 +21,7 @@ from scipy import stats
 from causalloc.data.collate import IGNORE_INDEX, encode_qa, eval_batches, pad_id
 from causalloc.data.types import QAItem
 from causalloc.errors import DataError
+from causalloc.models.positions import scored_positions_only
 from causalloc.unlearn.losses import per_example_nll
 
 Batch = Mapping[str, torch.Tensor]
@@ -50,10 +51,15 @@ def _eval_mode(model: torch.nn.Module):
 
 
 def _forward_logits(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of ``model`` on ``batch`` and the batch's labels, both on the model's device."""
+    """Logits of ``model`` on ``batch`` and the batch's labels, both on the model's device.
+
+    Logits are computed at the scored positions only (0 elsewhere,
+    :func:`causalloc.models.positions.scored_positions_only`): ES and answer NLLs read nothing else."""
     device = _device(model)
-    logits = model(**{k: batch[k].to(device) for k in _MODEL_KEYS}).logits
-    return logits, batch["labels"].to(device)
+    batch = {k: batch[k].to(device) for k in (*_MODEL_KEYS, "labels")}
+    with scored_positions_only(model, batch):
+        logits = model(**{k: batch[k] for k in _MODEL_KEYS}).logits
+    return logits, batch["labels"]
 
 
 def _answer_rows(labels: torch.Tensor) -> torch.Tensor:

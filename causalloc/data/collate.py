@@ -74,6 +74,16 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
+def stack_batches(batches: Sequence[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One batch holding the rows of ``batches`` in order, right-padded to the longest
+    (``input_ids`` with ``pad_token_id``, ``labels`` with -100, anything else with 0)."""
+    length = max(int(b["input_ids"].shape[1]) for b in batches)
+    fill = {"input_ids": pad_token_id, "labels": IGNORE_INDEX}
+    return {key: torch.cat([torch.nn.functional.pad(b[key], (0, length - b[key].shape[1]), value=fill.get(key, 0))
+                            for b in batches])
+            for key in batches[0]}
+
+
 def encode_items(tokenizer, items: Sequence[QAItem], max_length: int = 128, field: str = "answer"):
     """Encode QA items; ``field`` picks ``answer`` or ``paraphrased_answer`` as the target."""
     return [encode_qa(tokenizer, it.question, getattr(it, field), max_length) for it in items]

@@ -78,6 +78,10 @@ class UnitAdapter:
         self.model = model
         self.layers = list(_get(model, layers_path))
         self.value_modules = [_get(layer, module_path) for layer in self.layers]
+        #: the MLP block holding each layer's value module (position-wise in every family)
+        self.mlp_modules = [_get(layer, module_path.rsplit(".", 1)[0]) for layer in self.layers]
+        #: the LM head (``get_output_embeddings``), None for a model without one
+        self.output_module = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         weight = self.value_modules[0].weight
         n_units = weight.shape[self.unit_axis]
         hidden = weight.shape[1 - self.unit_axis]

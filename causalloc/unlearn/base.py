@@ -26,9 +26,12 @@ class StepContext:
     active, gradients on); ``reference(batch, **kw)`` runs the frozen starting model
     (theta_o: same weights with the trainable columns switched off, under ``no_grad``),
     shared read-only across runs and never copied. Both return HF ``CausalLMOutput``s;
-    pass ``output_hidden_states=True`` for hidden states.
+    pass ``output_hidden_states=True`` for hidden states. Unless the objective sets
+    ``needs_full_logits``, logits are computed at the scored positions only (those whose
+    next label is an answer token, all that the losses read) and are 0 elsewhere.
     ``refusal`` holds the forget questions paired with refusal answers (for DPO);
-    it is None unless the objective sets ``needs_refusals``.
+    it is None unless the objective sets ``needs_refusals``. ``models(*batches)`` runs the
+    model on several batches at once (see :meth:`models`).
     """
 
     forget: Batch
@@ -37,6 +40,21 @@ class StepContext:
     model: Callable[..., Any]
     reference: Callable[..., Any]
     step: int
+    #: ``merged(batches, **kw)``: the outputs of ``model`` on ``batches`` from one forward
+    #: pass over the stacked rows (the executor provides it; None: one pass per batch)
+    merged: Callable[..., list] | None = None
+
+    def models(self, *batches: Batch, **kw: Any) -> list:
+        """``[model(b, **kw) for b in batches]``, from one forward pass when ``merged`` is set.
+
+        Equal to float rounding: the rows are padded to the longest batch, and padding at the
+        end of a row changes nothing before it. For small models most of a pass is
+        per-operation overhead, so one pass over 16 rows beats two over 8
+        (``benchmarks/train_step.py``).
+        """
+        if self.merged is None or len(batches) < 2:
+            return [self.model(b, **kw) for b in batches]
+        return self.merged(batches, **kw)
 
 
 @dataclass
@@ -46,6 +64,10 @@ class Objective:
     name: ClassVar[str] = ""
     needs_reference: ClassVar[bool] = False
     needs_refusals: ClassVar[bool] = False
+    #: True if the loss reads logits outside the scored (answer-predicting) positions; by
+    #: default ``model`` / ``reference`` calls without hidden states compute logits there
+    #: only (0 elsewhere; see causalloc.models.positions)
+    needs_full_logits: ClassVar[bool] = False
     #: training settings (TrainConfig fields) this objective needs by default, overriding
     #: the global TrainConfig defaults; a spec's own values override both
     train_defaults: ClassVar[dict[str, Any]] = {}

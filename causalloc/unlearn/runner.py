@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from causalloc.data.collate import stack_batches
 from causalloc.masks import Mask
+from causalloc.models.positions import scored_positions_only
 from causalloc.unlearn.base import Objective, StepContext
 from causalloc.unlearn.trainer import (
     BatchStream,
@@ -36,80 +38,106 @@ class UnlearnData:
 
 
 class ReferenceCache:
-    """Outputs of the frozen reference forward, memoised by the exact inputs and options.
+    """Outputs of the frozen reference forward, memoised per example (row).
 
     The reference of NPO / DPO / RMU is theta_o itself (the shared model with the trainable
-    columns switched off), so its output depends on nothing but the batch. The runs of a
-    matched block share the data order, so every run of a block after the first that a
-    worker executes asks for exactly the forwards the first one computed: served from here,
-    they cost a hash and a copy. The values are those the forward returns (same frozen
-    weights, same inputs), so a result does not depend on which runs shared a worker.
+    columns switched off), so a row's output depends on nothing but its tokens and the
+    call's options. Rows are stored without padding, keyed by their real tokens and the
+    options. A batch whose rows are all stored is served without a forward; otherwise the
+    forward runs on the batch and adds the rows not yet stored. Served rows come from the
+    store whenever they are in it, so a run sees the same values for the same sequence of
+    batches whatever ran before it in the scope: the runs of a matched block share the data
+    order, so a block's first run computes about one epoch of reference forwards (not one
+    per step) and every later run computes none, and a result does not depend on which runs
+    shared a worker. Padding positions of served outputs hold 0 (losses never read them).
 
-    ``scope(key)`` starts a new scope (e.g. a block): entries of other scopes are dropped.
-    Entries are added until ``max_bytes`` is reached and never evicted within a scope, so a
-    block longer than the budget still gets its first steps cached in every later run
-    (an LRU would thrash on the sequential pattern).
+    ``scope(key)`` starts a new scope (e.g. a block): rows of other scopes are dropped, since a
+    row's stored value comes from the batch it first appeared in (equal to float rounding
+    in any batch). Rows are added until ``max_bytes`` is reached and never evicted within a
+    scope (an LRU would thrash on the sequential pattern).
     """
+
+    #: the output fields kept (what objectives read from a reference forward)
+    FIELDS = ("logits", "hidden_states")
 
     def __init__(self, max_bytes: int = 512 * 2**20):
         self.max_bytes = int(max_bytes)
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # batches served without a forward
+        self.misses = 0  # batches that needed one
         self._scope = None
-        self._entries: OrderedDict[str, dict] = OrderedDict()
+        self._rows: dict[str, dict] = {}
 
     def scope(self, key) -> None:
         if key != self._scope:
-            self._scope, self._entries, self.bytes = key, OrderedDict(), 0
+            self._scope, self._rows, self.bytes = key, {}, 0
 
     @staticmethod
-    def key(inputs: dict, options: dict) -> str:
+    def key(row: dict[str, torch.Tensor], options: dict) -> str:
+        """Digest of one row's tensors (real positions only) and the call's options."""
         digest = hashlib.blake2b(repr(sorted(options.items())).encode(), digest_size=16)
-        for name in sorted(inputs):
-            value = inputs[name].detach().cpu().contiguous()
-            digest.update(f"{name}{tuple(value.shape)}{value.dtype}".encode())
-            digest.update(value.numpy().tobytes())
+        for name in sorted(row):
+            digest.update(name.encode())
+            digest.update(row[name].detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
     def get(self, inputs: dict, options: dict, forward: Callable[[], object]):
-        """The cached output for these inputs, or ``forward()`` (stored when it fits).
-
-        Only the tensors ``logits`` and ``hidden_states`` are kept; callers get copies, so an
-        objective that writes into an output cannot corrupt later runs."""
-        key = self.key(inputs, options)
-        entry = self._entries.get(key)
-        if entry is None:
+        """The reference output for the batch described by ``inputs`` (``attention_mask`` and
+        whatever identifies a row's output: tokens, labels when they decide which positions
+        are computed), built from stored rows; ``forward()`` runs only when a row is missing."""
+        real = inputs["attention_mask"].bool()
+        keys = [self.key({name: value[row][real[row]] for name, value in inputs.items()}, options)
+                for row in range(real.shape[0])]
+        fresh = None
+        if all(k in self._rows for k in keys):
+            self.hits += 1
+        else:
             self.misses += 1
             output = forward()
-            entry = {name: _detached(getattr(output, name, None)) for name in ("logits", "hidden_states")}
-            size = sum(t.numel() * t.element_size() for t in _tensors(entry))
-            if self.bytes + size > self.max_bytes:
-                return output
-            self._entries[key] = entry
-            self.bytes += size
-        else:
-            self.hits += 1
+            fresh = {name: _detached(getattr(output, name, None)) for name in self.FIELDS}
+            for row, key in enumerate(keys):
+                if key not in self._rows:
+                    self._store(key, {name: _map(value, lambda t, r=row: t[r][real[r]].clone())
+                                      for name, value in fresh.items()})
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
-        return CausalLMOutputWithPast(logits=_cloned(entry["logits"]), hidden_states=_cloned(entry["hidden_states"]))
+        template = fresh or self._rows[keys[0]]
+        served = {}
+        for name, value in template.items():
+            served[name] = _map(value, lambda t: t.new_zeros(real.shape + t.shape[-1:]))
+        for row, key in enumerate(keys):
+            source = self._rows.get(key) or {name: _map(value, lambda t, r=row: t[r][real[r]])
+                                             for name, value in fresh.items()}
+            for name, value in source.items():
+                _copy_rows(served[name], value, row, real[row])
+        return CausalLMOutputWithPast(**served)
+
+    def _store(self, key: str, row: dict) -> None:
+        size = sum(t.numel() * t.element_size() for value in row.values() for t in _tensors(value))
+        if self.bytes + size <= self.max_bytes:
+            self._rows[key] = row
+            self.bytes += size
 
 
 def _detached(value):
+    return _map(value, torch.Tensor.detach)
+
+
+def _map(value, fn):
+    """``fn`` applied to a tensor or to each tensor of a tuple (hidden states); None stays None."""
     if isinstance(value, tuple):
-        return tuple(v.detach() for v in value)
-    return None if value is None else value.detach()
+        return tuple(fn(v) for v in value)
+    return None if value is None else fn(value)
 
 
-def _cloned(value):
-    if isinstance(value, tuple):
-        return tuple(v.clone() for v in value)
-    return None if value is None else value.clone()
+def _tensors(value):
+    return value if isinstance(value, tuple) else () if value is None else (value,)
 
 
-def _tensors(entry: dict):
-    for value in entry.values():
-        yield from (value if isinstance(value, tuple) else () if value is None else (value,))
+def _copy_rows(target, source, row: int, keep: torch.Tensor) -> None:
+    """Write one row's real positions (``source``: ``[n_real, d]``) into ``target[row]``."""
+    for out, values in zip(_tensors(target), _tensors(source)):
+        out[row][keep] = values
 
 
 def unlearn(
@@ -143,17 +171,34 @@ def unlearn(
 
     with MaskedColumns(model, mask) as columns:
 
+        def positions(batch, options):
+            """Logits at the scored positions only, unless the objective or call needs more."""
+            if objective.needs_full_logits or options.get("output_hidden_states") or "labels" not in batch:
+                return nullcontext()
+            return scored_positions_only(model, to_device(batch, device), columns.adapter)
+
         def run_model(batch, **kw):
-            return model(**_model_inputs(batch, device), **_options(kw))
+            options = _options(kw)
+            with positions(batch, options):
+                return model(**_model_inputs(batch, device), **options)
+
+        def run_merged(batches, **kw):
+            output = run_model(stack_batches(batches, data.pad_token_id), **kw)
+            return split_output(output, batches)
 
         def run_reference(batch, **kw):
             inputs, options = _model_inputs(batch, device), _options(kw)
 
             def forward():
-                with columns.disabled(), torch.no_grad():
+                with columns.disabled(), torch.no_grad(), positions(batch, options):
                     return model(**inputs, **options)
 
-            return forward() if reference_cache is None else reference_cache.get(inputs, options, forward)
+            if reference_cache is None:
+                return forward()
+            # the labels decide which positions are computed, so they identify a row too
+            rows = {**inputs, "labels": batch["labels"].to(device)} if "labels" in batch else inputs
+            return reference_cache.get(rows, {**options, "needs_full_logits": objective.needs_full_logits},
+                                       forward)
 
         def loss_fn(step: int, _columns: MaskedColumns) -> torch.Tensor:
             forget_batches = next(forget_stream)
@@ -165,12 +210,28 @@ def unlearn(
                 model=run_model,
                 reference=run_reference,
                 step=step,
+                merged=run_merged,
             )
             return objective.loss(ctx)
 
         result = train_masked(model, columns, loss_fn, config, evaluate)
         result.max_abs_change_outside_mask = max_abs_change_outside_mask(model, snapshot, columns)
     return result, columns
+
+
+def split_output(output, batches: Sequence[dict]) -> list:
+    """Cut the output of a forward over ``stack_batches(batches)`` back into one output per
+    batch (its rows, its length)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    parts, start = [], 0
+    for batch in batches:
+        rows, length = batch["input_ids"].shape
+        index = (slice(start, start + rows), slice(0, length))
+        parts.append(CausalLMOutputWithPast(
+            **{name: _map(getattr(output, name), lambda t, i=index: t[i]) for name in ("logits", "hidden_states")}))
+        start += rows
+    return parts
 
 
 def _model_inputs(batch: dict, device) -> dict:

@@ -262,3 +262,42 @@ def test_objectives_on_a_real_model_at_the_reference_point(tiny_llama):
     rmu = make_objective("rmu", alpha=0.0)
     rmu.prepare(tiny_llama.config, torch.Generator().manual_seed(0))
     assert values["rmu"] == pytest.approx(rmu.loss(ctx).item(), rel=1e-5)
+
+
+def test_one_forward_pass_over_several_batches_gives_every_objective_the_same_loss(tiny_llama):
+    """``StepContext.models`` with the executor's one-pass ``merged`` (rows stacked, padded to
+    the longest batch, outputs cut back) equals one pass per batch, loss and gradient."""
+    from causalloc.data.collate import collate, stack_batches
+    from causalloc.unlearn.runner import split_output
+
+    forget = collate([{"input_ids": [1, 5, 6, 7, 8, 3], "labels": [-100, -100, 6, 7, 8, 3]},
+                      {"input_ids": [1, 9, 10, 11], "labels": [-100, -100, 10, 11]}], 0)
+    retain = collate([{"input_ids": [1, 12, 13, 14], "labels": [-100, 12, 13, 14]}], 0)
+    refusal = collate([{"input_ids": [1, 5, 20, 21], "labels": [-100, -100, 20, 21]},
+                       {"input_ids": [1, 9, 20], "labels": [-100, -100, 20]}], 0)
+    stacked = stack_batches([forget, retain], pad_token_id=0)
+    assert stacked["input_ids"].shape == (3, 6) and stacked["labels"][2, 4:].tolist() == [-100, -100]
+    assert stacked["attention_mask"][2].tolist() == [1, 1, 1, 1, 0, 0]
+
+    def run(b, **kw):
+        return tiny_llama(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **kw)
+
+    def frozen(b, **kw):
+        with torch.no_grad():
+            return run(b, **kw)
+
+    def merged(batches, **kw):
+        return split_output(run(stack_batches(batches, 0), **kw), batches)
+
+    for name in sorted(OBJECTIVES):
+        results = []
+        for one_pass in (None, merged):
+            objective = make_objective(name)
+            objective.prepare(tiny_llama.config, torch.Generator().manual_seed(0))
+            tiny_llama.zero_grad()
+            loss = objective.loss(StepContext(forget, retain, refusal, run, frozen, step=0, merged=one_pass))
+            loss.backward()
+            results.append((loss.item(), tiny_llama.model.layers[0].mlp.down_proj.weight.grad.clone()))
+        (separate, grad_separate), (together, grad_together) = results
+        assert together == pytest.approx(separate, rel=1e-5, abs=1e-6), name
+        torch.testing.assert_close(grad_together, grad_separate, rtol=1e-4, atol=1e-6)

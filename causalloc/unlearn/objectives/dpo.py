@@ -11,7 +11,7 @@ from causalloc.errors import DataError
 from causalloc.unlearn.base import StepContext, register_objective
 from causalloc.unlearn.losses import preference_loss
 from causalloc.unlearn.objectives._checks import BetaRetainObjective
-from causalloc.unlearn.objectives.graddiff import retain_term
+from causalloc.unlearn.objectives.graddiff import retain_term, with_retain
 from causalloc.unlearn.objectives.npo import log_ratio
 
 
@@ -43,5 +43,6 @@ class DPO(BetaRetainObjective):
         n_refusal, n_forget = ctx.refusal["input_ids"].shape[0], ctx.forget["input_ids"].shape[0]
         if n_refusal != n_forget:
             raise DataError(f"dpo: refusal batch has {n_refusal} rows, forget batch {n_forget}")
-        margin = log_ratio(ctx, ctx.refusal) - log_ratio(ctx, ctx.forget)
-        return preference_loss(margin, self.beta) + retain_term(self.alpha, ctx)
+        (refusal, forget), retain = with_retain(ctx, self.alpha, ctx.refusal, ctx.forget)
+        margin = log_ratio(ctx, ctx.refusal, refusal) - log_ratio(ctx, ctx.forget, forget)
+        return preference_loss(margin, self.beta) + retain_term(self.alpha, ctx, retain)

@@ -9,12 +9,13 @@ import torch
 from causalloc.unlearn.base import StepContext, register_objective
 from causalloc.unlearn.losses import preference_loss, sequence_log_prob
 from causalloc.unlearn.objectives._checks import BetaRetainObjective
-from causalloc.unlearn.objectives.graddiff import retain_term
+from causalloc.unlearn.objectives.graddiff import retain_term, with_retain
 
 
-def log_ratio(ctx: StepContext, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``r = log p_theta(y | x) - log p_ref(y | x)`` per row (sums over answer tokens)."""
-    current = sequence_log_prob(ctx.model(batch).logits, batch["labels"])
+def log_ratio(ctx: StepContext, batch: dict[str, torch.Tensor], output) -> torch.Tensor:
+    """``r = log p_theta(y | x) - log p_ref(y | x)`` per row (sums over answer tokens);
+    ``output`` is ``ctx.model``'s output on ``batch``."""
+    current = sequence_log_prob(output.logits, batch["labels"])
     with torch.no_grad():
         reference = sequence_log_prob(ctx.reference(batch).logits, batch["labels"])
     return current - reference
@@ -38,5 +39,6 @@ class NPO(BetaRetainObjective):
     needs_reference = True
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
-        forget_loss = preference_loss(-log_ratio(ctx, ctx.forget), self.beta)
-        return forget_loss + retain_term(self.alpha, ctx)
+        (forget,), retain = with_retain(ctx, self.alpha, ctx.forget)
+        forget_loss = preference_loss(-log_ratio(ctx, ctx.forget, forget), self.beta)
+        return forget_loss + retain_term(self.alpha, ctx, retain)

@@ -12,6 +12,7 @@ import torch
 from causalloc.errors import SpecError
 from causalloc.unlearn.base import Objective, StepContext, register_objective
 from causalloc.unlearn.objectives._checks import check_number
+from causalloc.unlearn.objectives.graddiff import with_retain
 
 
 def resolve_layer(layer: float, n_layers: int, where: str = "algorithm.rmu.layer") -> int:
@@ -90,11 +91,12 @@ class RMU(Objective):
         if self.control_vector is None:
             raise RuntimeError("rmu: prepare(config, generator) must run before the first step")
         index = self.layer_index + 1
-        forget_hidden = ctx.model(ctx.forget, output_hidden_states=True).hidden_states[index]
+        (forget,), retain = with_retain(ctx, self.alpha, ctx.forget, output_hidden_states=True)
+        forget_hidden = forget.hidden_states[index]
         target = self.control_vector.to(forget_hidden.device)
         loss = masked_mse(forget_hidden, target, ctx.forget["attention_mask"])
         if self.alpha:
-            retain_hidden = ctx.model(ctx.retain, output_hidden_states=True).hidden_states[index]
+            retain_hidden = retain.hidden_states[index]
             with torch.no_grad():
                 frozen = ctx.reference(ctx.retain, output_hidden_states=True).hidden_states[index]
             retain_mse = masked_mse(retain_hidden, frozen, ctx.retain["attention_mask"])

@@ -9,7 +9,7 @@ import torch
 from causalloc.unlearn.base import StepContext, register_objective
 from causalloc.unlearn.losses import answer_token_log_probs
 from causalloc.unlearn.objectives._checks import BetaRetainObjective
-from causalloc.unlearn.objectives.graddiff import retain_term
+from causalloc.unlearn.objectives.graddiff import retain_term, with_retain
 
 
 def wga_token_weights(log_probs: torch.Tensor, beta: float) -> torch.Tensor:
@@ -35,7 +35,8 @@ class WeightedGradientAscent(BetaRetainObjective):
     beta: float = 1.0
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
-        log_probs, mask = answer_token_log_probs(ctx.model(ctx.forget).logits, ctx.forget["labels"])
+        (forget,), retain = with_retain(ctx, self.alpha, ctx.forget)
+        log_probs, mask = answer_token_log_probs(forget.logits, ctx.forget["labels"])
         weighted_ce = wga_token_weights(log_probs, self.beta) * -log_probs
         forget_loss = -weighted_ce[mask].mean()
-        return forget_loss + retain_term(self.alpha, ctx)
+        return forget_loss + retain_term(self.alpha, ctx, retain)
