@@ -5,10 +5,13 @@ The same matched design (one block: the ``oracle`` mask and ``runs - 1`` draws o
 twice:
 
 (a) causalloc: ``execute_design`` in-process (``workers=0``): one loaded theta_o per worker
-    shared as the frozen reference (its forwards memoised across the runs of the block),
-    trainable masked columns attached by hooks, one teacher-forced pass over forget +
-    retain for ES (theta_o's step-0 scores computed once), the run store written run by run. It runs first, in a fresh
-    spawned process, so that ``peak_rss_mb`` (``resource.getrusage`` maxrss) is its own.
+    shared as the frozen reference (its outputs memoised per example within the block),
+    trainable masked columns attached by hooks, logits computed at the scored positions
+    only (:mod:`causalloc.models.positions`), one teacher-forced pass over forget + retain
+    for ES (theta_o's step-0 scores computed once), malloc keeping freed memory
+    (``causalloc.runs.backends.keep_freed_memory``), the run store written run by run. It
+    runs in a fresh spawned process, so that ``peak_rss_mb`` (``resource.getrusage``
+    maxrss) is its own.
 (b) naive: :mod:`naive_reference` in this process, one run at a time, model and reference
     model reloaded per run, full backward with masked gradients, ES by greedy generation.
 
@@ -18,9 +21,11 @@ naive runs per hour (whole runs: setup, training, evaluation) and ``ratio_train`
 / causalloc seconds spent in the unlearning steps alone (no evaluation, no loading).
 Both paths should agree on the metrics: the initial ES exactly (one-pass ES equals ES by
 generation), the final ones up to float rounding of the two training computations.
+``--repeats N`` runs both paths N times, alternating which goes first, and reports medians:
+on a shared machine whose speed drifts, one pass of each is a noisy ratio.
 
     python benchmarks/executor.py                      # tiny testbed, 4 runs of NPO
-    python benchmarks/executor.py --json --runs 4 --steps 20
+    python benchmarks/executor.py --json --runs 4 --steps 20 --repeats 3
     python benchmarks/executor.py --model smollm2 --steps 4 --runs 2 --threads 2
 """
 
@@ -36,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -48,11 +55,7 @@ def design(args) -> dict:
     """The spec table of the benchmarked design (validated by ``causalloc.runs.parse_spec``)."""
     from causalloc.cli.testbed import parse_overrides
 
-    testbed = {"kind": args.model, "build": parse_overrides(args.set)}
-    for key, value in (("n_authors", args.authors), ("n_forget_authors", args.forget_authors),
-                       ("n_questions", args.questions)):
-        if value is not None:
-            testbed[key] = value
+    testbed = {"kind": args.model, "build": parse_overrides(args.set), **testbed_sizes(args)}
     conditions = [{"strategy": "oracle"}] + ([{"strategy": "random"}] if args.runs > 1 else [])
     return {
         "name": "executor-benchmark", "testbed": testbed, "budgets": [args.budget], "seeds": [args.seed],
@@ -165,6 +168,21 @@ def compare(fast: dict, naive: dict) -> dict:
     }
 
 
+def add_testbed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The testbed size and builder options shared by the benchmarks."""
+    parser.add_argument("--authors", type=int, help="testbed n_authors")
+    parser.add_argument("--forget-authors", type=int, help="testbed n_forget_authors")
+    parser.add_argument("--questions", type=int, help="testbed n_questions")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="testbed builder override (testbed.build), repeatable")
+
+
+def testbed_sizes(args: argparse.Namespace) -> dict:
+    """The TestbedConfig size fields given on the command line."""
+    given = (("n_authors", args.authors), ("n_forget_authors", args.forget_authors), ("n_questions", args.questions))
+    return {key: value for key, value in given if value is not None}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Runs/hour of causalloc's executor vs a naive masked-unlearning reference on "
@@ -182,14 +200,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=0.1, help="mask budget")
     parser.add_argument("--seed", type=int, default=0, help="replicate seed of the block")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of both paths")
-    parser.add_argument("--authors", type=int, help="testbed n_authors")
-    parser.add_argument("--forget-authors", type=int, help="testbed n_forget_authors")
-    parser.add_argument("--questions", type=int, help="testbed n_questions")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="testbed builder override (testbed.build), repeatable")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run both paths this many times, alternating which goes first; the "
+                             "speed figures are medians (this machine's speed drifts by 10-30%%)")
+    add_testbed_arguments(parser)
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.steps < 1:
-        parser.error("--runs and --steps must be >= 1")
+    if args.runs < 1 or args.steps < 1 or args.repeats < 1:
+        parser.error("--runs, --steps and --repeats must be >= 1")
     return args
 
 
@@ -197,10 +214,14 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     spec_table = design(args)
     testbed_path = prepare_testbed(spec_table)
-    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        fast = pool.submit(causalloc_part, spec_table, args.threads, testbed_path).result()
-    naive = naive_part(spec_table, args.threads, testbed_path)
-    report = {**compare(fast, naive),
+    rounds = []
+    for repeat in range(args.repeats):
+        # alternate the order (ABBA...) so that a machine slowly getting faster or slower
+        # does not favour the path that always runs first
+        order = ("causalloc", "naive") if repeat % 2 == 0 else ("naive", "causalloc")
+        parts = {name: run_part(name, spec_table, args.threads, testbed_path) for name in order}
+        rounds.append(compare(parts["causalloc"], parts["naive"]))
+    report = {**summarise(rounds),
               "settings": {**{k: v for k, v in vars(args).items() if k != "json"},
                            "testbed_path": testbed_path, "metrics": METRICS}}
     if args.json:
@@ -208,6 +229,37 @@ def main(argv=None) -> dict:
     else:
         print(_text(report))
     return report
+
+
+def run_part(name: str, spec_table: dict, threads: int, testbed_path: str) -> dict:
+    """One path over the whole design: causalloc in a fresh spawned process (its own peak
+    RSS), the naive reference in this process."""
+    if name == "naive":
+        return naive_part(spec_table, threads, testbed_path)
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(causalloc_part, spec_table, threads, testbed_path).result()
+
+
+#: per-repeat figures summarised by their median
+SPEEDS = ("runs_per_hour_causalloc", "runs_per_hour_naive", "ratio", "ratio_train")
+
+
+def summarise(rounds: list[dict]) -> dict:
+    """Medians over the repeats of the speed figures (``ratio`` and ``ratio_train`` are the
+    medians of the per-repeat ratios, each from one causalloc and one naive pass run back
+    to back); agreement and memory over all repeats; the runs of the first."""
+    first = rounds[0]
+    return {
+        **{key: float(np.median([r[key] for r in rounds])) for key in SPEEDS},
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+        "seconds": first["seconds"] if len(rounds) == 1 else {
+            name: {phase: float(np.median([r["seconds"][name][phase] for r in rounds]))
+                   for phase in first["seconds"][name]} for name in first["seconds"]},
+        "initial_es_equal": all(r["initial_es_equal"] for r in rounds),
+        "max_abs_metric_difference": max(r["max_abs_metric_difference"] for r in rounds),
+        "repeats": [{key: r[key] for key in (*SPEEDS, "seconds")} for r in rounds],
+        "runs": first["runs"],
+    }
 
 
 def _text(report: dict) -> str:
@@ -222,6 +274,9 @@ def _text(report: dict) -> str:
         (f"initial ES equal on both paths: {report['initial_es_equal']}; max |metric difference| "
          f"{report['max_abs_metric_difference']:.3g}"),
     ]
+    if len(report["repeats"]) > 1:
+        lines.insert(0, f"medians over {len(report['repeats'])} repeats; per repeat ratio_train "
+                        + ", ".join(f"{r['ratio_train']:.2f}" for r in report["repeats"]))
     return "\n".join(lines)
 
 
