@@ -158,7 +158,9 @@ def unlearn(
     trained columns (re-enter them with ``with columns:`` to evaluate the unlearned model,
     or ``columns.merge_into(copy)`` to materialise it). ``reference_cache`` memoises the
     frozen reference forwards across the runs that share it (see :class:`ReferenceCache`;
-    it must only ever see this ``model``).
+    it must only ever see this ``model``). The objective's forwards compute logits at the
+    scored positions only (:mod:`causalloc.models.positions`, unless it sets
+    ``needs_full_logits``), and ``ctx.models`` runs several batches in one pass.
     """
     snapshot = snapshot or ParameterSnapshot(model)
     device = next(model.parameters()).device
