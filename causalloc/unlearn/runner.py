@@ -89,6 +89,11 @@ class ReferenceCache:
         keys = [self.key({name: value[row][real[row]] for name, value in inputs.items()}, options)
                 for row in range(real.shape[0])]
         fresh = None
+
+        def fresh_row(row: int) -> dict:
+            """Row ``row`` of the fresh forward, real positions only (views)."""
+            return {name: _map(value, lambda t: t[row][real[row]]) for name, value in fresh.items()}
+
         if all(k in self._rows for k in keys):
             self.hits += 1
         else:
@@ -96,18 +101,15 @@ class ReferenceCache:
             output = forward()
             fresh = {name: _detached(getattr(output, name, None)) for name in self.FIELDS}
             for row, key in enumerate(keys):
-                if key not in self._rows:
-                    self._store(key, {name: _map(value, lambda t, r=row: t[r][real[r]].clone())
-                                      for name, value in fresh.items()})
+                if key not in self._rows:  # cloned: a stored row must not keep the batch alive
+                    self._store(key, {name: _map(value, torch.clone) for name, value in fresh_row(row).items()})
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         template = fresh or self._rows[keys[0]]
-        served = {}
-        for name, value in template.items():
-            served[name] = _map(value, lambda t: t.new_zeros(real.shape + t.shape[-1:]))
+        served = {name: _map(value, lambda t: t.new_zeros(real.shape + t.shape[-1:]))
+                  for name, value in template.items()}
         for row, key in enumerate(keys):
-            source = self._rows.get(key) or {name: _map(value, lambda t, r=row: t[r][real[r]])
-                                             for name, value in fresh.items()}
+            source = self._rows.get(key) or fresh_row(row)
             for name, value in source.items():
                 _copy_rows(served[name], value, row, real[row])
         return CausalLMOutputWithPast(**served)
