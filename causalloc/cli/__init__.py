@@ -16,6 +16,7 @@ from causalloc.errors import CausallocError
 
 #: subcommand module names, in the order ``--help`` lists them
 COMMANDS = ("demo", "testbed", "localize", "run", "status", "export", "analyze", "report")
+COMMANDS += ("audit", "import_")
 
 EPILOG = """examples:
   causalloc demo --quick --out demo-out          # the whole pipeline on the embedded default
@@ -24,6 +25,8 @@ EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/ --workers 2
   causalloc analyze runs/ --out runs/analysis
   causalloc report runs/analysis
+  causalloc audit data/claims/lee2025.yaml --out audit/
+  causalloc import open-unlearning saves/unlearn/* --condition-from 'mask_(\w+)' --out runs.csv
 """
 
 

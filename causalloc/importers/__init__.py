@@ -1,0 +1,1 @@
+"""Run tables from other frameworks' outputs (``causalloc import``)."""
