@@ -340,5 +340,11 @@ def _untestable(claim: Claim) -> dict:
     return out
 
 
-__all__ = ["audit_figures", "paired_from_stats", "paired_sd", "sign_flip_grid",
-           "welch_from_stats", "mde80"]
+__all__ = [
+    "audit_figures",
+    "mde80",
+    "paired_from_stats",
+    "paired_sd",
+    "sign_flip_grid",
+    "welch_from_stats",
+]

@@ -26,7 +26,7 @@ EPILOG = """examples:
   causalloc analyze runs/ --out runs/analysis
   causalloc report runs/analysis
   causalloc audit data/claims/lee2025.yaml --out audit/
-  causalloc import open-unlearning saves/unlearn/* --condition-from 'mask_(\w+)' --out runs.csv
+  causalloc import open-unlearning saves/unlearn/* --condition-from 'mask_([a-z]+)' --out runs.csv
 """
 
 

@@ -35,7 +35,11 @@ def register(subparsers) -> None:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     ou.add_argument("dirs", nargs="+", metavar="DIR",
                     help="run folders, or folders to search for run folders")
-    ou.add_argument("--out", required=True, metavar="CSV", help="run table to write")
+    ou.add_argument("--out", required=True, metavar="CSV_OR_DIR",
+                    help="run table to write: FILE.csv, or a folder for runs.csv + design.json "
+                    "(then `causalloc analyze DIR` needs no column flags)")
+    ou.add_argument("--metric", metavar="M1,M2",
+                    help="metrics design.json lists (default: those with a default SESOI)")
     ou.add_argument("--condition-from", required=True, metavar="KEY_OR_REGEX",
                     help="config key (key:A.B) or run-name regex (regex:PATTERN) for the "
                     "condition; without a prefix a key if every config has it, else a regex")
@@ -70,14 +74,18 @@ def parse_map(items: list[str]) -> dict[str, str]:
 
 def handler(args) -> int:
     from causalloc.importers import open_unlearning as ou
+    from causalloc.stats.analyze import command_line
 
+    design = blocks = None
     if args.kind == "csv":
         frame = ou.map_columns(args.source, parse_map(args.map))
-        blocks = None
     else:
         blocks = ou.parse_blocks(args.block)
         frame = ou.import_runs(args.dirs, args.condition_from, blocks)
-    out = ou.write_table(frame, args.out, force=args.force)
+        metrics = [m.strip() for m in args.metric.split(",")] if args.metric else None
+        if not args.out.lower().endswith(".csv"):
+            design = ou.design_manifest(frame, blocks, metrics, command_line())
+    out = ou.write_table(frame, args.out, force=args.force, design=design)
     if args.json:
         print(frame.to_json(orient="records"))
         return 0
@@ -86,6 +94,7 @@ def handler(args) -> int:
     if blocks:
         conditions = sorted(frame["condition"].astype(str).unique())
         print(f"conditions: {conditions}")
-        print(f"next: causalloc analyze {out} --block {','.join(blocks)} --condition condition "
-              "--metric METRICS --out analysis/")
+        flags = "" if design else (f" --block {','.join(blocks)} --condition condition "
+                                   "--metric METRICS")
+        print(f"next: causalloc analyze {out.parent if design else out}{flags} --out analysis/")
     return 0

@@ -200,14 +200,42 @@ def import_runs(paths: list[str | Path], condition_from: str,
     return pd.DataFrame(rows)
 
 
-def write_table(frame: pd.DataFrame, out: str | Path, force: bool = False) -> Path:
-    """Write the run table; an existing file is kept unless ``force``."""
+def write_table(frame: pd.DataFrame, out: str | Path, force: bool = False,
+                design: dict | None = None) -> Path:
+    """Write the run table: ``out`` ending in .csv is the CSV itself; any other ``out`` is a
+    folder that gets runs.csv and, with ``design``, the design.json that ``causalloc
+    analyze DIR`` reads (so it needs no --block/--condition/--metric). Existing files are kept
+    unless ``force``. Returns the CSV path."""
     out = Path(out)
-    if out.exists() and not force:
-        raise DataError(f"{out}: exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    return out
+    csv_path = out if out.suffix.lower() == ".csv" else out / "runs.csv"
+    written = [csv_path] + ([out / "design.json"] if design and csv_path != out else [])
+    existing = [str(p) for p in written if p.exists()]
+    if existing and not force:
+        raise DataError(f"{existing[0]}: exists; pass --force to replace it")
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(csv_path, index=False)
+    if len(written) > 1:
+        written[1].write_text(json.dumps(design, indent=1) + "\n")
+    return csv_path
+
+
+def design_manifest(frame: pd.DataFrame, blocks: dict, metrics: list[str] | None,
+                    command: str = "") -> dict:
+    """design.json for an imported table: block columns, condition, replicate ``seed`` and the
+    metrics to analyse (``metrics``, else those with a default SESOI in causalloc)."""
+    from causalloc.stats.verdict import DEFAULT_SESOI
+
+    numeric = [c for c in frame.columns if c not in (*blocks, "condition")
+               and pd.api.types.is_numeric_dtype(frame[c])]
+    chosen = metrics or [m for m in numeric if m in DEFAULT_SESOI]
+    missing = [m for m in chosen if m not in frame.columns]
+    if missing:
+        raise SpecError(f"--metric: {missing} not among the imported metrics {numeric}")
+    if not chosen:
+        raise SpecError(f"--metric: no metric with a default SESOI among {numeric}; name them")
+    return {"block_columns": list(blocks), "condition_column": "condition", "replicate": "seed",
+            "draw_column": None, "metrics": chosen, "command": command,
+            "setup": {"imported_from": "open-unlearning"}}
 
 
 def map_columns(source: str | Path, mapping: dict[str, str]) -> pd.DataFrame:
