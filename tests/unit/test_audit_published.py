@@ -31,15 +31,15 @@ def rebuilt(mean: float, sd: float, n: int, seed: int = 0) -> np.ndarray:
 
 
 def make_claim(**changes) -> Claim:
-    values = dict(
-        id="c", paper="p", table="t", text="x", kind="equivalence", a="oracle", b="random",
-        metric="aues", direction="higher", evidence="figures", sesoi=0.02,
-        sesoi_justification="j", resolution=0.001,
-        group_a=Group(0.593, 0.016, "sd", 5), group_b=Group(0.586, 0.020, "sd", 5),
-        abs_delta_mean=0.018, abs_delta_sd=0.013, reported_p=0.61, reported_p_resolution=0.01,
-    )
-    values.update(changes)
-    return Claim(**values)
+    values = {
+        "id": "c", "paper": "p", "table": "t", "text": "x", "kind": "equivalence",
+        "a": "oracle", "b": "random", "metric": "aues", "direction": "higher",
+        "evidence": "figures", "sesoi": 0.02, "sesoi_justification": "j", "resolution": 0.001,
+        "group_a": Group(0.593, 0.016, "sd", 5), "group_b": Group(0.586, 0.020, "sd", 5),
+        "abs_delta_mean": 0.018, "abs_delta_sd": 0.013, "reported_p": 0.61,
+        "reported_p_resolution": 0.01,
+    }
+    return Claim(**(values | changes))
 
 
 def test_abs_delta_identity_recovers_sd_of_signed_differences():
