@@ -256,7 +256,7 @@ def audit_figures(claim: Claim, alpha: float = 0.05) -> dict:
     primary = "paired" if out["paired"] else "welch"
     out["primary_test"] = primary
     out["mde80"] = out[primary]["mde80"]
-    out["verdict"], out["reason"] = _verdict(claim, out, primary, decisions[primary])
+    out["verdict"], out["reason"] = _verdict(claim, out, primary, decisions[primary], alpha)
     return out
 
 
@@ -300,7 +300,8 @@ def _reported(claim: Claim, ranges: dict[str, dict]) -> dict:
             "by_test": by_test}
 
 
-def _verdict(claim: Claim, out: dict, primary: str, labels: set) -> tuple[str, str]:
+def _verdict(claim: Claim, out: dict, primary: str, labels: set,
+             alpha: float) -> tuple[str, str]:
     """The figures' verdict and the reason in words."""
     stats_ = out[primary]
     name = "paired t (rebuilt from |Delta|)" if primary == "paired" else "Welch t"
@@ -313,6 +314,10 @@ def _verdict(claim: Claim, out: dict, primary: str, labels: set) -> tuple[str, s
         return "not_determined", (f"the rounding of the published figures or the unstated sd "
                                   f"convention decides ({', '.join(sorted(labels))}); {detail}")
     label = labels.pop()
+    if (claim.kind, label) == ("equivalence", "not_determined") and stats_["p"] < alpha:
+        return label, ("not shown equivalent: the 90% CI reaches beyond +-SESOI, and at the "
+                       f"published figures the difference is significant (p < {alpha:g}) "
+                       f"without being shown larger than the SESOI; {detail}")
     reason = {
         ("equivalence", "supported"): "equivalent: the 90% CI lies inside +-SESOI",
         ("equivalence", "contradicted"): "the 90% CI lies outside +-SESOI: a real difference",
