@@ -19,7 +19,8 @@ non-inferiority    a_better, equivalent, negligible     b_better           not_d
 =================  ===================================  =================  ============
 
 A claim that matches several cells (e.g. several budgets) is supported or contradicted only
-when all of them agree.
+when all of them agree. A claim the runs cannot test (metric or condition absent, no
+matching cell, fewer than 2 matched blocks) gets verdict None and the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from causalloc.audit.claims import Claim
-from causalloc.errors import DataError
+from causalloc.errors import DataError, TableError
 from causalloc.stats.analyze import analyze, cell_label
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import load_runs
@@ -94,7 +95,12 @@ def audit_runs(claims: list[Claim], source: str | Path, *, block: str | None = N
                             higher_is_better={metric: higher}, comparisons=pairs,
                             drop_unmatched=True, mixed_model=False, dose_response=False,
                             seed=seed, n_boot=n_boot, n_permutations=n_permutations)
-        result = analyze(table, spec, command="causalloc audit --runs")
+        try:
+            result = analyze(table, spec, command="causalloc audit --runs")
+        except TableError as exc:  # e.g. fewer than 2 matched blocks: these claims untested
+            for claim in usable:
+                out[claim.id] = _missing(f"analyze could not compare: {exc}")
+            continue
         frame = result.comparisons
         dropped = len(result.meta.get("dropped_blocks", []))
         for claim in usable:

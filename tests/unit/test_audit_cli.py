@@ -206,3 +206,14 @@ def test_import_csv_with_map(tmp_path):
     assert list(pd.read_csv(out).columns) == ["seed", "condition", "aues"]
     assert main(["import", "csv", str(source), "--map", "seed=Nope", "--out",
                  str(tmp_path / "b.csv")]) == 2
+
+
+def test_audit_runs_with_too_few_blocks_says_why(tmp_path):
+    runs = synthetic_run_folder(tmp_path / "runs")
+    table = pd.read_csv(runs / "runs.csv")
+    table[table["seed"] == 0].to_csv(runs / "runs.csv", index=False)
+    out = tmp_path / "audit"
+    assert main(["audit", str(LEE), "--runs", str(runs), "--out", str(out)]) == 0
+    entries = {e["id"]: e for e in json.loads((out / "audit.json").read_text())["claims"]}
+    wga = entries["lee2025-t2-llama-wga-aues"]
+    assert wga["verdict_runs"] is None and "2 or more matched blocks" in wga["reason_runs"]
