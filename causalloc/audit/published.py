@@ -305,11 +305,16 @@ def _verdict(claim: Claim, out: dict, primary: str, labels: set,
     """The figures' verdict and the reason in words."""
     stats_ = out[primary]
     name = "paired t (rebuilt from |Delta|)" if primary == "paired" else "Welch t"
-    margin = stats_["tost_margin_min_interval"]
-    detail = (f"{name}: mean difference {out['mean_diff']:+.4g}, p = {stats_['p']:.3g}; "
-              f"smallest equivalence margin at alpha 0.05 = {stats_['tost_margin_min']:.3g} "
-              f"(rounding interval {margin[0]:.3g} to {margin[1]:.3g}) vs SESOI "
-              f"{claim.sesoi:g}; MDE at 80% power = {out['mde80']:.3g}")
+    margin = stats_["tost_margin_min_interval"] or [math.nan] * 2
+    detail = (f"{name}: mean difference {out['mean_diff']:+.4g}, p = {_g(stats_['p'])}; "
+              f"smallest equivalence margin at alpha {alpha:g} = {_g(stats_['tost_margin_min'])} "
+              f"(rounding interval {_g(margin[0])} to {_g(margin[1])}) vs SESOI "
+              f"{claim.sesoi:g}; MDE at 80% power = {_g(out['mde80'])}")
+    if primary == "paired" and not math.isfinite(stats_["p"]):
+        detail += ("; at the published figures |Delta| is too small for the mean difference "
+                   "(possible only within rounding), so only the feasible part of the rounding box is used")
+    if not labels:
+        return "not_determined", f"no figures within rounding are possible; {detail}"
     if len(labels) > 1:
         return "not_determined", (f"the rounding of the published figures or the unstated sd "
                                   f"convention decides ({', '.join(sorted(labels))}); {detail}")
@@ -331,6 +336,11 @@ def _verdict(claim: Claim, out: dict, primary: str, labels: set,
         ("non-inferiority", "not_determined"): "the 90% CI reaches below -SESOI",
     }[(claim.kind, label)]
     return label, f"{reason}; {detail}"
+
+
+def _g(value) -> str:
+    """3 significant digits; n/a for a missing or non-finite value."""
+    return f"{value:.3g}" if value is not None and math.isfinite(value) else "n/a"
 
 
 def _untestable(claim: Claim) -> dict:

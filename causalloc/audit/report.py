@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ def summary(entries: list[dict]) -> dict:
             "of": len(rows),
             "at_published_figures": sum(e[f"tost_margin_min_{test}"] < e["sesoi"] for e in rows),
             "on_whole_rounding_box": sum(
-                e[f"tost_margin_min_{test}_interval"][1] < e["sesoi"] for e in rows),
+                (e[f"tost_margin_min_{test}_interval"] or [math.inf] * 2)[1] < e["sesoi"]
+                for e in rows),
             "ids": [e["id"] for e in rows if e[f"tost_margin_min_{test}"] < e["sesoi"]],
         }
     reported = [e for e in entries if e["reported_p"] is not None]

@@ -152,3 +152,10 @@ def test_se_spread_is_converted_to_sd():
     as_se = audit_figures(make_claim(group_a=Group(0.593, 0.016 / np.sqrt(5), "se", 5),
                                      group_b=Group(0.586, 0.020 / np.sqrt(5), "se", 5)))
     assert as_se["welch"]["p"] == pytest.approx(as_sd["welch"]["p"])
+
+
+def test_abs_delta_below_mean_difference_within_rounding_uses_feasible_box():
+    out = audit_figures(make_claim(abs_delta_mean=0.006, abs_delta_sd=0.0))
+    assert np.isnan(out["paired"]["p"]) and out["paired"]["mde80"] is None
+    lo, hi = out["paired"]["p_interval"]
+    assert 0 <= lo < hi <= 1 and "feasible part of the rounding box" in out["reason"]
