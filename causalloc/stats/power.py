@@ -94,9 +94,9 @@ def blocks_needed(
     against a true difference equal to the SESOI (d_z = SESOI / sd), and at least
     :func:`min_blocks_sign_flip` at alpha / k, so that the exact sign-flip test can reject
     at all after adjustment (2 / 2^n * k < alpha: 8 blocks for k = 5).
-    equivalence: smallest n at which TOST has the given power when the true difference
-    is 0 (:func:`power_tost_paired`; TOST is not adjusted). NaN where more than
-    MAX_BLOCKS would be needed.
+    equivalence: smallest n at which TOST at alpha / k (its p is adjusted in the same
+    family) has the given power when the true difference is 0 (:func:`power_tost_paired`).
+    NaN where more than MAX_BLOCKS would be needed.
     """
     sd_diff = np.asarray(sd_diff, dtype=float)
     sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), sd_diff.shape)
@@ -108,5 +108,7 @@ def blocks_needed(
     detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
     floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
     detect = np.maximum(detect, floor)
-    equivalence = _smallest_n(lambda n: power_tost_paired(ratio, n, alpha), len(ratio), power, 2)
+    equivalence = _smallest_n(
+        lambda n: power_tost_paired(ratio, n, family_alpha), len(ratio), power, 2
+    )
     return detect, equivalence
