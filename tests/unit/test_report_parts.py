@@ -125,6 +125,7 @@ def test_nulls_and_nans_in_analysis_json_do_not_crash(tmp_path):
                            "points": [{"x": 0.1, "mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 1}]}]}))
     written = write_report(tmp_path)
     markdown = written["report_md"].read_text()
-    assert "| 1 | 0.006 | [n/a, n/a] | n/a | 0.69 | n/a | n/a | inconclusive | n/a |" in markdown
+    assert ("|  | 1 | 0.006 | [n/a, n/a] | n/a | sign_flip | 0.69 | n/a | n/a | inconclusive "
+            "| n/a |") in markdown
     assert "95% CI [n/a, n/a]" in markdown and "blocks needed not computed" in markdown
     assert {"forest_aues", "dose_response_budget"} <= {p.stem for p in written["figures"]}
