@@ -436,7 +436,7 @@ def _block_values(table: RunTable, metric: str):
     draws = runs.assign(_draw=draw_index).groupby([*key, cond, "_draw"])[metric].mean()
     draws = draws.unstack("_draw")
     counts = runs.groupby([*key, cond], sort=True)[metric].count().unstack(cond)
-    return wide, draws, counts.reindex(wide.index)
+    return wide, draws, counts.reindex(wide.index).to_dict("series")
 
 
 def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
@@ -515,15 +515,15 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
     return records
 
 
-def _short_draws(counts: pd.DataFrame, conditions: list[str], positions: np.ndarray):
+def _short_draws(counts: dict, conditions: list[str], positions: np.ndarray):
     """(position, condition, finite draws, K) of the blocks where a condition has some but
     fewer finite draws than its K (the most it has in any block)."""
     out = []
     for condition in conditions:
-        found = counts[condition].to_numpy()
-        k = np.nanmax(found)
-        out += [(pos, condition, int(found[pos]), int(k)) for pos in positions
-                if 0 < found[pos] < k]
+        found = counts[condition].to_numpy()[positions]
+        k = counts[condition].max()
+        out += [(pos, condition, int(n), int(k))
+                for pos, n in zip(positions, found) if 0 < n < k]
     return out
 
 
