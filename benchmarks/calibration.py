@@ -44,7 +44,7 @@ ALPHA = 0.05
 
 #: name, n blocks, K random draws, true d_z, SESOI (sd units), noise, datasets, check
 SCENARIOS = [
-    ("null, exact, normal", 10, 4, 0.0, 0.5, "normal", 4000, "null"),
+    ("null, normal, K = 4, 10 blocks", 10, 4, 0.0, 0.5, "normal", 4000, "null"),
     ("null, heavy tails (t3)", 10, 4, 0.0, 0.5, "t3", 2000, "null"),
     ("null, Monte Carlo sign-flip", 20, 1, 0.0, 0.5, "normal", 2000, "null"),
     ("d_z = 1, 12 blocks", 12, 4, 1.0, 0.5, "normal", 2000, "power"),

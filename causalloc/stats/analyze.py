@@ -56,8 +56,11 @@ COMPARISON_COLUMNS = [
     "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence",
     "higher_is_better",
 ]
+#: (p, Monte Carlo se, resamples) columns of each ``verdict_test``
+_TEST_COLUMNS = {"sign_flip": ("p_perm", "p_perm_mc_se", "n_resamples"),
+                 "randomization": ("p_rand", "p_rand_mc_se", "n_resamples_rand")}
 #: the p-value column behind each ``verdict_test``
-VERDICT_P = {"randomization": "p_rand", "sign_flip": "p_perm"}
+VERDICT_P = {test: columns[0] for test, columns in _TEST_COLUMNS.items()}
 #: condition kinds recognised from a condition name's prefix when design.json is absent
 CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
 #: the random baseline's condition name
@@ -590,11 +593,6 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     frame["p_rand_exact"] = [None if pd.isna(v) else bool(v) for v in frame["p_rand_exact"]]
     frame["diffs_constant"] = frame["diffs_constant"].astype(bool)
     return frame[[*COMPARISON_COLUMNS, "diffs", "replicates"]]
-
-
-#: (p, Monte Carlo se, resamples) columns of each verdict test
-_TEST_COLUMNS = {"sign_flip": ("p_perm", "p_perm_mc_se", "n_resamples"),
-                 "randomization": ("p_rand", "p_rand_mc_se", "n_resamples_rand")}
 
 
 def _verdict_columns(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
