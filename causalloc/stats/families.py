@@ -93,4 +93,4 @@ def describe_families(families, adjust: str, alpha: float) -> list[dict]:
         role = "primary" if name.split(" | ")[0] == PRIMARY else "secondary"
         out.append({"name": name, "role": role, "n_comparisons": int(size), "adjust": adjust,
                     "controls": f"{ERROR_RATES[adjust]} <= {alpha:g} within the family"})
-    return out
+    return sorted(out, key=lambda family: family["role"] != "primary")
