@@ -146,8 +146,8 @@ def write(results: pd.DataFrame, out: Path, command: str, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports/validation", help="folder for the table")
-    parser.add_argument("--datasets", type=int, default=1000)
-    parser.add_argument("--contrast-datasets", type=int, default=200,
+    parser.add_argument("--datasets", type=int, default=2000)
+    parser.add_argument("--contrast-datasets", type=int, default=500,
                         help="datasets analysed with the previous per-(metric, cell) families")
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--seed", type=int, default=2024)
