@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from causalloc.errors import SpecError
 
 DESCRIPTION = """\
 Compare conditions (mask strategies) within matched blocks: exact sign-flip permutation
-tests, randomization tests against the K random masks, bootstrap BCa intervals, d_z, TOST
-equivalence against a SESOI, Bayes factors, Holm/BH within families, a pooled mixed model
-and dose-response regressions. Writes OUT/analysis.json (schema: docs/analysis_json.md)
-and OUT/comparisons.csv, and prints a verdict table."""
+tests, randomization tests against the K random masks (the verdict test when K >= 2),
+bootstrap BCa intervals, d_z, TOST equivalence against a SESOI, Bayes factors, Holm/BH
+within declared families (primary: every attributed condition vs random across all cells
+of the primary metric; controls and other metrics in their own families), a pooled mixed
+model and dose-response regressions. Writes OUT/analysis.json (schema:
+docs/analysis_json.md) and OUT/comparisons.csv, and prints a verdict table."""
 
 EPILOG = """\
 examples:
@@ -19,6 +22,10 @@ examples:
   causalloc analyze runs/ --spec analyses/primary.toml --drop-unmatched --out runs/analysis
   causalloc analyze other.csv --block model,algorithm,seed --condition mask \\
       --metric aues,relearn_es --sesoi aues=0.02,relearn_es=0.05 --out analysis/ --json
+  causalloc analyze runs.csv --block algorithm,seed --metric relearn_es --sesoi 0.05 \
+      --direction lower --out analysis/
+  causalloc analyze runs/ --primary attributed:activations --primary-metric aues \
+      --direction relearn_es=lower --family-split model --out runs/analysis
 """
 
 
@@ -40,7 +47,17 @@ def register(subparsers) -> None:
     parser.add_argument("--replicate", metavar="COL",
                         help="replicate column among the block columns (default seed)")
     parser.add_argument("--draw", metavar="COL", help="random-draw column (default mask_draw)")
-    parser.add_argument("--sesoi", metavar="M=V,...", help="SESOI per metric, metric units")
+    parser.add_argument("--sesoi", metavar="M=V,...",
+                        help="SESOI per metric, metric units (a bare V: the only metric)")
+    parser.add_argument("--direction", metavar="M=higher|lower,...",
+                        help="direction of each metric (a bare higher/lower: the only metric)")
+    parser.add_argument("--primary", metavar="C1,C2",
+                        help="conditions whose comparisons vs random form the primary family "
+                             "(default: the attributed ones)")
+    parser.add_argument("--primary-metric", metavar="M",
+                        help="metric of the primary family (default: the first metric)")
+    parser.add_argument("--family-split", metavar="COL,...",
+                        help="cell columns that split every family (e.g. one per model)")
     parser.add_argument("--drop-unmatched", action="store_true",
                         help="drop blocks missing a condition (listed in the output)")
     parser.add_argument("--nonfinite", choices=("error", "drop"),
@@ -50,31 +67,97 @@ def register(subparsers) -> None:
     parser.set_defaults(func=handler)
 
 
-def parse_sesoi(text: str) -> dict[str, float]:
-    """'aues=0.02,relearn_es=0.05' -> {'aues': 0.02, 'relearn_es': 0.05}."""
+#: key of a value given without a metric name ("--sesoi 0.02"), resolved to the only metric
+ONLY_METRIC = ""
+
+
+def _positive(text: str):
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if number > 0 else None
+
+
+def _direction(text: str):
+    return {"higher": True, "lower": False}.get(text.strip().lower())
+
+
+def parse_metric_values(text: str, option: str, convert, expected: str) -> dict:
+    """'aues=0.02,relearn_es=0.05' -> {'aues': 0.02, ...}; a bare value -> {ONLY_METRIC: v}."""
     out = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if not sep or not name or number is None or not number > 0:
-            raise SpecError(f"--sesoi: expected metric=positive number, got {part!r}")
-        out[name.strip()] = number
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    for part in parts:
+        name, sep, value = part.rpartition("=") if "=" in part else ("", "", part)
+        converted = convert(value)
+        if converted is None or (sep and not name.strip()) or (not sep and len(parts) > 1):
+            raise SpecError(f"{option}: expected metric={expected} (or one bare {expected} "
+                            f"for a single metric), got {part!r}")
+        out[name.strip()] = converted
     return out
+
+
+def parse_sesoi(text: str) -> dict[str, float]:
+    """'aues=0.02,relearn_es=0.05' -> {'aues': 0.02, 'relearn_es': 0.05}; '0.02' -> {'': 0.02}."""
+    return parse_metric_values(text, "--sesoi", _positive, "positive number")
+
+
+def resolve_only_metric(values: dict, metrics: list[str], option: str) -> dict:
+    """Give a bare value (key ONLY_METRIC) to the only analysed metric; an error otherwise."""
+    if ONLY_METRIC not in values:
+        return values
+    if len(metrics) != 1:
+        raise SpecError(f"{option}: a value without a metric name needs exactly one metric, "
+                        f"the table has {metrics}: write {option} METRIC=VALUE")
+    rest = {k: v for k, v in values.items() if k != ONLY_METRIC}
+    return {**rest, metrics[0]: values[ONLY_METRIC]}
+
+
+def verdict_table(frame) -> str:
+    """The printed verdict table: full condition and cell labels (never truncated, so that
+    distinct cells never look alike), the verdict test's p, adjusted p's and the family."""
+    import pandas as pd
+
+    from causalloc.stats.analyze import VERDICT_P, cell_label
+
+    needed = frame["blocks_needed"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+    p_verdict = [row[VERDICT_P[row["verdict_test"]]] for _, row in frame.iterrows()]
+    shown = pd.DataFrame({
+        "comparison": frame["a"] + " vs " + frame["b"],
+        "cell": frame["cell"].map(cell_label),
+        "metric": frame["metric"],
+        "n": frame["n_blocks"],
+        "mean_diff": frame["mean_diff"].map(lambda v: f"{v:.4g}"),
+        "test": frame["verdict_test"],
+        "p": [f"{v:.4g}" for v in p_verdict],
+        "p_adj": frame["p_adj"].map(lambda v: f"{v:.4g}"),
+        "tost_p_adj": frame["tost_p_adj"].map(lambda v: f"{v:.4g}"),
+        "family": frame["family"],
+        "verdict": frame["verdict"],
+        "blocks_needed": needed,
+    })
+    text_columns = ("comparison", "cell", "metric", "test", "family", "verdict")
+    formatters = {c: f"{{:<{shown[c].str.len().max()}}}".format for c in text_columns}
+    return shown.to_string(index=False, justify="left", formatters=formatters)
 
 
 def handler(args) -> int:
     from causalloc.stats import load_runs, load_spec, write_analysis
-    from causalloc.stats.analyze import analyze, cell_label, command_line
+    from causalloc.stats.analyze import analyze, command_line
     from causalloc.stats.spec import AnalysisSpec
 
     spec = load_spec(args.spec) if args.spec else AnalysisSpec()
-    if args.sesoi:
-        spec.sesoi = {**spec.sesoi, **parse_sesoi(args.sesoi)}
     if args.metric:
-        spec.metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+        metrics = [m.strip() for m in args.metric.split(",") if m.strip()]
+        if len(set(metrics)) < len(metrics):
+            print(f"warning: --metric {args.metric}: duplicates analysed once", file=sys.stderr)
+        spec.metrics = list(dict.fromkeys(metrics))
+    if args.primary:
+        spec.primary = [c.strip() for c in args.primary.split(",") if c.strip()]
+    if args.primary_metric:
+        spec.primary_metric = args.primary_metric
+    if args.family_split:
+        spec.family_split = [c.strip() for c in args.family_split.split(",") if c.strip()]
     if args.drop_unmatched:
         spec.drop_unmatched = True
     if args.nonfinite:
@@ -89,6 +172,14 @@ def handler(args) -> int:
         replicate=args.replicate,
         draw=args.draw,
     )
+    metrics = spec.metrics or table.metrics
+    if args.sesoi:
+        spec.sesoi = {**spec.sesoi,
+                      **resolve_only_metric(parse_sesoi(args.sesoi), metrics, "--sesoi")}
+    if args.direction:
+        given = parse_metric_values(args.direction, "--direction", _direction, "higher|lower")
+        spec.higher_is_better = {**spec.higher_is_better,
+                                 **resolve_only_metric(given, metrics, "--direction")}
     result = analyze(table, spec, command=command_line())
     paths = write_analysis(result, args.out)
     if args.json:
@@ -96,15 +187,10 @@ def handler(args) -> int:
         return 0
     frame = result.comparisons
     print(f"{len(frame)} comparison(s); wrote {paths['analysis']} and {paths['comparisons']}")
-    header = f"{'comparison':44} {'cell':28} {'metric':12} {'n':>3} {'mean_diff':>10} "
-    print(header + f"{'p_perm':>8} {'p_adj':>8} {'tost_p':>8}  verdict")
-    for row in frame.itertuples():
-        needed = f" (blocks needed: {int(row.blocks_needed)})" if row.blocks_needed > 0 else ""
-        print(
-            f"{(row.a + ' vs ' + row.b)[:44]:44} {cell_label(row.cell)[:28]:28} "
-            f"{row.metric[:12]:12} {row.n_blocks:>3} {row.mean_diff:>10.4g} {row.p_perm:>8.4g} "
-            f"{row.p_adj:>8.4g} {row.tost_p:>8.4g}  {row.verdict}{needed}"
-        )
+    print(verdict_table(frame))
+    for family in result.meta["families"]:
+        print(f"family {family['name']} ({family['role']}, {family['n_comparisons']} "
+              f"comparisons): controls the {family['controls']}")
     for key in ("dropped_blocks", "excluded_runs", "failed_runs"):
         if result.meta[key]:
             print(f"{key}: {len(result.meta[key])} (listed in analysis.json)")

@@ -27,6 +27,7 @@ from causalloc.report.text import (
     comparison_sentence,
     design_status,
     dose_response_row,
+    family_lines,
     mixed_model_row,
     reproducibility_lines,
     setup_items,
@@ -70,6 +71,12 @@ def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: di
                                         if c["metric"] == metric])]
     if not inputs.comparisons:
         blocks.append(Block("paragraph", "No comparison was made."))
+    families = family_lines(inputs)
+    if families:
+        blocks += [Block("heading", "Families of hypotheses"),
+                   Block("paragraph", "Each verdict's p (and TOST p) is adjusted within its "
+                                      "family; the verdict table names the family."),
+                   Block("list", items=families)]
     blocks += [Block("heading", "Verdict table"),
                Block("table", columns=VERDICT_COLUMNS,
                      items=[verdict_row(c) for c in inputs.comparisons])]

@@ -10,9 +10,9 @@ from causalloc.report.inputs import ReportInputs
 from causalloc.report.text import dose_response_row, mixed_model_row, verdict_row
 
 #: LaTeX headers of the verdict table, one per ``text.VERDICT_COLUMNS`` entry
-VERDICT_HEADERS = ("Comparison", "Cell", "Metric", "$n$", r"$\bar{\Delta}$", r"95\% CI",
-                   "$d_z$", r"$p_\mathrm{perm}$", r"$p_\mathrm{adj}$", r"$p_\mathrm{TOST}$",
-                   "Verdict", "Blocks needed")
+VERDICT_HEADERS = ("Comparison", "Cell", "Metric", "Family", "$n$", r"$\bar{\Delta}$",
+                   r"95\% CI", "$d_z$", "Test", "$p$", r"$p_\mathrm{adj}$",
+                   r"$p_\mathrm{TOST,adj}$", "Verdict", "Blocks needed")
 
 
 def latex_table(rows: list[list[str]], headers: list[str] | tuple[str, ...], caption: str,
@@ -30,9 +30,10 @@ def verdict_table(inputs: ReportInputs) -> str:
     rows = [verdict_row(c) for c in inputs.comparisons]
     return latex_table(rows, VERDICT_HEADERS,
                        "Paired comparisons: mean difference (a $-$ b) over blocks with 95\\% CI, "
-                       "effect size $d_z$, sign-flip permutation $p$, multiplicity-adjusted "
-                       "$p$, TOST $p$ against the SESOI, and the verdict.",
-                       "tab:verdicts", "lllrrlrrrrlr", wide=True)
+                       "effect size $d_z$, the verdict test's $p$ (randomization against the "
+                       "$K$ random masks, else sign-flip), its $p$ and the TOST $p$ against "
+                       "the SESOI adjusted within the family, and the verdict.",
+                       "tab:verdicts", "llllrrlrlrrrlr", wide=True)
 
 
 def mixed_model_table(inputs: ReportInputs) -> str | None:

@@ -16,8 +16,8 @@ from causalloc.report.inputs import ReportInputs
 from causalloc.report.style import cell_label, metric_label
 
 #: the fixed columns of the verdict table (report.md, report.html, tables.tex)
-VERDICT_COLUMNS = ("comparison", "cell", "metric", "n", "mean_diff", "ci95", "d_z", "p_perm",
-                   "p_adj", "tost_p", "verdict", "blocks_needed")
+VERDICT_COLUMNS = ("comparison", "cell", "metric", "family", "n", "mean_diff", "ci95", "d_z",
+                   "verdict_test", "p_verdict", "p_adj", "tost_p_adj", "verdict", "blocks_needed")
 MIXED_MODEL_COLUMNS = ("metric", "contrast", "estimate", "ci95", "p", "n_obs", "method",
                        "converged", "formula")
 DOSE_RESPONSE_COLUMNS = ("metric", "predictor", "cell", "slope", "ci95", "p", "n")
@@ -25,6 +25,19 @@ MISSING = "n/a"
 #: how many failed / excluded runs the caveats list one by one before summarising the rest
 MAX_LISTED = 20
 _ADJUSTMENT_NAMES = {"holm": "Holm", "fdr_bh": "BH", "bonferroni": "Bonferroni"}
+#: the p-value key behind each verdict test (analysis.json ``verdict_test``)
+_VERDICT_P = {"sign_flip": "p_perm", "randomization": "p_rand"}
+_TEST_NAMES = {"sign_flip": "sign-flip", "randomization": "randomization"}
+
+
+def verdict_test(comparison: dict) -> str:
+    """The test behind ``p_adj``: ``sign_flip`` when analysis.json predates the column."""
+    return comparison.get("verdict_test") or "sign_flip"
+
+
+def _mc_note(comparison: dict, key: str) -> str:
+    se = comparison.get(f"{key}_mc_se")
+    return f", Monte Carlo se {se:.2g}" if is_number(se) and se > 0 else ""
 
 
 def is_number(value) -> bool:
@@ -119,18 +132,22 @@ def comparison_sentence(comparison: dict, cell_text: str | None = None) -> str:
             resamples = c.get("n_resamples")
             extra = f", {resamples:,} resamples" if is_number(resamples) else ""
             parts.append(f"Monte Carlo sign-flip {fmt_p(c['p_perm'])} "
-                         f"(n = {c['n_blocks']} blocks{extra})")
+                         f"(n = {c['n_blocks']} blocks{extra}{_mc_note(c, 'p_perm')})")
     else:
         parts.append(f"n = {c['n_blocks']} blocks")
     if is_number(c.get("p_rand")) and is_number(c.get("k_random")):
         parts.append(f"randomization {fmt_p(c['p_rand'])} against K = {c['k_random']} "
-                     "random masks per block")
+                     f"random masks per block{_mc_note(c, 'p_rand')}")
     if "p_adj" in c:
         adjust = _ADJUSTMENT_NAMES.get(c.get("adj_method"), c.get("adj_method") or "adjusted")
-        parts.append(f"{adjust}-adjusted {fmt_p(c['p_adj'])}")
+        test = f" {_TEST_NAMES[verdict_test(c)]}" if c.get("verdict_test") else ""
+        family = f" in family {c['family']}" if c.get("family") else ""
+        parts.append(f"{adjust}-adjusted{test} {fmt_p(c['p_adj'])}{family}")
     sentence = ", ".join(parts)
     if "tost_p" in c and is_number(c.get("sesoi")):
         sentence += f"; TOST (SESOI {c['sesoi']:g}) {fmt_p(c['tost_p'])}"
+        if is_number(c.get("tost_p_adj")):
+            sentence += f", adjusted {fmt_p(c['tost_p_adj'])}"
     return f"{sentence} -> {verdict_phrase(c)}."
 
 
@@ -143,10 +160,23 @@ def fmt_interval(interval) -> str:
 def verdict_row(comparison: dict) -> list[str]:
     """One row of the verdict table, in the order of ``VERDICT_COLUMNS``."""
     c = comparison
-    return [f"{c['a']} vs {c['b']}", cell_label(c["cell"]), c["metric"], fmt_sig(c["n_blocks"]),
-            fmt_sig(c["mean_diff"]), fmt_interval(c["ci95"]), fmt_sig(c.get("d_z")),
-            fmt_sig(c.get("p_perm")), fmt_sig(c.get("p_adj")), fmt_sig(c.get("tost_p")),
+    test = verdict_test(c)
+    return [f"{c['a']} vs {c['b']}", cell_label(c["cell"]), c["metric"], str(c.get("family", "")),
+            fmt_sig(c["n_blocks"]), fmt_sig(c["mean_diff"]), fmt_interval(c["ci95"]),
+            fmt_sig(c.get("d_z")), test, fmt_sig(c.get(_VERDICT_P[test])),
+            fmt_sig(c.get("p_adj")), fmt_sig(c.get("tost_p_adj", c.get("tost_p"))),
             str(c["verdict"]), fmt_sig(c.get("blocks_needed"))]
+
+
+def family_lines(inputs: ReportInputs) -> list[str]:
+    """One line per family of analysis.json: its role, size and the error rate it controls."""
+    lines = []
+    for family in inputs.analysis.get("families") or []:
+        role = ("the primary hypotheses" if family.get("role") == "primary"
+                else "secondary: not adjusted against the primary family")
+        lines.append(f"{family['name']} ({role}; {_plural(family['n_comparisons'], 'comparison')}"
+                     f"): controls the {family['controls']}")
+    return lines
 
 
 def mixed_model_row(model: dict) -> list[str]:

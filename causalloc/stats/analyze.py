@@ -5,7 +5,14 @@ number of blocks n: one enumeration of the 2^n sign patterns, one set of bootstr
 resamples and vectorised t / Wilcoxon / TOST for the whole batch. Random draws come from
 Generators seeded by ``numpy.random.default_rng([seed, purpose, n(, K)])`` with purpose
 0 = bootstrap, 1 = sign-flip Monte Carlo, 2 = randomization test, so every number can
-be reproduced from ``stats_seed`` alone, whatever else is in the table.
+be reproduced from ``stats_seed`` alone, whatever else is in the table. The adaptive
+Monte Carlo rounds (:func:`_stabilise_monte_carlo`) draw from
+``default_rng([seed, purpose, n, K or 0, R])`` with R the round's number of resamples.
+
+The verdict p (``verdict_test``) is the stratified randomization test when the baseline
+has K >= 2 random masks per block (exact for any metric distribution) and the sign-flip
+test otherwise (single-mask pairs); see reports/validation/calibration.md for why the
+sign-flip test on (mask - mean of K draws) is not used there.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
 from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
 from causalloc.stats.equivalence import tost_paired
+from causalloc.stats.families import assign_families, describe_families
 from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_response, mixed_model
-from causalloc.stats.multiplicity import adjust_pvalues
+from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
 from causalloc.stats.permutation import randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed
 from causalloc.stats.spec import AnalysisSpec, Comparison
@@ -42,10 +50,17 @@ COMPARISON_COLUMNS = [
     "id", "family", "a", "b", "metric", "cell", "n_blocks", "mean_a", "mean_b", "mean_diff",
     "ci95_lo", "ci95_hi", "ci95_method", "n_boot", "t_ci95_lo", "t_ci95_hi", "d_z", "g_av",
     "prob_improvement", "prob_improvement_ci95_lo", "prob_improvement_ci95_hi", "p_perm",
-    "p_perm_exact", "n_resamples", "p_rand", "k_random", "p_t", "p_wilcoxon", "p_adj",
-    "adj_method", "sesoi", "tost_p", "tost_ci90_lo", "tost_ci90_hi", "bf10", "verdict",
-    "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence", "higher_is_better",
+    "p_perm_exact", "n_resamples", "p_perm_mc_se", "p_rand", "p_rand_exact", "n_resamples_rand",
+    "p_rand_mc_se", "k_random", "p_t", "p_wilcoxon", "verdict_test", "p_adj", "adj_method",
+    "sesoi", "tost_p", "tost_p_adj", "tost_ci90_lo", "tost_ci90_hi", "bf10", "diffs_constant",
+    "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence",
+    "higher_is_better",
 ]
+#: (p, Monte Carlo se, resamples) columns of each ``verdict_test``
+_TEST_COLUMNS = {"sign_flip": ("p_perm", "p_perm_mc_se", "n_resamples"),
+                 "randomization": ("p_rand", "p_rand_mc_se", "n_resamples_rand")}
+#: the p-value column behind each ``verdict_test``
+VERDICT_P = {test: columns[0] for test, columns in _TEST_COLUMNS.items()}
 #: condition kinds recognised from a condition name's prefix when design.json is absent
 CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
 #: the random baseline's condition name
@@ -71,8 +86,13 @@ def compare_paired(
     """All per-comparison statistics for rows of paired values a, b ([m, n], same n).
 
     ``draws`` ([m, n, K], optional) are the K random masks behind b (b = their mean) for
-    the randomization test. Returns one row per comparison with the unadjusted
-    statistics (``p_adj``/verdict need the family and are added by :func:`analyze`).
+    the randomization test, which then gives the verdict p (``verdict_test``). Returns one
+    row per comparison with the unadjusted statistics (``p_adj``/verdict need the family
+    and are added by :func:`analyze`).
+
+    Differences that are essentially constant (se <= 10 eps |mean|, R's t.test criterion
+    "data are essentially constant") have no t, d_z, t CI, TOST or Bayes factor: those are
+    NaN and ``diffs_constant`` is True; the permutation p's still stand.
     """
     a = np.atleast_2d(np.asarray(a, dtype=float))
     b = np.atleast_2d(np.asarray(b, dtype=float))
@@ -116,8 +136,16 @@ def compare_paired(
     out["sesoi"] = np.broadcast_to(np.asarray(sesoi, dtype=float), (len(out),))
     out = pd.concat([out, tost_paired(diffs, out["sesoi"].to_numpy(), alpha)], axis=1)
     out["bf10"] = jzs_bf10(out["t"].to_numpy(), n)
-    out["p_rand"] = np.nan
-    out["k_random"] = np.nan
+    constant = out["sd_diff"].to_numpy() / math.sqrt(n) <= 10 * np.finfo(float).eps * np.abs(
+        out["mean_diff"].to_numpy()
+    )
+    out["diffs_constant"] = constant
+    not_defined = ["t", "p_t", "t_ci95_lo", "t_ci95_hi", "d_z", "bf10", "tost_p",
+                   "tost_ci90_lo", "tost_ci90_hi"]
+    out.loc[constant, not_defined] = np.nan
+    for column in ("p_rand", "p_rand_exact", "n_resamples_rand", "p_rand_mc_se", "k_random"):
+        out[column] = np.nan
+    out["verdict_test"] = "sign_flip" if draws is None else "randomization"
     if draws is not None:
         k = np.asarray(draws).shape[-1]
         rand = randomization_test(
@@ -127,8 +155,8 @@ def compare_paired(
             n_resamples=n_permutations,
             max_exact_patterns=max_exact_patterns,
         )
-        out["p_rand"] = rand["p_rand"].to_numpy()
-        out["k_random"] = k
+        for column in rand.columns:
+            out[column] = rand[column].to_numpy()
     return out
 
 
@@ -156,15 +184,17 @@ class AnalysisResult:
             entry["prob_improvement_ci95"] = [
                 row["prob_improvement_ci95_lo"], row["prob_improvement_ci95_hi"]
             ]
-            for key in ("p_perm", "p_perm_exact", "n_resamples", "p_rand", "k_random", "p_t",
-                        "p_wilcoxon", "p_adj", "adj_method", "sesoi", "tost_p"):
+            for key in ("p_perm", "p_perm_exact", "n_resamples", "p_perm_mc_se", "p_rand",
+                        "p_rand_exact", "n_resamples_rand", "p_rand_mc_se", "k_random", "p_t",
+                        "p_wilcoxon", "verdict_test", "p_adj", "adj_method", "sesoi", "tost_p",
+                        "tost_p_adj"):
                 entry[key] = row[key]
             entry["tost_ci90"] = [row["tost_ci90_lo"], row["tost_ci90_hi"]]
-            for key in ("bf10", "verdict", "blocks_needed", "blocks_needed_detect",
-                        "blocks_needed_equivalence", "higher_is_better"):
+            for key in ("bf10", "diffs_constant", "verdict", "blocks_needed",
+                        "blocks_needed_detect", "blocks_needed_equivalence", "higher_is_better"):
                 entry[key] = row[key]
-            for key in ("n_blocks", "n_boot", "n_resamples", "k_random", "blocks_needed",
-                        "blocks_needed_detect", "blocks_needed_equivalence"):
+            for key in ("n_blocks", "n_boot", "n_resamples", "n_resamples_rand", "k_random",
+                        "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence"):
                 entry[key] = _as_int(entry[key])
             comparisons.append(entry)
         mixed = []
@@ -263,6 +293,19 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
     spec = spec or AnalysisSpec()
     warnings_out: list[str] = []
     metrics = spec.metrics or table.metrics
+    if len(set(metrics)) < len(metrics):
+        warnings_out.append(f"metrics {metrics}: duplicates analysed once")
+        metrics = list(dict.fromkeys(metrics))
+    table_module.check_not_structural(metrics, table_module.structural_columns(table),
+                                       table.source)
+    primary_metric = spec.primary_metric or metrics[0]
+    if primary_metric not in metrics:
+        raise SpecError(f"primary_metric: {primary_metric!r} is not an analysed metric {metrics}")
+    unknown_split = [c for c in spec.family_split if c not in table.cell_columns]
+    if unknown_split:
+        raise SpecError(
+            f"family_split: {unknown_split} are not cell columns ({table.cell_columns})"
+        )
     unknown = [m for m in metrics if m not in table.runs.columns]
     if unknown:
         raise TableError(f"{table.source}: metric column(s) {unknown} not in the table")
@@ -290,7 +333,7 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
 
     cond = table.condition_column
     conditions = list(dict.fromkeys(table.runs[cond]))
-    pairs = spec.comparisons or default_pairs(conditions, table.design)
+    pairs = list(dict.fromkeys(spec.comparisons or default_pairs(conditions, table.design)))
     for i, pair in enumerate(pairs):
         for side in ("a", "b"):
             name = getattr(pair, side)
@@ -309,6 +352,12 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
     records = _collect(table, pairs, metrics, dropped, warnings_out, spec)
     if not records:
         raise TableError(f"{table.source}: no comparison has 2 or more matched blocks")
+    families = assign_families(
+        records, condition_kinds(conditions, table.design), baseline=RANDOM,
+        primary_metric=primary_metric, declared_primary=spec.primary, split=spec.family_split,
+    )
+    for record, family in zip(records, families):
+        record["family"] = family
     comparisons = _statistics(records, sesoi, direction, spec, warnings_out)
 
     mixed, dose = _models(table, pairs, metrics, spec, warnings_out)
@@ -344,12 +393,19 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "n_resamples": spec.n_boot,
             "n_permutations": spec.n_permutations,
             "max_exact_patterns": spec.max_exact_patterns,
+            "max_resamples": spec.max_resamples,
+            "monte_carlo_z": MC_Z,
             "adjust": spec.adjust,
+            "primary_metric": primary_metric,
+            "family_split": spec.family_split,
             "power": spec.power,
             "sesoi": sesoi,
             "higher_is_better": direction,
-            "verdict_p": "p_adj (adjusted sign-flip permutation p)",
+            "verdict_p": "p_adj: the verdict_test's p (randomization test against K >= 2 "
+            "random draws per block, else sign-flip) adjusted within its family; equivalence "
+            "on tost_p_adj, adjusted the same way",
         },
+        "families": describe_families(comparisons["family"], spec.adjust, spec.alpha),
         "dropped_blocks": dropped,
         "excluded_runs": excluded,
         "failed_runs": table.failed_runs,
@@ -369,7 +425,8 @@ def package_versions() -> dict[str, str]:
 
 
 def _block_values(table: RunTable, metric: str):
-    """Per (block, condition): mean over draws, and the draws themselves as [blocks, K]."""
+    """Per (block, condition): mean over draws, the draws themselves as [blocks, K], and the
+    number of finite draws."""
     key = table.block_columns
     cond = table.condition_column
     runs = table.runs
@@ -381,15 +438,22 @@ def _block_values(table: RunTable, metric: str):
     wide = runs.groupby([*key, cond], sort=True)[metric].mean().unstack(cond)
     draws = runs.assign(_draw=draw_index).groupby([*key, cond, "_draw"])[metric].mean()
     draws = draws.unstack("_draw")
-    return wide, draws
+    counts = runs.groupby([*key, cond], sort=True)[metric].count().unstack(cond)
+    return wide, draws, counts.reindex(wide.index).to_dict("series")
 
 
 def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
-    """One record per (pair, metric, cell): per-block a, b and b's draws."""
+    """One record per (pair, metric, cell): per-block a, b and b's draws.
+
+    A block where a condition has fewer finite draws than its K (a draw run failed or its
+    metric was excluded) would compare against a baseline of fewer masks: it is left out of
+    that comparison and listed in ``dropped_blocks`` (with --drop-unmatched or --nonfinite
+    drop), else an error.
+    """
     records = []
     cells = table.cell_columns
     for metric in metrics:
-        wide, draws = _block_values(table, metric)
+        wide, draws, counts = _block_values(table, metric)
         index = wide.index.to_frame(index=False)
         groups = index.groupby(cells, sort=False).indices if cells else {(): np.arange(len(index))}
         for pair in pairs:
@@ -405,6 +469,20 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                 cell = {c: table_module._clean(v) for c, v in zip(cells, cell_values)}
                 ok = np.isfinite(a_all[positions]) & np.isfinite(b_all[positions])
                 replicate_ids = index[table.replicate].to_numpy()
+                short = _short_draws(counts, [pair.a, pair.b], positions)
+                for bad, condition, found, k in short:
+                    reason = (f"{condition}: {found} of {k} {metric} draws finite (a draw run "
+                              f"failed or was excluded); block left out of {pair.a} vs "
+                              f"{pair.b} rather than a baseline of fewer draws")
+                    where = (f"{metric} | {cell_label(cell)} | {table.replicate}="
+                             f"{table_module._clean(replicate_ids[bad])}: {reason}")
+                    if not (spec.drop_unmatched or spec.nonfinite == "drop"):
+                        raise TableError(f"{table.source}: {where}; pass --drop-unmatched to "
+                                         "leave such blocks out")
+                    warnings_out.append(where)
+                    dropped.append({"cell": cell, "block": {
+                        table.replicate: table_module._clean(replicate_ids[bad])},
+                        "missing": [condition], "reason": reason})
                 for bad in positions[~ok]:
                     dropped.append(
                         {
@@ -415,7 +493,7 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                             f"block left out of {pair.a} vs {pair.b} only",
                         }
                     )
-                use = positions[ok]
+                use = positions[ok & ~np.isin(positions, [bad for bad, *_ in short])]
                 label = f"{pair.a} vs {pair.b} | {metric} | {cell_label(cell)}"
                 if len(use) < 2:
                     message = f"{label}: {len(use)} matched block(s), need >= 2"
@@ -423,31 +501,33 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                         warnings_out.append(f"skipped {message}")
                         continue
                     raise TableError(f"{table.source}: {message}")
-                block_draws = None
-                if multi:
-                    values = draw_rows.to_numpy()[use]
-                    if np.isfinite(values).all():
-                        block_draws = values
-                    else:
-                        warnings_out.append(
-                            f"{label}: unequal or non-finite random draws per block; "
-                            "randomization test not computed"
-                        )
                 records.append(
                     {
                         "id": label,
-                        "family": pair.family or f"{metric} | {cell_label(cell)}",
+                        "family": pair.family,
                         "a": pair.a,
                         "b": pair.b,
                         "metric": metric,
                         "cell": cell,
                         "a_values": a_all[use],
                         "b_values": b_all[use],
-                        "draws": block_draws,
+                        "draws": draw_rows.to_numpy()[use] if multi else None,
                         "replicates": [table_module._clean(r) for r in replicate_ids[use]],
                     }
                 )
     return records
+
+
+def _short_draws(counts: dict, conditions: list[str], positions: np.ndarray):
+    """(position, condition, finite draws, K) of the blocks where a condition has some but
+    fewer finite draws than its K (the most it has in any block)."""
+    out = []
+    for condition in conditions:
+        found = counts[condition].to_numpy()[positions]
+        k = counts[condition].max()
+        out += [(pos, condition, int(n), int(k))
+                for pos, n in zip(positions, found) if 0 < n < k]
+    return out
 
 
 def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> pd.DataFrame:
@@ -488,10 +568,19 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     frame = pd.concat([info, stats_frame], axis=1)
     frame["higher_is_better"] = frame["metric"].map(direction)
     frame["adj_method"] = spec.adjust
-    frame["p_adj"] = adjust_pvalues(frame["p_perm"], frame["family"], spec.adjust)
+    _stabilise_monte_carlo(frame, records, spec, warnings_out)
+    frame["p_adj"] = adjust_pvalues(_verdict_columns(frame)[0], frame["family"], spec.adjust)
+    frame["tost_p_adj"] = adjust_pvalues(frame["tost_p"], frame["family"], spec.adjust)
     frame["verdict"] = verdicts(
-        frame["mean_diff"], frame["p_adj"], frame["tost_p"], frame["higher_is_better"], spec.alpha
+        frame["mean_diff"], frame["p_adj"], frame["tost_p_adj"], frame["higher_is_better"],
+        spec.alpha,
     ).to_numpy()
+    for row in frame[frame["diffs_constant"]].itertuples():
+        warnings_out.append(
+            f"{row.id}: the differences are essentially constant (mean {row.mean_diff:.6g}, "
+            f"sd {row.sd_diff:.3g}; R: 'data are essentially constant'): t, d_z, TOST and "
+            "Bayes factor not computed; the verdict rests on the permutation p alone"
+        )
     detect, equivalence = blocks_needed(
         frame["sd_diff"].to_numpy(), frame["sesoi"].to_numpy(), spec.alpha, spec.power,
         frame.groupby("family")["family"].transform("size").to_numpy(),
@@ -501,7 +590,67 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     needed = np.fmax(detect, equivalence)
     frame["blocks_needed"] = np.where(frame["verdict"] == "inconclusive", needed, np.nan)
     frame["p_perm_exact"] = frame["p_perm_exact"].astype(bool)
+    frame["p_rand_exact"] = [None if pd.isna(v) else bool(v) for v in frame["p_rand_exact"]]
+    frame["diffs_constant"] = frame["diffs_constant"].astype(bool)
     return frame[[*COMPARISON_COLUMNS, "diffs", "replicates"]]
+
+
+def _verdict_columns(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The verdict test's p, Monte Carlo se and resamples of every row."""
+    picked = []
+    for position in range(3):
+        values = pd.Series(np.nan, index=frame.index)
+        for test, columns in _TEST_COLUMNS.items():
+            rows = frame["verdict_test"] == test
+            values[rows] = frame.loc[rows, columns[position]].astype(float)
+        picked.append(values)
+    return tuple(picked)
+
+
+def _stabilise_monte_carlo(frame: pd.DataFrame, records: list[dict], spec: AnalysisSpec,
+                           warnings_out: list[str]) -> None:
+    """Resample the verdict p of every comparison whose decision could flip on MC noise.
+
+    A decision (p_adj < alpha after the family's adjustment) is unstable when it differs
+    between the two ends of the 99% Monte Carlo intervals p -+ 2.576 se
+    (:func:`causalloc.stats.multiplicity.unstable_decisions`). Those comparisons are tested
+    again with 4 (R + 1) - 1 fresh resamples (9,999 -> 39,999 -> 159,999 -> 639,999 ->
+    ``max_resamples``), which replace the old ones, until every decision is stable or the
+    cap is reached (then a warning names the comparison). Exact p's have se = 0 and are
+    never resampled. The final p is an ordinary Monte Carlo p of its R resamples.
+    """
+    while True:
+        p, se, used = _verdict_columns(frame)
+        unstable = unstable_decisions(p, se, frame["family"], spec.adjust, spec.alpha)
+        unstable = unstable & (se > 0).to_numpy()
+        open_rows = np.flatnonzero(unstable & (used < spec.max_resamples).to_numpy())
+        if not len(open_rows):
+            break
+        groups: dict[tuple, list[int]] = {}
+        for i in open_rows:
+            k = 0 if records[i]["draws"] is None else records[i]["draws"].shape[1]
+            key = (frame.at[i, "verdict_test"], len(records[i]["a_values"]), k, int(used[i]))
+            groups.setdefault(key, []).append(int(i))
+        for (test, n, k, resamples), members in groups.items():
+            resamples = min(4 * (resamples + 1) - 1, spec.max_resamples)
+            purpose = 1 if test == "sign_flip" else 2
+            options = {"rng": np.random.default_rng([spec.seed, purpose, n, k, resamples]),
+                       "n_resamples": resamples, "max_exact_patterns": spec.max_exact_patterns}
+            a = np.stack([records[i]["a_values"] for i in members])
+            if test == "sign_flip":
+                b = np.stack([records[i]["b_values"] for i in members])
+                result = sign_flip_test(a - b, **options)
+            else:
+                draws = np.stack([records[i]["draws"] for i in members])
+                result = randomization_test(a, draws, **options)
+            for column in _TEST_COLUMNS[test]:
+                frame.loc[members, column] = result[column].to_numpy()
+    for i in np.flatnonzero(unstable):
+        warnings_out.append(
+            f"{frame.at[i, 'id']}: the {frame.at[i, 'verdict_test']} p = {p[i]:.4g} "
+            f"(Monte Carlo se {se[i]:.2g}, {int(used[i]):,} resamples, the cap "
+            "max_resamples) is too close to the decision threshold for a stable verdict"
+        )
 
 
 def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):

@@ -53,3 +53,22 @@ def adjust_pvalues(p: pd.Series, families: pd.Series, method: str = "holm") -> p
             result = stats.false_discovery_control(matrix, axis=1, method="bh")
         adjusted[finite.index[index.ravel()]] = result.ravel()
     return adjusted
+
+
+#: half-width, in Monte Carlo standard errors, of the interval a decision must clear (99%)
+MC_Z = 2.576
+
+
+def unstable_decisions(p: pd.Series, mc_se: pd.Series, families: pd.Series, method: str,
+                       alpha: float, z: float = MC_Z) -> np.ndarray:
+    """Rows whose adjusted decision (p_adj < alpha) could flip on Monte Carlo noise.
+
+    Every p is moved to the low and to the high end of its Monte Carlo interval
+    p -+ z * se (exact p's have se = 0) and the family is adjusted both ways. Holm and BH
+    adjusted p-values never decrease when an input p increases, so a row whose decision
+    is the same at both ends keeps it for any values inside the intervals.
+    """
+    se = mc_se.fillna(0.0) * z
+    low = adjust_pvalues((p - se).clip(lower=0.0), families, method) < alpha
+    high = adjust_pvalues((p + se).clip(upper=1.0), families, method) < alpha
+    return (low != high).to_numpy(copy=True)

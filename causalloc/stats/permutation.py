@@ -21,6 +21,18 @@ MAX_EXACT_PATTERNS = 2**16
 _CHUNK_ELEMENTS = 8_000_000
 
 
+def monte_carlo_p(greater: np.ndarray, less: np.ndarray, n_resamples: int):
+    """Two-sided Monte Carlo p and its standard error from the counts of R resamples.
+
+    p = min(1, 2 (min(r_ge, r_le) + 1) / (R + 1)) (Phipson & Smyth 2010; scipy's Monte
+    Carlo definition). Its Monte Carlo standard error is the binomial one of the one-sided
+    share q = (min(r_ge, r_le) + 1) / (R + 1), doubled: se = 2 sqrt(q (1 - q) / R), the
+    spread of p over repeated runs with other random patterns.
+    """
+    q = (np.minimum(greater, less) + 1) / (n_resamples + 1)
+    return np.minimum(2 * q, 1.0), 2 * np.sqrt(q * (1 - q) / n_resamples)
+
+
 def _as_2d(values: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=float)
     if array.ndim == 1:
@@ -60,7 +72,8 @@ def sign_flip_test(
     r_le + 1) / (R + 1)) (Phipson & Smyth 2010; scipy's Monte Carlo definition).
 
     Returns a DataFrame with columns ``p_perm``, ``p_perm_exact``, ``n_resamples`` (the
-    number of patterns used, 2^n when exact), one row per comparison.
+    number of patterns used, 2^n when exact) and ``p_perm_mc_se`` (:func:`monte_carlo_p`;
+    0 when exact), one row per comparison.
     """
     diffs = _as_2d(diffs, "diffs")
     n_rows, n_blocks = diffs.shape
@@ -78,14 +91,15 @@ def sign_flip_test(
         null = diffs[rows] @ patterns.T / n_blocks
         greater[rows], less[rows] = _two_sided_counts(null, observed[rows])
     if exact:
-        p = 2 * np.minimum(greater, less) / len(patterns)
+        p, se = np.minimum(2 * np.minimum(greater, less) / len(patterns), 1.0), np.zeros(n_rows)
     else:
-        p = 2 * (np.minimum(greater, less) + 1) / (len(patterns) + 1)
+        p, se = monte_carlo_p(greater, less, len(patterns))
     return pd.DataFrame(
         {
-            "p_perm": np.minimum(p, 1.0),
+            "p_perm": p,
             "p_perm_exact": np.full(n_rows, exact),
             "n_resamples": np.full(n_rows, len(patterns)),
+            "p_perm_mc_se": se,
         }
     )
 
@@ -113,8 +127,12 @@ def randomization_test(
     p-values as in :func:`sign_flip_test`. With K = 1 this is the sign-flip test.
 
     Written by hand: no library implements a stratified randomization test over block-wise
-    exchangeable groups. Returns columns ``p_rand``, ``p_rand_exact``, ``n_resamples_rand``,
-    ``k_random``.
+    exchangeable groups. Valid for any distribution of the metric: it needs only the
+    exchangeability of the K+1 masks within a block, whereas the sign-flip test on
+    (tested - mean of K draws) needs that difference to be symmetric, which fails for
+    skewed metrics (one draw vs a mean of K; reports/validation/calibration.md).
+    Returns columns ``p_rand``, ``p_rand_exact``, ``n_resamples_rand``, ``k_random``,
+    ``p_rand_mc_se`` (0 when exact).
     """
     treated = _as_2d(treated, "treated")
     draws = np.asarray(draws, dtype=float)
@@ -129,31 +147,36 @@ def randomization_test(
     contribution = pool * (1 + 1 / k) - pool.sum(axis=2, keepdims=True) / k
     observed = contribution[:, :, 0].mean(axis=1)
     exact = (k + 1) ** n_blocks <= max_exact_patterns
+    greater = np.zeros(n_rows)
+    less = np.zeros(n_rows)
     if exact:
-        totals = np.zeros((n_rows, 1))
-        for block in range(n_blocks):
-            totals = (totals[:, :, None] + contribution[:, block, None, :]).reshape(n_rows, -1)
-        null = totals / n_blocks
-        greater, less = _two_sided_counts(null, observed)
-        p = 2 * np.minimum(greater, less) / null.shape[1]
-        n_used = null.shape[1]
+        n_used = (k + 1) ** n_blocks
+        step = max(1, _CHUNK_ELEMENTS // n_used)
+        for start in range(0, n_rows, step):
+            rows = slice(start, start + step)
+            totals = np.zeros((len(observed[rows]), 1))
+            for block in range(n_blocks):
+                totals = (totals[:, :, None] + contribution[rows, block, None, :]).reshape(
+                    len(totals), -1
+                )
+            greater[rows], less[rows] = _two_sided_counts(totals / n_blocks, observed[rows])
+        p, se = np.minimum(2 * np.minimum(greater, less) / n_used, 1.0), np.zeros(n_rows)
     else:
         choice = rng.integers(0, k + 1, size=(n_resamples, n_blocks))
-        greater = np.zeros(n_rows)
-        less = np.zeros(n_rows)
         step = max(1, _CHUNK_ELEMENTS // (n_resamples * n_blocks))
         for start in range(0, n_rows, step):
             rows = slice(start, start + step)
             chosen = contribution[rows][:, np.arange(n_blocks), choice]  # [rows, R, n]
             g, s = _two_sided_counts(chosen.mean(axis=2), observed[rows])
             greater[rows], less[rows] = g, s
-        p = 2 * (np.minimum(greater, less) + 1) / (n_resamples + 1)
+        p, se = monte_carlo_p(greater, less, n_resamples)
         n_used = n_resamples
     return pd.DataFrame(
         {
-            "p_rand": np.minimum(p, 1.0),
+            "p_rand": p,
             "p_rand_exact": np.full(n_rows, exact),
             "n_resamples_rand": np.full(n_rows, n_used),
             "k_random": np.full(n_rows, k),
+            "p_rand_mc_se": se,
         }
     )

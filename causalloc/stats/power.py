@@ -17,6 +17,8 @@ from statsmodels.stats.power import TTestPower
 MAX_BLOCKS = 1_000_000
 
 _LEGENDRE_NODES, _LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(64)
+#: the TOST power integral stops here: the standard normal density beyond it is < 1e-31
+_NORMAL_TAIL = 12.0
 
 
 def min_blocks_sign_flip(alpha: float = 0.05) -> int:
@@ -46,8 +48,10 @@ def power_tost_paired(margin: np.ndarray, n_blocks: np.ndarray, alpha: float = 0
     V = (n-1) s^2 / sd^2 ~ chi2_{n-1}, both one-sided tests reject iff
     |Z| < c - t_{1-alpha, n-1} sqrt(V / (n-1)), c = sqrt(n) * margin, so
     power = 2 * int_0^c phi(z) F_chi2_{n-1}((n-1) (c - z)^2 / t^2) dz
-    (Phillips 1990), integrated with 64-point Gauss-Legendre. Written by hand because
-    statsmodels has power for TOST only in the one-way ANOVA setting.
+    (Phillips 1990), integrated with 64-point Gauss-Legendre over [0, min(c, 12)]
+    (phi(z) < 1e-31 beyond 12, and spreading the nodes over a huge c lost the mass near 0:
+    1.23 at margin 100), clipped to [0, 1]. Written by hand because statsmodels has power
+    for TOST only in the one-way ANOVA setting.
     """
     margin, n_blocks = np.broadcast_arrays(
         np.asarray(margin, dtype=float), np.asarray(n_blocks, dtype=float)
@@ -55,14 +59,14 @@ def power_tost_paired(margin: np.ndarray, n_blocks: np.ndarray, alpha: float = 0
     df = n_blocks - 1
     t_crit = stats.t.ppf(1 - alpha, df)
     c = np.sqrt(n_blocks) * margin
-    half = np.where(np.isfinite(c), c / 2, 0.0)[..., None]
+    half = np.where(np.isfinite(c), np.minimum(c, _NORMAL_TAIL) / 2, 0.0)[..., None]
     z = half * (_LEGENDRE_NODES + 1)
     with np.errstate(invalid="ignore"):
         integrand = stats.norm.pdf(z) * special.chdtr(
-            df[..., None], df[..., None] * (2 * half - z) ** 2 / t_crit[..., None] ** 2
+            df[..., None], df[..., None] * (c[..., None] - z) ** 2 / t_crit[..., None] ** 2
         )
     power = 2 * (integrand * _LEGENDRE_WEIGHTS).sum(axis=-1) * half[..., 0]
-    return np.where(np.isfinite(c), power, 1.0)
+    return np.clip(np.where(np.isfinite(c), power, 1.0), 0.0, 1.0)
 
 
 def _smallest_n(power_at, n_rows: int, target: float, start: int) -> np.ndarray:
@@ -94,9 +98,9 @@ def blocks_needed(
     against a true difference equal to the SESOI (d_z = SESOI / sd), and at least
     :func:`min_blocks_sign_flip` at alpha / k, so that the exact sign-flip test can reject
     at all after adjustment (2 / 2^n * k < alpha: 8 blocks for k = 5).
-    equivalence: smallest n at which TOST has the given power when the true difference
-    is 0 (:func:`power_tost_paired`; TOST is not adjusted). NaN where more than
-    MAX_BLOCKS would be needed.
+    equivalence: smallest n at which TOST at alpha / k (its p is adjusted in the same
+    family) has the given power when the true difference is 0 (:func:`power_tost_paired`).
+    NaN where more than MAX_BLOCKS would be needed.
     """
     sd_diff = np.asarray(sd_diff, dtype=float)
     sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), sd_diff.shape)
@@ -108,5 +112,7 @@ def blocks_needed(
     detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
     floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
     detect = np.maximum(detect, floor)
-    equivalence = _smallest_n(lambda n: power_tost_paired(ratio, n, alpha), len(ratio), power, 2)
+    equivalence = _smallest_n(
+        lambda n: power_tost_paired(ratio, n, family_alpha), len(ratio), power, 2
+    )
     return detect, equivalence

@@ -8,6 +8,7 @@ Every key is optional; unknown keys are a SpecError naming the dotted key path::
     n_boot = 9999               # bootstrap resamples (BCa)
     n_permutations = 9999       # Monte Carlo sign patterns when 2^n > max_exact_patterns
     max_exact_patterns = 65536  # enumerate sign patterns exactly up to this count (2^16)
+    max_resamples = 1048576     # cap of the adaptive Monte Carlo resampling near alpha (2^20)
     power = 0.8                 # target power of the blocks-needed planning numbers
     seed = 0                    # seed of every resampling Generator (recorded)
     metrics = ["aues"]          # metrics to analyse (default: all of the table's metrics)
@@ -15,6 +16,11 @@ Every key is optional; unknown keys are a SpecError naming the dotted key path::
     nonfinite = "error"         # "error" or "drop" NaN / inf metric values (listed)
     mixed_model = true          # fit the pooled mixed model per metric
     dose_response = true        # fit budget / overlap regressions when those vary
+    primary_metric = "aues"     # metric of the primary family (default: the first metric)
+    primary = ["attributed:activations"]  # conditions whose comparisons vs random are
+                                # primary (default: the attributed ones); see
+                                # causalloc.stats.families
+    family_split = ["model"]    # cell columns that split every family (default none)
 
     [sesoi]                     # smallest effect size of interest, metric units
     aues = 0.02
@@ -26,8 +32,8 @@ Every key is optional; unknown keys are a SpecError naming the dotted key path::
     b = "random"
     metrics = ["aues"]          # optional: default all analysed metrics
     family = "primary"          # optional: comparisons sharing a family name are
-                                # adjusted together across metrics and cells; default
-                                # family = one per (metric, cell)
+                                # adjusted together across metrics and cells; default:
+                                # primary / controls | metric / secondary | metric
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class AnalysisSpec:
     n_boot: int = 9999
     n_permutations: int = 9999
     max_exact_patterns: int = 2**16
+    max_resamples: int = 2**20
     power: float = 0.8
     seed: int = 0
     metrics: list[str] | None = None
@@ -75,6 +82,9 @@ class AnalysisSpec:
     sesoi: dict[str, float] = field(default_factory=dict)
     higher_is_better: dict[str, bool] = field(default_factory=dict)
     comparisons: list[Comparison] | None = None
+    primary_metric: str | None = None
+    primary: list[str] | None = None
+    family_split: list[str] = field(default_factory=list)
     spec_hash: str | None = None
 
 
@@ -82,7 +92,8 @@ _TYPES = {
     "alpha": float, "ci_level": float, "adjust": str, "n_boot": int, "n_permutations": int,
     "max_exact_patterns": int, "power": float, "seed": int, "metrics": list,
     "drop_unmatched": bool, "nonfinite": str, "mixed_model": bool, "dose_response": bool,
-    "sesoi": dict, "higher_is_better": dict, "comparisons": list,
+    "sesoi": dict, "higher_is_better": dict, "comparisons": list, "max_resamples": int,
+    "primary_metric": str, "primary": list, "family_split": list,
 }
 _COMPARISON_KEYS = {"a": str, "b": str, "metrics": list, "family": str}
 
@@ -110,8 +121,9 @@ def parse_spec(data: dict, source: str = "spec") -> AnalysisSpec:
         if key not in known:
             raise SpecError(f"{key}: unknown key in {source} (known: {', '.join(sorted(known))})")
         values[key] = _check_type(key, value, _TYPES[key])
-    if "metrics" in values:
-        values["metrics"] = _string_list("metrics", values["metrics"])
+    for key in ("metrics", "primary", "family_split"):
+        if key in values:
+            values[key] = _string_list(key, values[key])
     for key, kind in (("sesoi", float), ("higher_is_better", bool)):
         table = {}
         for metric, value in values.get(key, {}).items():
@@ -166,6 +178,11 @@ def _check_ranges(spec: AnalysisSpec) -> None:
     for key in ("n_boot", "n_permutations", "max_exact_patterns"):
         if getattr(spec, key) < 100:
             raise SpecError(f"{key}: must be >= 100, got {getattr(spec, key)}")
+    if spec.max_resamples < spec.n_permutations:
+        raise SpecError(
+            f"max_resamples: must be >= n_permutations ({spec.n_permutations}), "
+            f"got {spec.max_resamples}"
+        )
 
 
 def load_spec(path: str | Path) -> AnalysisSpec:

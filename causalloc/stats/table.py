@@ -55,11 +55,28 @@ class RunTable:
 
 
 def _split(value: str | list[str] | None) -> list[str] | None:
+    """'a, b,a' -> ['a', 'b'] (order kept, duplicates once)."""
     if value is None:
         return None
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return list(value)
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    return list(dict.fromkeys(value))
+
+
+def structural_columns(table: RunTable) -> list[str]:
+    """Columns that identify a run (block, condition, draw): never outcomes."""
+    return [*table.block_columns, table.condition_column] + (
+        [table.draw_column] if table.draw_column else []
+    )
+
+
+def check_not_structural(metrics: list[str], structural: list[str], source) -> None:
+    clash = [m for m in metrics if m in structural]
+    if clash:
+        raise TableError(
+            f"{source}: metric(s) {clash} are block/condition/draw columns ({structural}), "
+            "not outcomes; choose metric columns with --metric"
+        )
 
 
 def load_runs(
@@ -121,6 +138,8 @@ def load_runs(
             f"{csv_path}: replicate column {replicate!r} is not among the block columns "
             f"{block_columns} (set --replicate)"
         )
+    check_not_structural(metrics, [*block_columns, condition_column] + ([draw] if draw else []),
+                          csv_path)
     needed = [*block_columns, condition_column, *metrics] + ([draw] if draw else [])
     missing = [c for c in dict.fromkeys(needed) if c not in frame.columns]
     if missing:

@@ -5,15 +5,17 @@ Decision rule (alpha = 0.05 unless the spec says otherwise; SESOI in metric unit
 ====================  ==========================================================
 verdict               condition
 ====================  ==========================================================
-``equivalent``        TOST p < alpha (90% CI inside [-SESOI, SESOI]) and p_adj >= alpha
-``negligible``        TOST p < alpha and p_adj < alpha: different, but inside the SESOI
+``equivalent``        TOST p_adj < alpha (90% CI inside [-SESOI, SESOI]) and p_adj >= alpha
+``negligible``        TOST p_adj < alpha and p_adj < alpha: different, but inside the SESOI
 ``a_better``          p_adj < alpha, not equivalent, and the difference favours a
 ``b_better``          p_adj < alpha, not equivalent, and the difference favours b
 ``inconclusive``      neither; ``blocks_needed`` says how many blocks would settle it
 ====================  ==========================================================
 
-``p_adj`` is the exact (or Monte Carlo) sign-flip p adjusted within its family (Holm
-by default). "Favours a" means mean(a - b) > 0 for metrics where higher is better and
+``p_adj`` is the verdict test's p (the stratified randomization test against K >= 2
+random draws per block, else the sign-flip test; exact, or Monte Carlo resampled until
+the decision is stable) adjusted within its family (Holm by default); the TOST p is
+adjusted in the same family. "Favours a" means mean(a - b) > 0 for metrics where higher is better and
 mean(a - b) < 0 where lower is better (e.g. ``relearn_es``: less extraction after a
 relearning attack is better). A p-value above alpha alone never supports "no effect":
 only TOST can give ``equivalent``.

@@ -39,7 +39,9 @@ def test_quick_demo_produces_the_report(tmp_path):
     assert len(rows) == len(analysis["comparisons"])
     for row, comparison in zip(rows, analysis["comparisons"]):
         assert row["verdict"] == comparison["verdict"]
-        assert_number(row["p_perm"], comparison["p_perm"], comparison["id"])
+        verdict_p = {"sign_flip": "p_perm", "randomization": "p_rand"}
+        assert_number(row["p_verdict"], comparison[verdict_p[comparison["verdict_test"]]],
+                      comparison["id"])
     html = (out / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']https?://""", html)
 

@@ -125,6 +125,35 @@ def test_nulls_and_nans_in_analysis_json_do_not_crash(tmp_path):
                            "points": [{"x": 0.1, "mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 1}]}]}))
     written = write_report(tmp_path)
     markdown = written["report_md"].read_text()
-    assert "| 1 | 0.006 | [n/a, n/a] | n/a | 0.69 | n/a | n/a | inconclusive | n/a |" in markdown
+    assert ("|  | 1 | 0.006 | [n/a, n/a] | n/a | sign_flip | 0.69 | n/a | n/a | inconclusive "
+            "| n/a |") in markdown
     assert "95% CI [n/a, n/a]" in markdown and "blocks needed not computed" in markdown
     assert {"forest_aues", "dose_response_budget"} <= {p.stem for p in written["figures"]}
+
+
+def test_report_names_each_verdicts_family_and_the_error_rate_it_controls(tmp_path):
+    import json
+
+    from causalloc.report import write_report
+
+    primary = {**EXAMPLE, "family": "primary", "verdict_test": "randomization", "p_rand": 0.0123,
+               "p_rand_mc_se": 0.0004, "k_random": 2, "p_adj": 0.0246, "tost_p_adj": 0.008,
+               "verdict": "a_better"}
+    control = {**EXAMPLE, "a": "disjoint:oracle", "family": "controls | aues",
+               "verdict_test": "sign_flip", "tost_p_adj": 0.008}
+    families = [{"name": "primary", "role": "primary", "n_comparisons": 1, "adjust": "holm",
+                 "controls": "family-wise error rate (Holm) <= 0.05 within the family"},
+                {"name": "controls | aues", "role": "secondary", "n_comparisons": 1,
+                 "adjust": "holm",
+                 "controls": "family-wise error rate (Holm) <= 0.05 within the family"}]
+    (tmp_path / "analysis.json").write_text(json.dumps(
+        {"comparisons": [primary, control], "families": families}))
+    markdown = write_report(tmp_path)["report_md"].read_text()
+    assert "## Families of hypotheses" in markdown
+    assert ("- primary (the primary hypotheses; 1 comparison): controls the family-wise error "
+            "rate (Holm) <= 0.05 within the family") in markdown
+    assert "- controls | aues (secondary: not adjusted against the primary family" in markdown
+    assert ("randomization p = 0.012 against K = 2 random masks per block, Monte Carlo se "
+            "0.0004, Holm-adjusted randomization p = 0.025 in family primary") in markdown
+    assert "| primary | 10 | 0.006 | [-0.01, 0.022] | 0.21 | randomization | 0.0123 | 0.0246 |" \
+        in markdown

@@ -18,7 +18,8 @@ SCHEMA_KEYS = {
     "prob_improvement", "prob_improvement_ci95", "p_perm", "p_perm_exact", "n_resamples",
     "p_rand", "k_random", "p_t", "p_wilcoxon", "p_adj", "adj_method", "sesoi", "tost_p",
     "tost_ci90", "bf10", "verdict", "blocks_needed", "blocks_needed_detect",
-    "blocks_needed_equivalence", "higher_is_better",
+    "blocks_needed_equivalence", "higher_is_better", "p_perm_mc_se", "p_rand_exact",
+    "n_resamples_rand", "p_rand_mc_se", "verdict_test", "tost_p_adj", "diffs_constant",
 }
 
 
@@ -78,9 +79,12 @@ def test_analysis_json_follows_the_schema_and_finds_the_planted_effect(tmp_path)
         assert entry["n_blocks"] == 8 and len(entry["diffs"]) == 8 and entry["p_perm_exact"]
         assert entry["cell"] == {"model": "tiny", "data": "forget01",
                                  "algorithm": entry["cell"]["algorithm"], "budget": 0.1}
-        assert entry["family"] == f"{entry['metric']} | " + ", ".join(
-            f"{k}={v}" for k, v in entry["cell"].items())
+        primary = (entry["a"], entry["b"], entry["metric"]) == (
+            "attributed:activations", "random", "aues")
+        assert entry["family"] == ("primary" if primary else "controls | aues"
+                                   if entry["metric"] == "aues" else "secondary | relearn_es")
         assert entry["k_random"] == 3 and entry["p_rand"] is not None  # b has K = 3 draws
+        assert entry["verdict_test"] == "randomization" and entry["p_rand_exact"]
         if entry["verdict"] == "inconclusive":
             assert entry["blocks_needed"] >= 6
         else:
