@@ -262,23 +262,22 @@ def dose_response(
     than the fit) with its t-based CI. Returns None when x has fewer than 2 distinct
     values or there are too few runs to estimate the slope.
     """
-    frame = pd.DataFrame(
-        {"y": data[metric].to_numpy(float), "x": data[x_column].to_numpy(float),
-         "rep": data[replicate].to_numpy()}
-    ).dropna()
-    if frame["x"].nunique() < 2:
+    y = data[metric].to_numpy(float)
+    x = data[x_column].to_numpy(float)
+    replicates = data[replicate].to_numpy()
+    keep = ~(np.isnan(y) | np.isnan(x) | pd.isna(replicates))
+    y, x = y[keep], x[keep]
+    if np.unique(x).size < 2:
         return None
-    by_replicate = frame["rep"].nunique() > 1
-    replicate_dummies = (
-        pd.get_dummies(frame["rep"], drop_first=True, dtype=float).to_numpy()
-        if by_replicate else np.empty((len(frame), 0))
-    )
-    design = np.column_stack([np.ones(len(frame)), frame["x"].to_numpy(), replicate_dummies])
-    if len(frame) <= design.shape[1]:
+    codes, levels = pd.factorize(replicates[keep])
+    by_replicate = levels.size > 1
+    replicate_dummies = (codes[:, None] == np.arange(1, levels.size)).astype(float)
+    design = np.column_stack([np.ones(y.size), x, replicate_dummies])
+    if y.size <= design.shape[1]:
         return None
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        result = sm.OLS(frame["y"].to_numpy(), design).fit()
+        result = sm.OLS(y, design).fit()
     ci = result.conf_int(alpha=1 - ci_level)
     return {
         "metric": metric,
@@ -291,5 +290,5 @@ def dose_response(
         "ci95_hi": float(ci[1, 1]),
         "p": float(result.pvalues[1]),
         "n": int(result.nobs),
-        "points": _points(frame["x"].to_numpy(), frame["y"].to_numpy(), ci_level),
+        "points": _points(x, y, ci_level),
     }
