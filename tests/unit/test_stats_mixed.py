@@ -9,7 +9,7 @@ import statsmodels.formula.api as smf
 from scipy import stats
 
 from causalloc.stats import mixed_model
-from causalloc.stats.mixed import random_intercept_mean
+from causalloc.stats.mixed import dose_responses, random_intercept_mean
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"
 LMERTEST = pd.read_csv(REFERENCE / "mixed_lmertest.csv")
@@ -127,3 +127,31 @@ def test_too_few_blocks_give_a_row_with_a_warning():
                       replicate="seed", block_columns=["seed"]).iloc[0]
     assert np.isnan(row["estimate"]) and not row["converged"]
     assert row["warnings"] == ["1 block(s) with both conditions, need >= 2"]
+
+
+def test_dose_responses_for_all_groups_equal_statsmodels_ols_per_group():
+    rng = np.random.default_rng(4)
+    rows = [{"algorithm": a, "seed": s, "condition": c, "budget": b,
+             "y": 0.5 * b * (c == "oracle") + 0.1 * s + rng.normal(0, 0.05)}
+            for a in ("ga", "npo", "rmu") for s in range(1 if a == "rmu" else 5)
+            for c in ("random", "oracle") for b in (0.05, 0.1, 0.2, 0.4)]
+    frame = pd.DataFrame(rows)
+    frame.loc[3, "y"] = np.nan
+    ours = dose_responses(frame, metric="y", predictor="budget", x_column="budget",
+                          replicate="seed", by=["algorithm"], condition="condition")
+    assert [(r["cell"]["algorithm"], r["condition"]) for r in ours] == [
+        (a, c) for a in ("ga", "npo", "rmu") for c in ("random", "oracle")]
+    for row in ours:
+        group = frame[(frame["algorithm"] == row["cell"]["algorithm"])
+                      & (frame["condition"] == row["condition"])].dropna()
+        formula = "y ~ budget + C(seed)" if group["seed"].nunique() > 1 else "y ~ budget"
+        ref = smf.ols(formula, group).fit()
+        assert row["formula"] == formula
+        assert row["slope"] == pytest.approx(ref.params["budget"], rel=1e-9)
+        assert row["p"] == pytest.approx(ref.pvalues["budget"], rel=1e-7)
+        assert row["ci95_lo"] == pytest.approx(ref.conf_int().loc["budget", 0], rel=1e-9)
+        assert row["n"] == len(group) and [p["n"] for p in row["points"]] == (
+            group.groupby("budget").size().tolist())
+    constant = frame.assign(budget=0.1)
+    assert dose_responses(constant, metric="y", predictor="budget", x_column="budget",
+                          replicate="seed", by=["algorithm"]) == []
