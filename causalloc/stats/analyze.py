@@ -36,9 +36,14 @@ from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
 from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
 from causalloc.stats.equivalence import tost_paired
+<<<<<<< HEAD
 from causalloc.stats.families import assign_families, describe_families
 from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_response, mixed_model
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
+=======
+from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, mixed_model
+from causalloc.stats.multiplicity import adjust_pvalues
+>>>>>>> mixed
 from causalloc.stats.permutation import randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed
 from causalloc.stats.spec import AnalysisSpec, Comparison
@@ -686,33 +691,17 @@ def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
         if not spec.dose_response:
             continue
         if "budget" in table.cell_columns and block_means["budget"].nunique() > 1:
-            others = [c for c in table.cell_columns if c != "budget"]
-            grouped = block_means.groupby([*others, cond], sort=False) if others else (
-                block_means.groupby(cond, sort=False)
+            dose_rows += dose_responses(
+                block_means, metric=metric, predictor="budget", x_column="budget",
+                replicate=table.replicate, ci_level=spec.ci_level,
+                by=[c for c in table.cell_columns if c != "budget"], condition=cond,
             )
-            for group_key, group in grouped:
-                values = group_key if isinstance(group_key, tuple) else (group_key,)
-                cell = {c: table_module._clean(v) for c, v in zip(others, values[:-1])}
-                row = dose_response(
-                    group, metric=metric, predictor="budget", x_column="budget",
-                    replicate=table.replicate, ci_level=spec.ci_level,
-                    condition=values[-1], cell=cell,
-                )
-                if row:
-                    dose_rows.append(row)
         overlap = "overlap_with_oracle"
         if overlap in table.runs and table.runs[overlap].notna().any():
-            cells = table.cell_columns
-            grouped = table.runs.groupby(cells, sort=False) if cells else [((), table.runs)]
-            for group_key, group in grouped:
-                values = group_key if isinstance(group_key, tuple) else (group_key,)
-                cell = {c: table_module._clean(v) for c, v in zip(cells, values)}
-                row = dose_response(
-                    group, metric=metric, predictor="overlap", x_column=overlap,
-                    replicate=table.replicate, ci_level=spec.ci_level, cell=cell,
-                )
-                if row:
-                    dose_rows.append(row)
+            dose_rows += dose_responses(
+                table.runs, metric=metric, predictor="overlap", x_column=overlap,
+                replicate=table.replicate, ci_level=spec.ci_level, by=table.cell_columns,
+            )
     mixed = pd.concat(mixed_parts, ignore_index=True) if mixed_parts else pd.DataFrame(
         columns=MIXED_COLUMNS
     )

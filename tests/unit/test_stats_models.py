@@ -1,72 +1,13 @@
-"""Mixed model vs statsmodels mixedlm, dose-response, multiplicity, power, verdicts."""
+"""Dose-response, multiplicity, power, verdicts (the mixed model: test_stats_mixed.py)."""
 
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.formula.api as smf
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from causalloc.stats import adjust_pvalues, blocks_needed, dose_response, mixed_model, verdicts
+from causalloc.stats import adjust_pvalues, blocks_needed, dose_response, verdicts
 from causalloc.stats.power import min_blocks_sign_flip, power_tost_paired
-
-
-def _blocks(seeds=8, data_levels=("d1",), effect=0.3, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for data in data_levels:
-        data_shift = rng.normal()
-        for algorithm in ("ga", "npo"):
-            for s in range(seeds):
-                shift = rng.normal() + data_shift
-                for condition, delta in (("random", 0.0), ("oracle", effect), ("attr", 0.1)):
-                    rows.append({"data": data, "algorithm": algorithm, "seed": s,
-                                 "condition": condition,
-                                 "aues": shift + delta + 0.3 * (algorithm == "npo")
-                                 + rng.normal(0, 0.2)})
-    return pd.DataFrame(rows)
-
-
-def test_mixed_model_equals_statsmodels_single_random_factor():
-    frame = _blocks()
-    ours = mixed_model(frame, metric="aues", condition="condition", reference="random",
-                       replicate="seed", block_columns=["data", "algorithm", "seed"])
-    ref = smf.mixedlm(
-        "aues ~ C(condition, Treatment(reference='random')) + C(algorithm)", frame,
-        groups=frame["seed"],
-    ).fit(reml=True)
-    term = "C(condition, Treatment(reference='random'))[T.oracle]"
-    row = ours.set_index("term").loc[term]
-    assert row["estimate"] == pytest.approx(ref.params[term], rel=1e-8)
-    assert row["p"] == pytest.approx(ref.pvalues[term], rel=1e-6)
-    assert row["ci95_lo"] == pytest.approx(ref.conf_int().loc[term, 0], rel=1e-8)
-    assert row["contrast"] == "oracle - random" and row["n_obs"] == len(frame)
-    assert row["estimate"] == pytest.approx(0.3, abs=0.1)
-    assert set(ours["contrast"]) == {"oracle - random", "attr - random"}
-
-
-def test_mixed_model_crossed_random_effects_equal_vc_formula_fit():
-    frame = _blocks(data_levels=("d1", "d2", "d3"))
-    ours = mixed_model(frame, metric="aues", condition="condition", reference="random",
-                       replicate="seed", block_columns=["data", "algorithm", "seed"])
-    assert "(1 | seed) + (1 | data)" in ours["formula"].iloc[0]
-    ref = smf.mixedlm(
-        "aues ~ C(condition, Treatment(reference='random')) + C(algorithm)",
-        frame.assign(_all=1), groups="_all",
-        vc_formula={"seed": "0 + C(seed)", "data": "0 + C(data)"}, re_formula="0",
-    ).fit(reml=True)
-    term = "C(condition, Treatment(reference='random'))[T.oracle]"
-    assert ours.set_index("term").loc[term, "estimate"] == pytest.approx(ref.params[term], rel=1e-6)
-
-
-def test_mixed_model_surfaces_convergence_warnings():
-    rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"seed": np.repeat(np.arange(6), 2),
-                          "condition": ["random", "oracle"] * 6,
-                          "aues": rng.normal(size=12)})  # no seed variance: boundary fit
-    ours = mixed_model(frame, metric="aues", condition="condition", reference="random",
-                       replicate="seed", block_columns=["seed"])
-    assert any("ConvergenceWarning" in w for w in ours["warnings"].iloc[0])
 
 
 def test_dose_response_slope_within_seeds():
