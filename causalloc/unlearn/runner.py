@@ -20,7 +20,8 @@ from causalloc.unlearn.trainer import (
     ParameterSnapshot,
     TrainConfig,
     TrainResult,
-    max_abs_change_outside_mask,
+    check_shared_model,
+    frozen,
     to_device,
     train_masked,
 )
@@ -163,6 +164,12 @@ def unlearn(
     it must only ever see this ``model``). The objective's forwards compute logits at the
     scored positions only (:mod:`causalloc.models.positions`, unless it sets
     ``needs_full_logits``), and ``ctx.models`` runs several batches in one pass.
+
+    The shared model is frozen for the run (``requires_grad`` off, flags put back after), and
+    afterwards the whole of it, inside the mask too, must still be bitwise ``snapshot``
+    (default: a snapshot taken now; pass one made with the saved checkpoint to avoid its
+    in-memory copy): :func:`~causalloc.unlearn.trainer.check_shared_model` raises
+    ConstraintError otherwise, after restoring the model.
     """
     snapshot = snapshot or ParameterSnapshot(model)
     device = next(model.parameters()).device
@@ -173,7 +180,7 @@ def unlearn(
     retain_stream = iter(BatchStream([data.retain], config.batch_size, data.pad_token_id, config.seed + 1))
     objective.prepare(model.config, torch.Generator().manual_seed(int(config.seed)))
 
-    with MaskedColumns(model, mask) as columns:
+    with frozen(model), MaskedColumns(model, mask) as columns:
 
         def positions(batch, options):
             """Logits at the scored positions only, unless the objective or call needs more."""
@@ -219,7 +226,7 @@ def unlearn(
             return objective.loss(ctx)
 
         result = train_masked(model, columns, loss_fn, config, evaluate)
-        result.max_abs_change_outside_mask = max_abs_change_outside_mask(model, snapshot, columns)
+        result.max_abs_change_outside_mask = check_shared_model(model, snapshot, columns)
     return result, columns
 
 
