@@ -175,10 +175,18 @@ def _run_in_worker(run: dict) -> dict:
     return run_one(run, run_fn, context)
 
 
+_WORKER_KEY: tuple | None = None  # what the Ray worker process's state was made for
+
+
 def _ray_task(run: dict, run_fn: str | RunFn | None, threads: int, out_dir: str) -> dict:
-    """A Ray task: the worker state is made once per Ray worker process, then reused."""
-    if _WORKER is None:
+    """A Ray task: the worker state is made once per Ray worker process and design (run
+    function, threads, output folder), then reused; Ray keeps its worker processes across
+    designs, so a task of another design makes it anew."""
+    global _WORKER_KEY
+    name = f"{run_fn.__module__}:{run_fn.__qualname__}" if callable(run_fn) else run_fn
+    if _WORKER is None or _WORKER_KEY != (name, threads, out_dir):
         _init_worker(run_fn, threads, out_dir)
+        _WORKER_KEY = (name, threads, out_dir)
     return _run_in_worker(run)
 
 
