@@ -18,11 +18,13 @@ those. A run lost with its worker process (local) or its Ray worker or node is s
 again up to ``retries`` times (each attempt counted in the store's ``attempts``; the lost
 attempts' errors are kept with the result), then recorded as failed.
 
-A result's ``theta_o_fingerprint`` (the real worker reports the sha256 of the theta_o it
-loaded) is checked against the design's: the first one reported for a testbed is recorded
-in the store's meta table, every run submitted after that carries it as
-``run["expected_theta_o_fingerprint"]`` (the real worker refuses to run on other weights),
-and a result with another fingerprint is recorded as failed, naming both.
+Matching is checked on what the runs report (:data:`MATCHED`): ``theta_o_fingerprint``
+(the sha256 of the theta_o weights a run loaded) must be the same for every run on a
+testbed, ``matching_digest`` (its data order and the seed of the objective's draws) the
+same for every run of a block. The first value reported for a testbed / block is recorded
+in the store's meta table; a result with another value is recorded as failed, naming both.
+Every run submitted after the first fingerprint carries it as
+``run["expected_theta_o_fingerprint"]``: the real worker refuses to run on other weights.
 """
 
 from __future__ import annotations
@@ -404,7 +406,7 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: 
     queue = deque(todo)
     in_flight: dict = {}
     lost: dict[str, list[str]] = {}  # run id -> last line of each lost attempt's error
-    fingerprints = dict(store.meta("theta_o_fingerprints", {}))  # testbed key -> fingerprint
+    recorded = store.meta("matched", {})  # result key -> {scope: first value reported}
     counts = {"done": 0, "failed": 0}
     bar = tqdm(total=len(todo), unit="run", desc="runs", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
@@ -413,7 +415,7 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: 
             while queue and len(in_flight) < backend.capacity:
                 run = queue.popleft()
                 store.mark_running(run["run_id"])
-                expected = fingerprints.get(_testbed_key(run))
+                expected = recorded.get("theta_o_fingerprint", {}).get(_testbed_key(run))
                 in_flight[backend.submit({**run, "expected_theta_o_fingerprint": expected}
                                          if expected else run)] = run
             for handle, outcome in backend.wait(list(in_flight)):
@@ -424,7 +426,7 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: 
                     queue.appendleft(run)
                     continue
                 if outcome["ok"]:
-                    outcome = _check_fingerprint(outcome, run, fingerprints, store)
+                    outcome = _check_matched(outcome, run, recorded, store)
                 if outcome["ok"]:
                     result = {**outcome["result"], "lost_attempts": attempts} if attempts else outcome["result"]
                     store.mark_done(run["run_id"], result, outcome["seconds"],
@@ -448,20 +450,38 @@ def _testbed_key(run: dict) -> str:
     return sha256_json(run.get("testbed"))
 
 
-def _check_fingerprint(outcome: dict, run: dict, fingerprints: dict, store: RunStore) -> dict:
-    """The outcome, or a failure if its ``theta_o_fingerprint`` differs from the design's (the
-    first fingerprint reported for the run's testbed, recorded in the store's meta)."""
-    fingerprint = outcome["result"].get("theta_o_fingerprint")
-    key = _testbed_key(run)
-    if not fingerprint or fingerprints.get(key, fingerprint) == fingerprint:
-        if fingerprint and key not in fingerprints:
-            fingerprints[key] = fingerprint
-            store.set_meta(theta_o_fingerprints=fingerprints)
-        return outcome
-    return {**outcome, "ok": False, "error": (
-        f"ConstraintError: theta_o fingerprint mismatch: this run (worker {outcome.get('worker')}) "
-        f"started from theta_o {fingerprint}, the design's runs from {fingerprints[key]}; is the "
-        "testbed cache (CAUSALLOC_CACHE) on storage that every node shares?")}
+#: result keys every run of one scope must report equal: key -> (scope of a run, what a
+#: difference means, with {got} and {want})
+MATCHED = {
+    "theta_o_fingerprint": (
+        _testbed_key, ("theta_o fingerprint mismatch: this run started from theta_o {got}, the "
+                       "design's runs from {want}; is the testbed cache (CAUSALLOC_CACHE) on "
+                       "storage that every node shares?")),
+    "matching_digest": (
+        lambda run: run["block_id"], ("matching broken: this run's data order and objective "
+                                      "draws (digest {got}) differ from those of the other runs "
+                                      "of its block ({want}); the conditions of a block must "
+                                      "differ only in the mask")),
+}
+
+
+def _check_matched(outcome: dict, run: dict, recorded: dict, store: RunStore) -> dict:
+    """The outcome, or a failure if a :data:`MATCHED` value of its result differs from the
+    first one reported in its scope (recorded in the store's meta). A run that diverged
+    stopped early: its data order is a prefix, so its ``matching_digest`` is not compared."""
+    result = outcome["result"]
+    for key, (scope_of, problem) in MATCHED.items():
+        value = result.get(key)
+        if not value or (key == "matching_digest" and result.get("diverged")):
+            continue
+        seen, scope = recorded.setdefault(key, {}), scope_of(run)
+        if scope not in seen:
+            seen[scope] = value
+            store.set_meta(matched=recorded)
+        elif seen[scope] != value:
+            return {**outcome, "ok": False, "error": f"ConstraintError: "
+                    f"{problem.format(got=value, want=seen[scope])} (worker {outcome.get('worker')})"}
+    return outcome
 
 
 def _check_picklable(run_fn: RunFn) -> None:

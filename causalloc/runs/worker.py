@@ -221,6 +221,7 @@ def execute(run: dict, context=None) -> dict:
         "mask_size": mask.size,
         "mask_hash": mask.hash(),
         "theta_o_fingerprint": state.theta_o_fingerprint,
+        "matching_digest": result.matching_digest,
         "overlap_with_oracle": overlap,
         "diverged": diverged,
         "timings": {"setup": setup_seconds, "train": result.seconds_train, "eval": result.seconds_eval,

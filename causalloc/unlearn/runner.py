@@ -157,7 +157,9 @@ def unlearn(
 
     Data order is drawn from ``config.seed`` (forget and retain streams get derived seeds),
     the objective's own random draws from a generator seeded with ``config.seed`` too, so
-    the conditions of a block differ only in the mask. Returns the training result and the
+    the conditions of a block differ only in the mask; ``result.matching_digest`` records
+    both (the rows of every batch drawn and the draws' seed), for the executor to check
+    that the runs of a block agree. Returns the training result and the
     trained columns (re-enter them with ``with columns:`` to evaluate the unlearned model,
     or ``columns.merge_into(copy)`` to materialise it). ``reference_cache`` memoises the
     frozen reference forwards across the runs that share it (see :class:`ReferenceCache`;
@@ -176,9 +178,11 @@ def unlearn(
     forget_sources = [data.forget] + ([data.refusal] if objective.needs_refusals else [])
     if objective.needs_refusals and data.refusal is None:
         raise ValueError(f"objective {objective.name!r} needs refusal targets but none were given")
-    forget_stream = iter(BatchStream(forget_sources, config.batch_size, data.pad_token_id, config.seed))
-    retain_stream = iter(BatchStream([data.retain], config.batch_size, data.pad_token_id, config.seed + 1))
-    objective.prepare(model.config, torch.Generator().manual_seed(int(config.seed)))
+    streams = (BatchStream(forget_sources, config.batch_size, data.pad_token_id, config.seed),
+               BatchStream([data.retain], config.batch_size, data.pad_token_id, config.seed + 1))
+    forget_stream, retain_stream = iter(streams[0]), iter(streams[1])
+    draws = torch.Generator().manual_seed(int(config.seed))
+    objective.prepare(model.config, draws)
 
     with frozen(model), MaskedColumns(model, mask) as columns:
 
@@ -227,6 +231,9 @@ def unlearn(
 
         result = train_masked(model, columns, loss_fn, config, evaluate)
         result.max_abs_change_outside_mask = check_shared_model(model, snapshot, columns)
+    result.matching_digest = hashlib.sha256(
+        f"{draws.initial_seed()}|{streams[0].drawn.hexdigest()}|{streams[1].drawn.hexdigest()}".encode()
+    ).hexdigest()
     return result, columns
 
 

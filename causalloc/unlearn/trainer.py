@@ -16,6 +16,7 @@ values of a tensor that changed, so the check keeps no second copy of the model)
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -289,7 +290,8 @@ class BatchStream:
     source, built from the same indices. Conditions of a matched block use the same seed
     and therefore the same data order. Each source is collated once up front; a batch is
     its rows cut to their longest example, which is exactly what ``collate`` of those
-    examples gives, without rebuilding tensors from Python lists every step.
+    examples gives, without rebuilding tensors from Python lists every step. ``drawn``
+    hashes the rows of every batch yielded so far (the data order a run actually saw).
     """
 
     def __init__(self, sources: Sequence[Sequence[dict]], batch_size: int, pad_token_id: int, seed: int):
@@ -302,6 +304,7 @@ class BatchStream:
         self.batch_size = min(batch_size, self.n)
         self.pad_token_id = pad_token_id
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.drawn = hashlib.sha256()
         self._collated = [collate(list(src), pad_token_id) for src in sources]
         self._lengths = [torch.tensor([len(e["input_ids"]) for e in src]) for src in sources]
 
@@ -310,6 +313,7 @@ class BatchStream:
             order = torch.randperm(self.n, generator=self.generator)
             for start in range(0, self.n - self.batch_size + 1, self.batch_size):
                 rows = order[start:start + self.batch_size]
+                self.drawn.update(rows.numpy().tobytes())
                 yield [{key: value[rows, :int(lengths[rows].max())].contiguous() for key, value in full.items()}
                        for full, lengths in zip(self._collated, self._lengths)]
 
@@ -325,6 +329,9 @@ class TrainResult:
     seconds_train: float = 0.0
     seconds_eval: float = 0.0
     config: dict = field(default_factory=dict)
+    #: sha256 of the data order and the seed of the objective's draws the run used: equal
+    #: for every run of a matched block (they may differ only in the mask)
+    matching_digest: str = ""
 
 
 def to_device(batch: Batch | None, device) -> Batch | None:

@@ -150,7 +150,7 @@ def test_a_run_reporting_another_theta_o_fingerprint_is_recorded_failed(tmp_path
                              progress=False)
     assert (summary["done"], summary["failed"]) == (5, 5)  # seed 0 first: its fingerprint is the design's
     with RunStore(tmp_path) as store:
-        assert store.meta("theta_o_fingerprints") and set(store.meta("theta_o_fingerprints").values()) == {"a" * 64}
+        assert set(store.meta("matched")["theta_o_fingerprint"].values()) == {"a" * 64}
         done = store.rows("done")
         assert {r["run"]["seed"] for r in done} == {0}
         # every run after the first was told the design's fingerprint before it ran
