@@ -37,6 +37,7 @@ def _cache(tmp_path_factory, monkeypatch):
     torch.set_num_threads(1)
 
 
+@pytest.mark.slow  # ~2 min on the knowledge-carrying testbed: the naive ES generates from every prefix
 def test_benchmark_report_keys_and_both_paths_agree(capsys):
     report = executor.main(SMALL + ["--json", "--runs", "2", "--steps", "3", "--eval-every", "2",
                                     "--batch-size", "4", "--lr", "1e-2", "--repeats", "2"])
