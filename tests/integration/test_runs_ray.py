@@ -92,3 +92,14 @@ def test_a_task_whose_theta_o_differs_from_the_record_fails_with_the_message(
         error = store.failed()[0]["error"]
     assert error.startswith("causalloc.errors.ConstraintError: theta_o fingerprint mismatch")
     assert testbed.theta_o_fingerprint in error and "was modified after it was built" in error
+
+
+@pytest.mark.ray
+def test_a_task_lost_with_its_ray_worker_is_submitted_again_and_recorded(tmp_path, ray_runtime):
+    spec = parse({**BASE, "eval": {"every": 2, "metrics": METRICS}})
+    summary = execute_design(spec, tmp_path, backend="ray", run_fn="tests.runs_helpers:dying_run",
+                             progress=False)
+    assert (summary["done"], summary["failed"]) == (10, 0)
+    with RunStore(tmp_path) as store:
+        oracle = next(r for r in store.rows() if r["run"]["condition"] == "oracle" and r["run"]["seed"] == 0)
+    assert oracle["attempts"] == 2 and len(oracle["extra"]["lost_attempts"]) == 1
