@@ -162,6 +162,7 @@ def test_a_run_reporting_another_theta_o_fingerprint_is_recorded_failed(tmp_path
     assert set(table.loc[table["status"] == "done", "theta_o_fingerprint"]) == {"a" * 64}
 
 
+@pytest.mark.slow  # ~30 s: worker pools spawned 4 times (Ray: tests/integration/test_runs_ray.py)
 def test_a_run_lost_with_its_worker_is_submitted_again_and_the_loss_recorded(tmp_path, spec):
     summary = execute_design(spec, tmp_path, workers=1, run_fn="tests.runs_helpers:dying_run",
                              progress=False)
