@@ -22,3 +22,8 @@ class SpecError(CausallocError, ValueError):
 
 class TableError(CausallocError, ValueError):
     """A run table lacks a column, has non-numeric metrics or unmatched blocks."""
+
+
+class ConstraintError(CausallocError, RuntimeError):
+    """A hard constraint was broken: a weight that must not move moved, or the weights a
+    run loaded are not the theta_o recorded for the design."""

@@ -334,16 +334,20 @@ class RelearnResult:
 def relearning_attack(model: torch.nn.Module, forget_train_batches: Iterable[Batch],
                       forget_eval_batches: Batch | Iterable[Batch], steps: int, lr: float,
                       seed: int, weight_decay: float = 0.01,
-                      eval_every: int | None = None) -> RelearnResult:
-    """Fine-tune a deep copy of ``model`` on part of the forget set; return ES on the rest.
+                      eval_every: int | None = None, in_place: bool = False) -> RelearnResult:
+    """Fine-tune ``model`` (a deep copy of it) on part of the forget set; return ES on the rest.
 
     A resurfacing test (Lacuna, Boglioni et al. 2026): knowledge that unlearning only hid
-    comes back after a few steps. All parameters of the copy are trained with AdamW
-    (``lr``, ``weight_decay``) on the mean answer NLL for ``steps`` steps, cycling through
+    comes back after a few steps. All parameters are trained with AdamW (``lr``,
+    ``weight_decay``) on the mean answer NLL for ``steps`` steps, cycling through
     ``forget_train_batches`` in an order reshuffled every pass by a ``torch.Generator``
     seeded with ``seed`` (dropout, if any, draws from a forked RNG seeded the same way).
     ES on ``forget_eval_batches`` is measured at step 0, every ``eval_every`` steps and at
-    the end (``eval_every=None``: start and end only). ``model`` itself is never modified.
+    the end (``eval_every=None``: start and end only). By default ``model`` itself is never
+    modified. ``in_place=True`` trains ``model`` itself instead of a copy (no second copy of
+    the weights in memory): its ``requires_grad`` flags and train/eval mode are put back
+    afterwards, its weights are not; the caller restores them (e.g. with
+    :meth:`causalloc.unlearn.ParameterSnapshot.restored_after`).
     """
     if steps < 0 or lr <= 0:
         raise ValueError(f"relearning attack: need steps >= 0 and lr > 0, got {steps}, {lr}")
@@ -352,7 +356,19 @@ def relearning_attack(model: torch.nn.Module, forget_train_batches: Iterable[Bat
     if not train_batches or not eval_batches:
         raise ValueError("relearning attack: forget_train_batches and forget_eval_batches "
                          "must be non-empty")
-    attacked = copy.deepcopy(model)
+    attacked = model if in_place else copy.deepcopy(model)
+    flags, training = [p.requires_grad for p in attacked.parameters()], attacked.training
+    try:
+        return _relearn(attacked, train_batches, eval_batches, steps, lr, seed, weight_decay, eval_every)
+    finally:
+        for param, flag in zip(attacked.parameters(), flags):
+            param.requires_grad_(flag)
+        attacked.train(training)
+
+
+def _relearn(attacked, train_batches, eval_batches, steps, lr, seed, weight_decay,
+             eval_every) -> RelearnResult:
+    """The training loop of :func:`relearning_attack` on ``attacked`` (modified)."""
     attacked.requires_grad_(True)
     device = _device(attacked)
     optimizer = torch.optim.AdamW(attacked.parameters(), lr=lr, weight_decay=weight_decay)
@@ -375,6 +391,7 @@ def relearning_attack(model: torch.nn.Module, forget_train_batches: Iterable[Bat
             optimizer.step()
             if eval_every and step % eval_every == 0 and step != steps:
                 curve.append((step, float(extraction_strength(attacked, eval_batches).mean())))
+    optimizer.zero_grad(set_to_none=True)
     final = extraction_strength(attacked, eval_batches)
     if steps:
         curve.append((steps, float(final.mean())))

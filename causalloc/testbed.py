@@ -38,6 +38,7 @@ from causalloc.errors import DataError, SpecError
 from causalloc.masks import Mask, uniform_random
 from causalloc.metrics import extraction_strength
 from causalloc.models.units import adapter_for
+from causalloc.models.weights import weights_fingerprint
 from causalloc.unlearn.trainer import (
     BatchStream,
     MaskedColumns,
@@ -157,6 +158,20 @@ class Testbed:
             raise SpecError(f"testbed model: unknown {which!r} (theta_o or theta_r)")
         model = AutoModelForCausalLM.from_pretrained(self.path / which, dtype=torch.float32)
         return model.to(device).eval().requires_grad_(False)
+
+    @property
+    def theta_o_fingerprint(self) -> str:
+        """sha256 of theta_o's weights (:func:`~causalloc.models.weights.weights_fingerprint`),
+        computed when the testbed is built and kept in its record (testbed.json); a testbed
+        built before the record had it gets it computed once and added."""
+        meta_file = self.path / "testbed.json"
+        meta = json.loads(meta_file.read_text())
+        if "theta_o_fingerprint" not in meta:
+            meta["theta_o_fingerprint"] = weights_fingerprint(self.path / "theta_o")
+            partial = meta_file.with_name(f".testbed.json.{os.getpid()}")
+            partial.write_text(json.dumps(meta, indent=2))
+            os.replace(partial, meta_file)
+        return meta["theta_o_fingerprint"]
 
 
 # data ---------------------------------------------------------------------------------
@@ -341,7 +356,8 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     }
     (tmp / "testbed.json").write_text(json.dumps(
         {"config": asdict(config), "hash": config.hash(), "signature": signature.to_dict(),
-         "diagnostics": diagnostics}, indent=2))
+         "diagnostics": diagnostics, "theta_o_fingerprint": weights_fingerprint(tmp / "theta_o")},
+        indent=2))
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)

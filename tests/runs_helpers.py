@@ -115,3 +115,22 @@ def slow_run(run: dict, context) -> dict:
     with open(Path(context.out_dir) / "completions.log", "a") as log:
         log.write(run["run_id"] + "\n")
     return result
+
+
+def fingerprint_run(run: dict, context) -> dict:
+    """Reports the theta_o fingerprint "a"*64, or "b"*64 for seed 1 (a node whose testbed
+    differs), and which fingerprint it was told to expect."""
+    result = toy_run(run, context)
+    result["theta_o_fingerprint"] = ("b" if run["seed"] == 1 else "a") * 64
+    result["was_expecting"] = run.get("expected_theta_o_fingerprint")
+    return result
+
+
+def dying_run(run: dict, context) -> dict:
+    """Kills its worker process the first time it meets the oracle run of seed 0 (a lost
+    worker or node), then runs normally."""
+    marker = Path(context.out_dir) / f"died-{run['run_id']}"
+    if run["condition"] == "oracle" and run["seed"] == 0 and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return toy_run(run, context)

@@ -16,6 +16,7 @@ EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/tiny --workers 2
   causalloc run analyses/example_tiny.toml --out runs/tiny --retry-failed
   causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address auto
+  causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address HEAD_IP:6379 --gpus-per-run 1
   causalloc run analyses/example_tiny.toml --out runs/tiny --json > summary.json
 """
 
@@ -34,6 +35,13 @@ def register(subparsers) -> None:
     parser.add_argument("--address", metavar="ADDR",
                         help="Ray cluster address (e.g. auto, ray://host:10001); default: "
                              "start a local Ray runtime")
+    parser.add_argument("--gpus-per-run", type=float, metavar="G",
+                        help="GPUs each Ray task requests (fractions share a GPU; default: the "
+                             "spec's [execution] gpus_per_run, else 0); refused before anything "
+                             "is submitted if no node has G GPUs")
+    parser.add_argument("--retries", type=int, default=1, metavar="N",
+                        help="submit a run lost with its worker process or Ray node again, up "
+                             "to N times (default: 1); attempts are recorded")
     parser.add_argument("--threads-per-worker", type=int, metavar="T",
                         help="torch threads per worker (default: CPUs / workers; 1 on Ray)")
     parser.add_argument("--retry-failed", action="store_true",
@@ -52,6 +60,7 @@ def handle(args) -> int:
         args.spec, args.out, workers=args.workers, backend=args.backend, address=args.address,
         retry_failed=args.retry_failed, run_fn=args.run_fn,
         threads_per_worker=args.threads_per_worker, progress=not args.no_progress,
+        gpus_per_run=args.gpus_per_run, retries=args.retries,
         command=shlex.join(["causalloc", *sys.argv[1:]]))
     print(json.dumps(summary, indent=2) if args.json else summary_text(summary))
     return 1 if summary["status"]["failed"] else 0

@@ -14,7 +14,17 @@ resolved run dict of :mod:`causalloc.runs.design` and returns::
 Exceptions (and results breaking this contract) mark the run ``failed`` with the traceback.
 Only the parent process writes the store, run by run as results arrive; at most
 ``workers`` runs are in flight (marked ``running``), so a killed executor loses at most
-those.
+those. A run lost with its worker process (local) or its Ray worker or node is submitted
+again up to ``retries`` times (each attempt counted in the store's ``attempts``; the lost
+attempts' errors are kept with the result), then recorded as failed.
+
+Matching is checked on what the runs report (:data:`MATCHED`): ``theta_o_fingerprint``
+(the sha256 of the theta_o weights a run loaded) must be the same for every run on a
+testbed, ``matching_digest`` (its data order and the seed of the objective's draws) the
+same for every run of a block. The first value reported for a testbed / block is recorded
+in the store's meta table; a result with another value is recorded as failed, naming both.
+Every run submitted after the first fingerprint carries it as
+``run["expected_theta_o_fingerprint"]``: the real worker refuses to run on other weights.
 """
 
 from __future__ import annotations
@@ -41,8 +51,8 @@ from pathlib import Path
 
 from causalloc.errors import CausallocError, SpecError
 from causalloc.runs.design import expand, manifest
-from causalloc.runs.spec import ExperimentSpec, canonical_json, load_spec
-from causalloc.runs.store import RunStore, package_versions
+from causalloc.runs.spec import ExperimentSpec, canonical_json, load_spec, sha256_json
+from causalloc.runs.store import RunStore, last_line, package_versions
 
 DEFAULT_RUN_FN = "causalloc.runs.worker:execute"
 BACKENDS = ("local", "ray")
@@ -167,10 +177,18 @@ def _run_in_worker(run: dict) -> dict:
     return run_one(run, run_fn, context)
 
 
+_WORKER_KEY: tuple | None = None  # what the Ray worker process's state was made for
+
+
 def _ray_task(run: dict, run_fn: str | RunFn | None, threads: int, out_dir: str) -> dict:
-    """A Ray task: the worker state is made once per Ray worker process, then reused."""
-    if _WORKER is None:
+    """A Ray task: the worker state is made once per Ray worker process and design (run
+    function, threads, output folder), then reused; Ray keeps its worker processes across
+    designs, so a task of another design makes it anew."""
+    global _WORKER_KEY
+    name = f"{run_fn.__module__}:{run_fn.__qualname__}" if callable(run_fn) else run_fn
+    if _WORKER is None or _WORKER_KEY != (name, threads, out_dir):
         _init_worker(run_fn, threads, out_dir)
+        _WORKER_KEY = (name, threads, out_dir)
     return _run_in_worker(run)
 
 
@@ -227,8 +245,8 @@ class _ProcessPool:
                 if self.pool is not None:  # every future of the broken pool fails: start anew
                     self.pool.shutdown(wait=False, cancel_futures=True)
                     self.pool = None
-                out.append((future, {"ok": False, "error": f"worker process died while this run "
-                                     f"was in flight: {exc!r}"}))
+                out.append((future, {"ok": False, "lost": True, "error": f"worker process died "
+                                     f"while this run was in flight: {exc!r}"}))
         return out
 
     def close(self) -> None:
@@ -238,9 +256,15 @@ class _ProcessPool:
 
 class _Ray:
     """One Ray task per run on the runtime of ``ray.init(address=...)`` (or the one already
-    initialised); keeps as many in flight as the cluster has CPUs for them."""
+    initialised), each asking for ``threads`` CPUs and ``gpus`` GPUs; keeps as many in
+    flight as the cluster has resources for. A request no node can meet is refused here,
+    before anything is submitted (Ray would otherwise queue the tasks forever). Ray does not
+    retry a task itself (``max_retries=0``): lost runs are resubmitted by the executor,
+    which records the attempts. Ray runs a GPU task in a fresh worker process (its default
+    ``max_calls=1`` for GPU tasks, so that each task gets its GPU cleanly): every such run
+    loads theta_o again."""
 
-    def __init__(self, run_fn, threads, out_dir, workers, address):
+    def __init__(self, run_fn, threads, out_dir, workers, address, gpus=0.0):
         import ray
 
         self.ray = ray
@@ -249,10 +273,26 @@ class _Ray:
             ray.init(address=address, log_to_driver=False)
         elif self.started:
             ray.init(include_dashboard=False, log_to_driver=False)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.capacity = max(workers, cpus // threads, 1)
-        self.task = ray.remote(num_cpus=threads, max_retries=0)(_ray_task)
+        resources = ray.cluster_resources()
+        if gpus:
+            self._check_gpus(gpus, address, resources)
+        cpus = int(resources.get("CPU", 1))
+        by_gpu = int(resources.get("GPU", 0) // gpus) if gpus else cpus
+        self.capacity = max(workers, min(cpus // threads, by_gpu), 1)
+        self.task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(_ray_task)
         self.args = (run_fn, threads, out_dir)
+
+    def _check_gpus(self, gpus: float, address, resources: dict) -> None:
+        """SpecError unless some live node has ``gpus`` GPUs (a task runs on one node)."""
+        most = max((node["Resources"].get("GPU", 0) for node in self.ray.nodes() if node["Alive"]),
+                   default=0)
+        if most < gpus:
+            self.close()
+            raise SpecError(
+                f"gpus_per_run: each run asks for {gpus:g} GPU(s), but no node of the Ray cluster "
+                f"({address or 'a local runtime'}) has that many (most on one node: {most:g}; "
+                f"cluster resources: CPU {resources.get('CPU', 0):g}, GPU {resources.get('GPU', 0):g}); "
+                "use --gpus-per-run 0 to run on CPUs")
 
     def submit(self, run: dict):
         return self.task.remote(run, *self.args)
@@ -263,8 +303,8 @@ class _Ray:
         for ref in ready:
             try:
                 out.append((ref, self.ray.get(ref)))
-            except self.ray.exceptions.RayError:  # a crashed worker or node
-                out.append((ref, {"ok": False, "error": traceback.format_exc()}))
+            except self.ray.exceptions.RayError:  # a crashed worker or node (run_one never raises)
+                out.append((ref, {"ok": False, "lost": True, "error": traceback.format_exc()}))
         return out
 
     def close(self) -> None:
@@ -285,6 +325,8 @@ def execute_design(
     threads_per_worker: int | None = None,
     progress: bool = True,
     command: str | None = None,
+    gpus_per_run: float | None = None,
+    retries: int = 1,
 ) -> dict:
     """Run every not-yet-done run of a spec's design and return a summary.
 
@@ -293,14 +335,24 @@ def execute_design(
     too unless ``retry_failed``. ``workers``: local worker processes (0 = in this process);
     with Ray, the least number of tasks in flight (default: as many as the cluster has CPUs
     for). ``threads_per_worker``: torch threads per worker (default: CPUs / workers locally,
-    1 on Ray). The folder is locked while this runs; it refuses a folder holding runs of a
-    different design (a superset, e.g. more seeds, is fine).
+    1 on Ray). ``gpus_per_run``: GPUs each Ray task requests (default: the spec's
+    ``[execution] gpus_per_run``, 0); local workers use this machine's devices and take no
+    such request. ``retries``: how many times a run lost with its worker process or node is
+    submitted again. The folder is locked while this runs; it refuses a folder holding runs
+    of a different design (a superset, e.g. more seeds, is fine).
     """
     if backend not in BACKENDS:
         raise SpecError(f"backend: unknown {backend!r} (known: {', '.join(BACKENDS)})")
     if workers < 0:
         raise SpecError(f"workers: must be >= 0, got {workers}")
+    if retries < 0:
+        raise SpecError(f"retries: must be >= 0, got {retries}")
+    if gpus_per_run is not None and (gpus_per_run < 0 or (gpus_per_run and backend != "ray")):
+        raise SpecError(f"gpus_per_run: {gpus_per_run:g} GPUs per run needs backend 'ray' and a "
+                        "number >= 0 (local workers use this machine's devices)")
     spec = spec_or_path if isinstance(spec_or_path, ExperimentSpec) else load_spec(spec_or_path)
+    if gpus_per_run is None:
+        gpus_per_run = spec.execution.gpus_per_run if backend == "ray" else 0.0
     if not callable(run_fn) and run_fn is not None:
         resolve_run_fn(run_fn)  # fail early, in the parent, on a bad path
     elif callable(run_fn) and (backend == "ray" or workers > 0):
@@ -326,32 +378,35 @@ def execute_design(
         counts = {"done": 0, "failed": 0}
         if todo:
             counts = _drive(store, todo, _make_backend(backend, run_fn, threads_per_worker, str(out),
-                                                       workers, address), progress)
+                                                       workers, address, gpus_per_run), progress, retries)
         csv_path = store.export_csv(out / "runs.csv")
         after = store.counts()
     return {
         "total": len(runs), "done": counts["done"], "failed": counts["failed"],
         "skipped": before["done"], "skipped_failed": 0 if retry_failed else before["failed"],
         "recovered_interrupted": recovered, "wall_seconds": round(time.perf_counter() - start, 3),
-        "status": after, "backend": backend, "workers": workers,
+        "status": after, "backend": backend, "workers": workers, "gpus_per_run": gpus_per_run,
         "threads_per_worker": threads_per_worker, "out_dir": str(out), "runs_csv": str(csv_path),
     }
 
 
-def _make_backend(backend, run_fn, threads, out_dir, workers, address):
+def _make_backend(backend, run_fn, threads, out_dir, workers, address, gpus=0.0):
     if backend == "ray":
-        return _Ray(run_fn, threads, out_dir, workers, address)
+        return _Ray(run_fn, threads, out_dir, workers, address, gpus)
     if workers == 0:
         return _InProcess(run_fn, threads, out_dir)
     return _ProcessPool(run_fn, threads, out_dir, workers)
 
 
-def _drive(store: RunStore, todo: list[dict], backend, progress: bool) -> dict:
-    """Keep ``backend.capacity`` runs in flight, store each result as it arrives."""
+def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: int = 0) -> dict:
+    """Keep ``backend.capacity`` runs in flight, store each result as it arrives; a run lost
+    with its worker or node goes back to the front of the queue up to ``retries`` times."""
     from tqdm import tqdm
 
     queue = deque(todo)
     in_flight: dict = {}
+    lost: dict[str, list[str]] = {}  # run id -> last line of each lost attempt's error
+    recorded = store.meta("matched", {})  # result key -> {scope: first value reported}
     counts = {"done": 0, "failed": 0}
     bar = tqdm(total=len(todo), unit="run", desc="runs", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
@@ -360,15 +415,26 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool) -> dict:
             while queue and len(in_flight) < backend.capacity:
                 run = queue.popleft()
                 store.mark_running(run["run_id"])
-                in_flight[backend.submit(run)] = run
+                expected = recorded.get("theta_o_fingerprint", {}).get(_testbed_key(run))
+                in_flight[backend.submit({**run, "expected_theta_o_fingerprint": expected}
+                                         if expected else run)] = run
             for handle, outcome in backend.wait(list(in_flight)):
                 run = in_flight.pop(handle)
+                attempts = lost.setdefault(run["run_id"], [])
+                if outcome.get("lost") and len(attempts) < retries:
+                    attempts.append(last_line(outcome["error"]))
+                    queue.appendleft(run)
+                    continue
                 if outcome["ok"]:
-                    store.mark_done(run["run_id"], outcome["result"], outcome["seconds"],
+                    outcome = _check_matched(outcome, run, recorded, store)
+                if outcome["ok"]:
+                    result = {**outcome["result"], "lost_attempts": attempts} if attempts else outcome["result"]
+                    store.mark_done(run["run_id"], result, outcome["seconds"],
                                     outcome["versions"], outcome["worker"])
                     counts["done"] += 1
                 else:
-                    store.mark_failed(run["run_id"], outcome["error"], outcome.get("seconds"),
+                    error = outcome["error"] + "".join(f"\n(lost attempt: {a})" for a in attempts)
+                    store.mark_failed(run["run_id"], error, outcome.get("seconds"),
                                       outcome.get("versions"), outcome.get("worker"))
                     counts["failed"] += 1
                 bar.update(1)
@@ -377,6 +443,45 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool) -> dict:
         bar.close()
         backend.close()
     return counts
+
+
+def _testbed_key(run: dict) -> str:
+    """Identifies the testbed a run starts from (runs with equal ``testbed`` tables share it)."""
+    return sha256_json(run.get("testbed"))
+
+
+#: result keys every run of one scope must report equal: key -> (scope of a run, what a
+#: difference means, with {got} and {want})
+MATCHED = {
+    "theta_o_fingerprint": (
+        _testbed_key, ("theta_o fingerprint mismatch: this run started from theta_o {got}, the "
+                       "design's runs from {want}; is the testbed cache (CAUSALLOC_CACHE) on "
+                       "storage that every node shares?")),
+    "matching_digest": (
+        lambda run: run["block_id"], ("matching broken: this run's data order and objective "
+                                      "draws (digest {got}) differ from those of the other runs "
+                                      "of its block ({want}); the conditions of a block must "
+                                      "differ only in the mask")),
+}
+
+
+def _check_matched(outcome: dict, run: dict, recorded: dict, store: RunStore) -> dict:
+    """The outcome, or a failure if a :data:`MATCHED` value of its result differs from the
+    first one reported in its scope (recorded in the store's meta). A run that diverged
+    stopped early: its data order is a prefix, so its ``matching_digest`` is not compared."""
+    result = outcome["result"]
+    for key, (scope_of, problem) in MATCHED.items():
+        value = result.get(key)
+        if not value or (key == "matching_digest" and result.get("diverged")):
+            continue
+        seen, scope = recorded.setdefault(key, {}), scope_of(run)
+        if scope not in seen:
+            seen[scope] = value
+            store.set_meta(matched=recorded)
+        elif seen[scope] != value:
+            return {**outcome, "ok": False, "error": f"ConstraintError: "
+                    f"{problem.format(got=value, want=seen[scope])} (worker {outcome.get('worker')})"}
+    return outcome
 
 
 def _check_picklable(run_fn: RunFn) -> None:

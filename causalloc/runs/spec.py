@@ -142,6 +142,17 @@ class RelearnSpec:
 
 
 @dataclass(frozen=True)
+class ExecutionSpec:
+    """Where runs execute (``[execution]``); changes no result, so it is not in the spec hash.
+
+    ``gpus_per_run``: GPUs each Ray task requests (``num_gpus``; fractions share a GPU);
+    the ``--gpus-per-run`` flag of ``causalloc run`` overrides it.
+    """
+
+    gpus_per_run: float = 0.0
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     name: str
     testbed: TestbedSpec
@@ -155,6 +166,7 @@ class ExperimentSpec:
     localization: dict = field(default_factory=dict)
     description: str = ""
     source: str | None = None
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.conditions if c.name == name)
@@ -168,7 +180,8 @@ class ExperimentSpec:
 
     @property
     def spec_hash(self) -> str:
-        return sha256_json(self.to_dict())
+        """sha256 of the resolved spec without ``execution`` (where runs execute changes no result)."""
+        return sha256_json({k: v for k, v in self.to_dict().items() if k != "execution"})
 
 
 def canonical_json(data: Any) -> str:
@@ -227,7 +240,7 @@ def parse_spec(
     train_defaults = known_train_defaults() if train_defaults is None else train_defaults
     top = check.table(data, "")
     check.keys(top, "", ("name", "description", "testbed", "budgets", "seeds", "k_random",
-                         "conditions", "algorithms", "eval", "relearn", "localization"))
+                         "conditions", "algorithms", "eval", "relearn", "localization", "execution"))
     testbed = _parse_testbed(check, top.get("testbed", {}))
     budgets = tuple(check.number_list(top, "budgets", low=0.0, high=1.0, low_open=True))
     seeds = tuple(int(s) for s in check.int_list(top, "seeds", low=0))
@@ -246,6 +259,7 @@ def parse_spec(
         testbed=testbed, budgets=budgets, seeds=seeds, k_random=k_random,
         conditions=conditions, algorithms=algos, eval=eval_spec, relearn=relearn,
         localization=localization, source=source,
+        execution=_parse_execution(check, top.get("execution", {})),
     )
 
 
@@ -508,6 +522,13 @@ def _parse_relearn(check: _Checker, raw: Any) -> RelearnSpec:
         fraction=check.number(table, "fraction", "relearn.fraction", default=0.5, low=0.0,
                               high=1.0, low_open=True, high_open=True),
     )
+
+
+def _parse_execution(check: _Checker, raw: Any) -> ExecutionSpec:
+    table = check.table(raw, "execution")
+    check.keys(table, "execution", ("gpus_per_run",))
+    return ExecutionSpec(gpus_per_run=check.number(table, "gpus_per_run", "execution.gpus_per_run",
+                                                   default=0.0, low=0.0))
 
 
 def _parse_localization(check: _Checker, raw: Any, methods: Mapping) -> dict:

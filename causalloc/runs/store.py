@@ -237,8 +237,9 @@ class RunStore:
     # export -------------------------------------------------------------------------
     def export_csv(self, path: str | Path | None = None) -> Path:
         """Write ``runs.csv`` (schema.md): one row per done or failed run with the block
-        columns, condition, every metric, ``max_abs_change_outside_mask`` and the trajectory
-        as a JSON column. Metrics come in design order, then any extra ones sorted."""
+        columns, condition, every metric, ``max_abs_change_outside_mask``, the fingerprint of
+        the theta_o the run used (``theta_o_fingerprint``, empty if the run function gave
+        none) and the trajectory as a JSON column. Metrics come in design order, then any extra ones sorted."""
         import pandas as pd
 
         from causalloc.runs.design import BLOCK_COLUMNS
@@ -259,12 +260,14 @@ class RunStore:
                        mask_size=record["mask_size"])
             row.update({metric: _nan((record["metrics"] or {}).get(metric)) for metric in metrics})
             row.update(max_abs_change_outside_mask=_nan(record["max_abs_change_outside_mask"]),
+                       theta_o_fingerprint=(record["extra"] or {}).get("theta_o_fingerprint"),
                        seconds=record["seconds"], error=last_line(record["error"]) or None,
                        trajectory=_dumps(record["trajectory"]))
             table.append(row)
         columns = (["run_id", "status", *BLOCK_COLUMNS, "block_id", "condition", "condition_kind",
                     "mask_draw", "overlap_with_oracle", "mask_size", *metrics,
-                    "max_abs_change_outside_mask", "seconds", "error", "trajectory"])
+                    "max_abs_change_outside_mask", "theta_o_fingerprint", "seconds", "error",
+                    "trajectory"])
         frame = pd.DataFrame(table, columns=columns)
         frame["mask_size"] = frame["mask_size"].astype("Int64")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,10 @@
 
 Per worker process (``context.cache``) it keeps, for each testbed, one loaded theta_o
 (frozen, shared read-only by every run and used as the reference model of NPO / DPO /
-RMU), its snapshot for the outside-mask check, the encoded data, the evaluation batches,
+RMU), its snapshot for the constraint check (digests; values read back from the saved
+theta_o, so no second copy of the model), the fingerprint of the theta_o it loaded
+(checked against the testbed's record and against the one the design's runs used, before
+every run), the encoded data, the evaluation batches,
 theta_r's truth ratios (for forget quality), the attributed masks already computed, the
 scores of theta_o (every run's step 0) and the reference forwards of the current block.
 A run then only attaches its trainable masked columns, trains and evaluates.
@@ -10,13 +13,12 @@ A run then only attaches its trainable masked columns, trains and evaluates.
 
 from __future__ import annotations
 
-import copy
 import time
 
 import numpy as np
 
 from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
-from causalloc.errors import SpecError
+from causalloc.errors import ConstraintError, SpecError
 from causalloc.masks import (
     Mask,
     budget_to_count,
@@ -34,6 +36,7 @@ from causalloc.metrics import (
     relearning_attack,
     truth_ratio,
 )
+from causalloc.models.weights import weights_fingerprint
 from causalloc.testbed import Testbed, build_testbed, config_for
 from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
 from causalloc.unlearn.runner import ReferenceCache
@@ -59,9 +62,13 @@ class TestbedState:
     def __init__(self, testbed: Testbed, max_length: int):
         self.testbed = testbed
         self.model = testbed.load_model("theta_o")
+        self.theta_o_fingerprint = weights_fingerprint(testbed.path / "theta_o")
+        check_fingerprint(self.theta_o_fingerprint, testbed.theta_o_fingerprint,
+                          f"the record of the testbed at {testbed.path} (testbed.json): the cached "
+                          "theta_o was modified after it was built; delete that folder to rebuild it")
         self.tokenizer = testbed.tokenizer()
         self.pad = pad_id(self.tokenizer)
-        self.snapshot = ParameterSnapshot(self.model)
+        self.snapshot = ParameterSnapshot(self.model, saved=testbed.path / "theta_o")
         self.signature = testbed.v_tgt.signature
         splits = testbed.splits
         self.forget = encode_items(self.tokenizer, splits.forget, max_length)
@@ -106,6 +113,14 @@ class TestbedState:
             self._tr_reference = truth_ratio(theta_r, self.tokenizer, self.testbed.splits.forget)
             del theta_r
         return self._tr_reference
+
+
+def check_fingerprint(loaded: str, expected: str, source: str) -> None:
+    """ConstraintError unless the theta_o this worker loaded is the expected one (``source``
+    says where the expected fingerprint comes from and what to do)."""
+    if loaded != expected:
+        raise ConstraintError(f"theta_o fingerprint mismatch: the weights loaded here have "
+                              f"{loaded}, expected {expected} from {source}")
 
 
 def _state(run: dict, context) -> TestbedState:
@@ -161,6 +176,10 @@ def execute(run: dict, context=None) -> dict:
     """Run one matched unlearning run and return the backend's result dict."""
     start = time.perf_counter()
     state = _state(run, context)
+    if run.get("expected_theta_o_fingerprint"):
+        check_fingerprint(state.theta_o_fingerprint, run["expected_theta_o_fingerprint"],
+                          "the runs of this design done before (the testbed differs on this worker; "
+                          "is the testbed cache, CAUSALLOC_CACHE, on storage every node shares?)")
     budget = run["budget"]
     mask = build_mask(run["mask"], budget, state)
     objective = make_objective(run["objective"]["name"], **run["objective"]["hyper"])
@@ -201,6 +220,8 @@ def execute(run: dict, context=None) -> dict:
         "max_abs_change_inside_mask": result.max_abs_change_inside_mask,
         "mask_size": mask.size,
         "mask_hash": mask.hash(),
+        "theta_o_fingerprint": state.theta_o_fingerprint,
+        "matching_digest": result.matching_digest,
         "overlap_with_oracle": overlap,
         "diverged": diverged,
         "timings": {"setup": setup_seconds, "train": result.seconds_train, "eval": result.seconds_eval,
@@ -209,18 +230,19 @@ def execute(run: dict, context=None) -> dict:
 
 
 def _relearn(spec: dict, state: TestbedState, columns) -> float:
-    """Relearning attack on the unlearned model: fine-tune all weights of a merged copy on a
-    seeded ``fraction`` of the forget items (the same split for every run of a block),
-    ES on the rest."""
-    merged = copy.deepcopy(state.model)
-    columns.merge_into(merged)
+    """Relearning attack on the unlearned model: fine-tune all weights on a seeded
+    ``fraction`` of the forget items (the same split for every run of a block), ES on the
+    rest. The trained columns are merged into the shared model itself and the attack trains
+    it in place (no copy of the model); it is then restored bitwise from the saved theta_o
+    and checked against the snapshot's digests."""
     n_train = max(1, round(spec["fraction"] * len(state.forget)))
     if n_train >= len(state.forget):
         raise SpecError("relearn.fraction: leaves no forget example to evaluate on")
     order = np.random.default_rng(spec["seed"]).permutation(len(state.forget))
     train = eval_batches([state.forget[i] for i in order[:n_train]], state.pad, 8)
     held_out = eval_batches([state.forget[i] for i in order[n_train:]], state.pad)
-    merged.requires_grad_(True)
-    outcome = relearning_attack(merged, train, held_out, int(spec["steps"]), float(spec["lr"]),
-                                int(spec["seed"]) % 2**32)
+    with state.snapshot.restored_after(state.model):
+        columns.merge_into(state.model)
+        outcome = relearning_attack(state.model, train, held_out, int(spec["steps"]), float(spec["lr"]),
+                                    int(spec["seed"]) % 2**32, in_place=True)
     return outcome.es

@@ -184,6 +184,7 @@ def load_runs(
             f"{' and draw' if draw else ''} with another run (rows {rows[:_LIST_LIMIT]}): "
             "is a block column missing from --block, or the draw column from --draw?"
         )
+    check_fingerprints(runs, block_columns, csv_path)
     blocks = frame[block_columns].drop_duplicates().reset_index(drop=True)
     return RunTable(
         runs=runs.reset_index(drop=True),
@@ -200,6 +201,34 @@ def load_runs(
         failed_runs=failed_runs,
         failed=failed,
         design=design,
+    )
+
+
+#: column of runs.csv holding the fingerprint of the theta_o weights a run started from
+FINGERPRINT_COLUMN = "theta_o_fingerprint"
+
+
+def check_fingerprints(runs: pd.DataFrame, block_columns: list[str], source) -> None:
+    """TableError if the runs of a block started from different theta_o weights (different
+    values in ``theta_o_fingerprint``): the conditions of a block must differ only in the
+    mask. Names each such block and its fingerprints. Tables without the column, and runs
+    with it empty, are not checked."""
+    if FINGERPRINT_COLUMN not in runs.columns:
+        return
+    known = runs[runs[FINGERPRINT_COLUMN].notna()]
+    used = known.groupby(block_columns, sort=False, dropna=False)[FINGERPRINT_COLUMN].agg(
+        lambda values: sorted(set(map(str, values))))
+    mixed = used[used.map(len) > 1]
+    if mixed.empty:
+        return
+    blocks = [dict(zip(block_columns, key if isinstance(key, tuple) else (key,)))
+              for key in mixed.index]
+    listed = _listing([f"{ {k: _clean(v) for k, v in block.items()} } used {fingerprints}"
+                       for block, fingerprints in zip(blocks, mixed)])
+    raise TableError(
+        f"{source}: {len(mixed)} block(s) whose runs started from different theta_o weights "
+        f"(column {FINGERPRINT_COLUMN!r}): {listed}; the runs of a block must share theta_o "
+        "(rerun them from one testbed)"
     )
 
 

@@ -12,6 +12,7 @@ from causalloc.unlearn.trainer import (
     MaskedColumns,
     ParameterSnapshot,
     TrainConfig,
+    check_shared_model,
     max_abs_change_outside_mask,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "StepContext",
     "TrainConfig",
     "UnlearnData",
+    "check_shared_model",
     "make_objective",
     "max_abs_change_outside_mask",
     "register_objective",

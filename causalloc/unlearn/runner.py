@@ -20,7 +20,8 @@ from causalloc.unlearn.trainer import (
     ParameterSnapshot,
     TrainConfig,
     TrainResult,
-    max_abs_change_outside_mask,
+    check_shared_model,
+    frozen,
     to_device,
     train_masked,
 )
@@ -156,24 +157,34 @@ def unlearn(
 
     Data order is drawn from ``config.seed`` (forget and retain streams get derived seeds),
     the objective's own random draws from a generator seeded with ``config.seed`` too, so
-    the conditions of a block differ only in the mask. Returns the training result and the
+    the conditions of a block differ only in the mask; ``result.matching_digest`` records
+    both (the rows of every batch drawn and the draws' seed), for the executor to check
+    that the runs of a block agree. Returns the training result and the
     trained columns (re-enter them with ``with columns:`` to evaluate the unlearned model,
     or ``columns.merge_into(copy)`` to materialise it). ``reference_cache`` memoises the
     frozen reference forwards across the runs that share it (see :class:`ReferenceCache`;
     it must only ever see this ``model``). The objective's forwards compute logits at the
     scored positions only (:mod:`causalloc.models.positions`, unless it sets
     ``needs_full_logits``), and ``ctx.models`` runs several batches in one pass.
+
+    The shared model is frozen for the run (``requires_grad`` off, flags put back after), and
+    afterwards the whole of it, inside the mask too, must still be bitwise ``snapshot``
+    (default: a snapshot taken now; pass one made with the saved checkpoint to avoid its
+    in-memory copy): :func:`~causalloc.unlearn.trainer.check_shared_model` raises
+    ConstraintError otherwise, after restoring the model.
     """
     snapshot = snapshot or ParameterSnapshot(model)
     device = next(model.parameters()).device
     forget_sources = [data.forget] + ([data.refusal] if objective.needs_refusals else [])
     if objective.needs_refusals and data.refusal is None:
         raise ValueError(f"objective {objective.name!r} needs refusal targets but none were given")
-    forget_stream = iter(BatchStream(forget_sources, config.batch_size, data.pad_token_id, config.seed))
-    retain_stream = iter(BatchStream([data.retain], config.batch_size, data.pad_token_id, config.seed + 1))
-    objective.prepare(model.config, torch.Generator().manual_seed(int(config.seed)))
+    streams = (BatchStream(forget_sources, config.batch_size, data.pad_token_id, config.seed),
+               BatchStream([data.retain], config.batch_size, data.pad_token_id, config.seed + 1))
+    forget_stream, retain_stream = iter(streams[0]), iter(streams[1])
+    draws = torch.Generator().manual_seed(int(config.seed))
+    objective.prepare(model.config, draws)
 
-    with MaskedColumns(model, mask) as columns:
+    with frozen(model), MaskedColumns(model, mask) as columns:
 
         def positions(batch, options):
             """Logits at the scored positions only, unless the objective or call needs more."""
@@ -219,7 +230,10 @@ def unlearn(
             return objective.loss(ctx)
 
         result = train_masked(model, columns, loss_fn, config, evaluate)
-        result.max_abs_change_outside_mask = max_abs_change_outside_mask(model, snapshot, columns)
+        result.max_abs_change_outside_mask = check_shared_model(model, snapshot, columns)
+    result.matching_digest = hashlib.sha256(
+        f"{draws.initial_seed()}|{streams[0].drawn.hexdigest()}|{streams[1].drawn.hexdigest()}".encode()
+    ).hexdigest()
     return result, columns
 
 

@@ -9,24 +9,29 @@ module as ``out + act[..., idx_l] @ (c_l - V_l[idx_l])``. The optimizer only see
 ``c_l``, so weight decay, momentum and gradient clipping act on masked coordinates only,
 and autograd computes no weight gradient for any frozen parameter (the backward pass also
 stops at the lowest masked layer). Weights outside the mask cannot change; every run still
-measures it (:func:`max_abs_change_outside_mask`) against a snapshot of the model.
+checks the whole shared model, bit for bit, against a snapshot of it
+(:func:`check_shared_model`: per-tensor sha256 digests, and the saved checkpoint for the
+values of a tensor that changed, so the check keeps no second copy of the model).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from causalloc.data.collate import collate
-from causalloc.errors import SpecError
+from causalloc.errors import ConstraintError, DataError, SpecError
 from causalloc.masks import Mask
 from causalloc.models.units import UnitAdapter, adapter_for
+from causalloc.models.weights import SavedWeights, row_chunks, tensor_digest
 
 Batch = dict[str, torch.Tensor]
 
@@ -92,6 +97,10 @@ class MaskedColumns(nn.Module):
             self._index.append(index)
             self._base.append(base)
             self.columns.append(nn.Parameter(base.clone()))
+        names = {id(p): n for n, p in self.adapter.model.named_parameters()}
+        #: parameter name of each masked layer's value weight -> its slot
+        self._slot = {names[id(self.adapter.value_weight(layer))]: slot
+                      for slot, layer in enumerate(self.layer_ids)}
         self._hooks: list = []
         self.active = True
 
@@ -124,25 +133,20 @@ class MaskedColumns(nn.Module):
         finally:
             self.active = previous
 
-    def merged_state(self) -> dict[str, torch.Tensor]:
-        """Value weights with the trained columns written in, keyed by parameter name;
-        the model itself is not modified."""
-        names = {id(p): n for n, p in self.adapter.model.named_parameters()}
-        out = {}
-        for slot, layer in enumerate(self.layer_ids):
-            weight = self.adapter.value_weight(layer)
-            merged = weight.detach().clone()
-            view = merged.T if self.adapter.unit_axis == 1 else merged
-            view[self._index[slot]] = self.columns[slot].detach().to(merged.dtype)
-            out[names[id(weight)]] = merged
-        return out
-
     def merge_into(self, model: nn.Module) -> None:
-        """Write the trained columns into ``model`` (a separate copy of the same architecture)."""
+        """Write the trained columns into ``model`` in place: a separate copy of the same
+        architecture, or the shared model itself (then restore it afterwards, e.g. with
+        :meth:`ParameterSnapshot.restored_after`). Only the masked units are written."""
         params = dict(model.named_parameters())
         with torch.no_grad():
-            for name, value in self.merged_state().items():
-                params[name].copy_(value)
+            for name, (axis, index) in self.inside().items():
+                target = params[name]
+                view = target.T if axis == 1 else target
+                view[index] = self.columns[self._slot[name]].detach().to(target.dtype)
+
+    def inside(self) -> dict[str, tuple[int, torch.Tensor]]:
+        """Parameter name -> (unit axis, unit indices) of the coordinates inside the mask."""
+        return {name: (self.adapter.unit_axis, self._index[slot]) for name, slot in self._slot.items()}
 
     def max_change_inside(self) -> float:
         with torch.no_grad():
@@ -150,39 +154,132 @@ class MaskedColumns(nn.Module):
 
 
 class ParameterSnapshot:
-    """Exact copy of every parameter of a model, taken once and compared after runs."""
+    """Every parameter of a shared model as it is now, kept for exact checks and restores
+    without a second copy of the model in memory.
 
-    def __init__(self, model: nn.Module):
-        self.values = {n: p.detach().clone() for n, p in model.named_parameters()}
+    Each tensor is recorded by its sha256 (:func:`~causalloc.models.weights.tensor_digest`),
+    so "unchanged" is decided bit for bit. The values, needed only to measure by how much a
+    changed tensor moved and to restore it, are read from ``saved``: the safetensors
+    checkpoint the model was loaded from (memory-mapped, a slice at a time; converted to the
+    model's dtype, as loading did). Without ``saved`` the snapshot keeps an in-memory clone
+    instead (a second full copy: fine for small models, pass ``saved`` for large ones).
+    """
+
+    def __init__(self, model: nn.Module, saved: str | Path | None = None):
+        self.digests = {name: tensor_digest(p) for name, p in model.named_parameters()}
+        self.saved = SavedWeights(saved) if saved is not None else None
+        self._copy = None if saved is not None else {
+            name: p.detach().clone() for name, p in model.named_parameters()}
+        if self.saved is not None:
+            missing = sorted(set(self.digests) - set(self.saved.files))
+            if missing:
+                raise DataError(f"{saved}: the checkpoint lacks parameter(s) {missing[:5]} of the model")
+
+    def changed(self, model: nn.Module) -> list[str]:
+        """Names of the parameters whose bits differ from the snapshot."""
+        params = dict(model.named_parameters())
+        if set(params) != set(self.digests):
+            raise ConstraintError(f"the model's parameters {sorted(set(params) ^ set(self.digests))[:5]} "
+                                  "are not those of the snapshot")
+        return [name for name, p in params.items() if tensor_digest(p) != self.digests[name]]
+
+    def _reference(self, name: str, rows: slice, like: torch.Tensor) -> torch.Tensor:
+        value = self._copy[name][rows] if self._copy is not None else self.saved.rows(name, rows)
+        return value.to(device=like.device, dtype=like.dtype)
+
+    def max_abs_change(self, model: nn.Module, exclude: dict | None = None) -> dict[str, float]:
+        """max |theta - snapshot| of every changed parameter (over all its coordinates except
+        ``exclude[name] = (unit axis, unit indices)``), compared a chunk of rows at a time."""
+        params = dict(model.named_parameters())
+        out = {}
+        with torch.no_grad():
+            for name in self.changed(model):
+                param, worst = params[name], 0.0
+                axis, index = (exclude or {}).get(name, (None, None))
+                for rows in row_chunks(param.shape, 4):
+                    diff = (param[rows].float() - self._reference(name, rows, param).float()).abs()
+                    if axis == 1:
+                        diff[:, index] = 0.0
+                    elif axis == 0:
+                        start = rows.start or 0
+                        local = index[(index >= start) & (index < start + diff.shape[0])] - start
+                        diff[local] = 0.0
+                    if diff.numel():
+                        worst = max(worst, float(diff.max()))
+                out[name] = worst
+        return out
+
+    def restore(self, model: nn.Module) -> list[str]:
+        """Write the snapshot's values back into every changed parameter and check that the
+        model is then bitwise the snapshot again (ConstraintError if not). Returns the
+        names restored."""
+        params = dict(model.named_parameters())
+        changed = self.changed(model)
+        with torch.no_grad():
+            for name in changed:
+                for rows in row_chunks(params[name].shape, params[name].element_size()):
+                    params[name][rows] = self._reference(name, rows, params[name])
+        still = self.changed(model) if changed else []
+        if still:
+            raise ConstraintError(f"parameters {still[:5]} could not be restored bitwise from "
+                                  f"{self.saved.path if self.saved else 'the snapshot'}")
+        return changed
+
+    @contextmanager
+    def restored_after(self, model: nn.Module):
+        """Run a block that may write into ``model`` (e.g. an in-place relearning attack);
+        restore the model exactly afterwards, whatever happens in the block."""
+        try:
+            yield model
+        finally:
+            self.restore(model)
 
 
 def max_abs_change_outside_mask(
     model: nn.Module, snapshot: ParameterSnapshot, columns: MaskedColumns | None = None
 ) -> float:
-    """max |theta_final - theta_start| over every parameter coordinate outside the mask.
+    """max |theta_final - theta_start| over every parameter coordinate outside the mask, exact.
 
-    theta_final is the model as a run leaves it, with its trained columns merged in;
-    coordinates inside the mask are excluded. Must be exactly 0.0 for a hard constraint.
+    theta_final is the model as a run leaves it, with its trained columns merged in. They are
+    written inside the mask only, so outside it theta_final is the shared model: the value is
+    0.0 when every parameter's digest matches the snapshot, else it is measured against the
+    snapshot's values of the changed parameters. Must be exactly 0.0 for a hard constraint.
     """
-    merged = columns.merged_state() if columns is not None else {}
-    inside = {}
-    if columns is not None:
-        names = {id(p): n for n, p in model.named_parameters()}
-        for slot, layer in enumerate(columns.layer_ids):
-            inside[names[id(columns.adapter.value_weight(layer))]] = (columns.adapter.unit_axis, columns._index[slot])
-    worst = 0.0
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            final = merged.get(name, param.detach())
-            diff = (final.float() - snapshot.values[name].float()).abs()
-            if name in inside:
-                axis, index = inside[name]
-                keep = torch.ones(diff.shape[axis], dtype=torch.bool, device=diff.device)
-                keep[index] = False
-                diff = diff[:, keep] if axis == 1 else diff[keep]
-            if diff.numel():
-                worst = max(worst, float(diff.max()))
-    return worst
+    changes = snapshot.max_abs_change(model, columns.inside() if columns is not None else None)
+    return max(changes.values(), default=0.0)
+
+
+def check_shared_model(model: nn.Module, snapshot: ParameterSnapshot,
+                       columns: MaskedColumns | None = None) -> float:
+    """The hard-constraint check of a run: the WHOLE shared model, inside the mask too, must
+    still be bitwise its snapshot (the trained columns are copies, so a run never writes it).
+
+    Returns :func:`max_abs_change_outside_mask` (0.0). If any parameter differs, restores the
+    model from the snapshot (so that later runs sharing it stay matched) and raises
+    ConstraintError naming the parameters and how far they moved, outside the mask and in all.
+    """
+    outside = snapshot.max_abs_change(model, columns.inside() if columns is not None else None)
+    if not outside:
+        return 0.0
+    anywhere = snapshot.max_abs_change(model)
+    snapshot.restore(model)
+    listed = ", ".join(f"{name} (max |change| {anywhere[name]:.3g}, outside the mask {outside[name]:.3g})"
+                       for name in list(anywhere)[:5])
+    raise ConstraintError(f"the shared model changed during the run: {listed}; it was restored from "
+                          "its snapshot")
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """``model`` with ``requires_grad`` off for every parameter inside the block (no weight
+    gradient is computed or stored for the shared model); the flags are put back after."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for param, flag in zip(model.parameters(), flags):
+            param.requires_grad_(flag)
 
 
 class BatchStream:
@@ -193,7 +290,8 @@ class BatchStream:
     source, built from the same indices. Conditions of a matched block use the same seed
     and therefore the same data order. Each source is collated once up front; a batch is
     its rows cut to their longest example, which is exactly what ``collate`` of those
-    examples gives, without rebuilding tensors from Python lists every step.
+    examples gives, without rebuilding tensors from Python lists every step. ``drawn``
+    hashes the rows of every batch yielded so far (the data order a run actually saw).
     """
 
     def __init__(self, sources: Sequence[Sequence[dict]], batch_size: int, pad_token_id: int, seed: int):
@@ -206,6 +304,7 @@ class BatchStream:
         self.batch_size = min(batch_size, self.n)
         self.pad_token_id = pad_token_id
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.drawn = hashlib.sha256()
         self._collated = [collate(list(src), pad_token_id) for src in sources]
         self._lengths = [torch.tensor([len(e["input_ids"]) for e in src]) for src in sources]
 
@@ -214,6 +313,7 @@ class BatchStream:
             order = torch.randperm(self.n, generator=self.generator)
             for start in range(0, self.n - self.batch_size + 1, self.batch_size):
                 rows = order[start:start + self.batch_size]
+                self.drawn.update(rows.numpy().tobytes())
                 yield [{key: value[rows, :int(lengths[rows].max())].contiguous() for key, value in full.items()}
                        for full, lengths in zip(self._collated, self._lengths)]
 
@@ -229,6 +329,9 @@ class TrainResult:
     seconds_train: float = 0.0
     seconds_eval: float = 0.0
     config: dict = field(default_factory=dict)
+    #: sha256 of the data order and the seed of the objective's draws the run used: equal
+    #: for every run of a matched block (they may differ only in the mask)
+    matching_digest: str = ""
 
 
 def to_device(batch: Batch | None, device) -> Batch | None:

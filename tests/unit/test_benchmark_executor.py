@@ -22,11 +22,12 @@ from causalloc.testbed import build_testbed, config_for
 from causalloc.unlearn import TrainConfig, UnlearnData, make_objective, unlearn
 from causalloc.unlearn.runner import ReferenceCache
 from tests.conftest import tiny_llama
+from tests.unit.test_testbed import SMALL as SMALL_TESTBED
 
-#: a testbed built in seconds (the one of tests/unit/test_worker.py)
-BUILD = {"hidden": 32, "intermediate": 64, "layers": 2, "retain_epochs": 3, "retain_batch": 8,
-         "inject_steps": 15, "inject_batch": 4}
-SMALL = ["--authors", "6", "--forget-authors", "1", "--questions", "6"] + [
+#: the unit tests' small testbed, which carries the knowledge (tests/unit/test_testbed.py)
+BUILD = {k: v for k, v in SMALL_TESTBED.items() if k not in ("n_authors", "n_forget_authors", "n_questions")}
+SMALL = ["--authors", str(SMALL_TESTBED["n_authors"]), "--forget-authors",
+         str(SMALL_TESTBED["n_forget_authors"]), "--questions", str(SMALL_TESTBED["n_questions"])] + [
     arg for key, value in BUILD.items() for arg in ("--set", f"{key}={value}")]
 
 
@@ -36,6 +37,7 @@ def _cache(tmp_path_factory, monkeypatch):
     torch.set_num_threads(1)
 
 
+@pytest.mark.slow  # ~2 min on the knowledge-carrying testbed: the naive ES generates from every prefix
 def test_benchmark_report_keys_and_both_paths_agree(capsys):
     report = executor.main(SMALL + ["--json", "--runs", "2", "--steps", "3", "--eval-every", "2",
                                     "--batch-size", "4", "--lr", "1e-2", "--repeats", "2"])
@@ -72,7 +74,7 @@ def test_naive_gradient_masks_select_exactly_the_mask():
 
 @pytest.mark.parametrize("objective", ["npo", "rmu"])  # logits; hidden states of the retain rows
 def test_reference_cache_serves_identical_runs_and_respects_its_budget(objective):
-    testbed = build_testbed(config_for("tiny", n_authors=6, n_forget_authors=1, n_questions=6, **BUILD))
+    testbed = build_testbed(config_for("tiny", **SMALL_TESTBED))
     state = TestbedState(testbed, testbed.config.max_length)
     mask = uniform_random(state.signature, 0.2, np.random.default_rng(1))
     data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)

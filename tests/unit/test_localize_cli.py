@@ -81,7 +81,7 @@ def test_two_methods_write_masks_scores_and_accuracy(testbed, tmp_path, capsys):
             assert row["precision"] == pytest.approx(hits / len(units))
             assert row["recall"] == pytest.approx(hits / len(truth))
             assert row["jaccard"] == pytest.approx(hits / len(units | truth))
-            assert row["chance_precision"] == pytest.approx(len(truth) / 128)
+            assert row["chance_precision"] == pytest.approx(len(truth) / v_tgt.signature.total_units)
         assert rows.loc["equal_budget", "precision"] == rows.loc["equal_budget", "recall"]
 
         counts = layers[layers["mask"] == method].sort_values("layer")["count"].tolist()

@@ -143,3 +143,49 @@ def test_keep_freed_memory_lets_the_next_step_reuse_pages_without_faults():
     step()
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 500  # 10,240 pages were touched; with glibc's defaults most fault again
+
+
+def test_a_run_reporting_another_theta_o_fingerprint_is_recorded_failed(tmp_path, spec):
+    summary = execute_design(spec, tmp_path, workers=0, run_fn="tests.runs_helpers:fingerprint_run",
+                             progress=False)
+    assert (summary["done"], summary["failed"]) == (5, 5)  # seed 0 first: its fingerprint is the design's
+    with RunStore(tmp_path) as store:
+        assert set(store.meta("matched")["theta_o_fingerprint"].values()) == {"a" * 64}
+        done = store.rows("done")
+        assert {r["run"]["seed"] for r in done} == {0}
+        # every run after the first was told the design's fingerprint before it ran
+        assert [r["extra"]["was_expecting"] for r in done] == [None] + ["a" * 64] * 4
+        for row in store.failed():
+            assert row["seed"] == 1 and "theta_o fingerprint mismatch" in row["error"]
+            assert "b" * 64 in row["error"] and "a" * 64 in row["error"]
+    table = pd.read_csv(tmp_path / "runs.csv")
+    assert set(table.loc[table["status"] == "done", "theta_o_fingerprint"]) == {"a" * 64}
+
+
+@pytest.mark.slow  # ~30 s: worker pools spawned 4 times (Ray: tests/integration/test_runs_ray.py)
+def test_a_run_lost_with_its_worker_is_submitted_again_and_the_loss_recorded(tmp_path, spec):
+    summary = execute_design(spec, tmp_path, workers=1, run_fn="tests.runs_helpers:dying_run",
+                             progress=False)
+    assert (summary["done"], summary["failed"]) == (10, 0)
+    with RunStore(tmp_path) as store:
+        oracle = next(r for r in store.rows() if r["run"]["condition"] == "oracle" and r["run"]["seed"] == 0)
+        assert oracle["attempts"] == 2 and "worker process died" in oracle["extra"]["lost_attempts"][0]
+    lost = tmp_path / "again"
+    summary = execute_design(spec, lost, workers=1, run_fn="tests.runs_helpers:dying_run",
+                             progress=False, retries=0)
+    assert summary["failed"] >= 1
+    with RunStore(lost) as store:
+        assert any("worker process died" in row["error"] for row in store.failed())
+
+
+def test_gpus_per_run_is_a_ray_request_and_a_spec_key(tmp_path, spec):
+    with pytest.raises(SpecError, match="gpus_per_run: 1 GPUs per run needs backend 'ray'"):
+        execute_design(spec, tmp_path, workers=0, run_fn="tests.runs_helpers:toy_run", gpus_per_run=1)
+    with_gpus = parse({**BASE, "execution": {"gpus_per_run": 0.5}})
+    assert with_gpus.execution.gpus_per_run == 0.5
+    assert with_gpus.spec_hash == parse(BASE).spec_hash  # where runs execute changes no result
+    with pytest.raises(SpecError, match=r"execution.gpus_per_run: must be in \[0.0, inf\)"):
+        parse({**BASE, "execution": {"gpus_per_run": -1}})
+    summary = execute_design(with_gpus, tmp_path, workers=0, run_fn="tests.runs_helpers:toy_run",
+                             progress=False)  # locally the spec key requests nothing
+    assert summary["gpus_per_run"] == 0.0 and summary["done"] == 10

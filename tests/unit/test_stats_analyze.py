@@ -125,6 +125,20 @@ def test_unmatched_blocks_are_an_error_or_dropped_and_listed(tmp_path):
     assert all(3 not in reps for reps in ga["replicates"])
 
 
+def test_a_block_whose_runs_used_different_theta_o_weights_is_refused(tmp_path):
+    frame = _write_output_folder(tmp_path / "runs")
+    frame["theta_o_fingerprint"] = "a" * 64
+    frame.to_csv(tmp_path / "runs" / "runs.csv", index=False)
+    assert len(analyze(load_runs(tmp_path / "runs")).comparisons)  # one theta_o: fine
+    frame.loc[(frame["algorithm"] == "npo") & (frame["seed"] == 5) & (frame["condition"] == "random")
+              & (frame["mask_draw"] == 1), "theta_o_fingerprint"] = "b" * 64
+    frame.to_csv(tmp_path / "runs" / "runs.csv", index=False)
+    with pytest.raises(TableError, match=r"1 block\(s\) whose runs started from different theta_o "
+                       r".*'algorithm': 'npo'.*'seed': 5.*\['a{64}', 'b{64}'\]"):
+        analyze(load_runs(tmp_path / "runs"))
+    assert main(["analyze", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+
+
 def test_nonfinite_values_need_an_explicit_policy(tmp_path):
     frame = _write_output_folder(tmp_path / "runs", nan_at=0)
     with pytest.raises(TableError, match="non-finite.*row 0.*--nonfinite drop"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from causalloc.data.collate import collate
+from causalloc.errors import ConstraintError
 from causalloc.masks import Mask
 from causalloc.models.units import adapter_for
 from causalloc.unlearn.base import Objective
@@ -153,3 +154,58 @@ def test_same_seed_same_numbers():
     r1, _ = unlearn(model, mask, _AscentOnForget(), _data(), config)
     r2, _ = unlearn(model, mask, _AscentOnForget(), _data(), config)
     assert r1.losses == r2.losses
+
+
+class _WritesSharedWeights(_AscentOnForget):
+    """Broken on purpose: besides its loss, writes into the shared value weight of layer 0
+    at a unit INSIDE the mask (a write that a check of the outside coordinates alone misses)."""
+
+    def __init__(self, model, unit: int):
+        self.model, self.unit = model, unit
+
+    def loss(self, ctx):
+        weight = adapter_for(self.model).value_weight(0)
+        with torch.no_grad():
+            weight[:, self.unit] += 1e-3
+        return super().loss(ctx)
+
+
+def test_unlearn_freezes_the_shared_model_and_puts_its_flags_back():
+    model = tiny_llama().requires_grad_(True)
+    before = copy.deepcopy(model.state_dict())
+    unlearn(model, _mask(model, [3, 3]), _AscentOnForget(), _data(), TrainConfig(steps=3, lr=0.05))
+    assert all(p.grad is None for p in model.parameters())  # no weight gradient was computed
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_write_into_the_shared_model_inside_the_mask_fails_the_run_and_is_undone():
+    model = tiny_llama()
+    mask = _mask(model, [3, 0])
+    objective = _WritesSharedWeights(model, int(mask.units[0][0]))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ConstraintError, match=r"shared model changed.*down_proj.*outside the mask 0"):
+        unlearn(model, mask, objective, _data(), TrainConfig(steps=2, lr=0.05))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored
+
+
+def test_snapshot_against_the_saved_checkpoint_is_exact_and_restores(tmp_path):
+    model = tiny_llama()
+    model.save_pretrained(tmp_path / "theta")
+    snapshot = ParameterSnapshot(model, saved=tmp_path / "theta")
+    assert snapshot._copy is None and snapshot.changed(model) == []
+    mask = _mask(model, [2, 2])
+    with MaskedColumns(model, mask) as columns:
+        weight = adapter_for(model).value_weight(1)
+        with torch.no_grad():
+            weight[0, int(mask.units[1][0])] += 0.5  # inside the mask: not an outside change
+            model.model.norm.weight[3] -= 0.125
+        assert max_abs_change_outside_mask(model, snapshot, columns) == 0.125
+        assert snapshot.max_abs_change(model) == {"model.layers.1.mlp.down_proj.weight": 0.5,
+                                                  "model.norm.weight": 0.125}
+    assert sorted(snapshot.restore(model)) == ["model.layers.1.mlp.down_proj.weight", "model.norm.weight"]
+    assert snapshot.changed(model) == []
+    with snapshot.restored_after(model), torch.no_grad():  # e.g. an in-place relearning attack
+        for param in model.parameters():
+            param.mul_(1.5)
+    assert snapshot.changed(model) == []

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+
 import pandas as pd
 import pytest
 import torch
 
-from causalloc.runs import execute_design
+from causalloc.runs import RunStore, execute_design
+from causalloc.runs import worker as worker_module
+from causalloc.runs.backends import WorkerContext
+from causalloc.runs.design import expand
+from causalloc.runs.spec import load_spec
+from causalloc.testbed import build_testbed, config_for
+from tests.unit.test_testbed import SMALL
 
 SPEC = """
 seeds = [0, 1]
@@ -15,18 +25,10 @@ k_random = 2
 
 [testbed]
 kind = "tiny"
-n_authors = 6
-n_forget_authors = 1
-n_questions = 6
+{testbed}
 
 [testbed.build]
-hidden = 32
-intermediate = 64
-layers = 2
-retain_epochs = 3
-retain_batch = 8
-inject_steps = 15
-inject_batch = 4
+{build}
 
 [[conditions]]
 strategy = "oracle"
@@ -63,7 +65,10 @@ metrics = ["aues", "fs_at_rs95", "fs_final", "rs_final", "log_forget_quality", "
 steps = 2
 lr = 1e-3
 fraction = 0.5
-"""
+""".format(
+    testbed="\n".join(f"{k} = {SMALL[k]}" for k in ("n_authors", "n_forget_authors", "n_questions")),
+    build="\n".join(f"{k} = {v}" for k, v in SMALL.items()
+                     if k not in ("n_authors", "n_forget_authors", "n_questions")))
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +98,73 @@ def test_runs_are_hard_constrained_matched_and_reproducible(spec_file, tmp_path)
     assert first[["aues", "fs_at_rs95", "fs_final", "rs_final", "relearn_es"]].notna().all().all()
     by_condition = first.groupby("condition")["overlap_with_oracle"]
     assert (by_condition.min()["oracle"], by_condition.max()["disjoint:oracle"]) == (1.0, 0.0)
-    assert by_condition.min()["overlap:0.5"] == by_condition.max()["overlap:0.5"] == pytest.approx(round(0.5 * 13) / 13)
+    n_target = round(0.1 * SMALL["layers"] * SMALL["intermediate"])
+    assert by_condition.min()["overlap:0.5"] == by_condition.max()["overlap:0.5"] == pytest.approx(
+        round(0.5 * n_target) / n_target)
     assert first["mask_size"].nunique() == 1
+    # theta_o knows the forget set (FS ~0 at step 0), so forgetting is measurable, and it
+    # happens under the oracle mask
+    start = first["trajectory"].map(lambda t: json.loads(t)[0]["fs"])
+    assert (start <= 0.1).all()
+    oracle = first[first["condition"] == "oracle"]
+    assert (oracle["fs_final"] > start[oracle.index] + 0.05).any()
+    assert first["theta_o_fingerprint"].nunique() == 1
     second = _table(spec_file, tmp_path / "b")
     cols = ["run_id", "aues", "fs_final", "rs_final", "relearn_es", "log_forget_quality"]
     pd.testing.assert_frame_equal(first[cols].sort_values("run_id").reset_index(drop=True),
                                   second[cols].sort_values("run_id").reset_index(drop=True))
+
+
+#: one block, three conditions, one short NPO run each
+ONE_BLOCK = SPEC.replace("seeds = [0, 1]", "seeds = [0]").replace("k_random = 2", "k_random = 1")
+ONE_BLOCK = ONE_BLOCK[:ONE_BLOCK.index('[[conditions]]\nstrategy = "attributed')] + \
+    ONE_BLOCK[ONE_BLOCK.index("[[algorithms]]"):ONE_BLOCK.index('[[algorithms]]\nname = "dpo"')] + \
+    '[eval]\nevery = 2\nmetrics = ["aues", "fs_final"]\n'
+
+
+def test_a_data_order_that_depends_on_the_mask_is_caught(tmp_path, monkeypatch):
+    """Mutation: the worker's training seed (data order and objective draws) depends on the
+    mask, as a bug could make it. The executor's matching check must fail the runs."""
+    spec = tmp_path / "one_block.toml"
+    spec.write_text(ONE_BLOCK)
+    summary = execute_design(spec, tmp_path / "matched", workers=0, progress=False)
+    assert (summary["done"], summary["failed"]) == (3, 0)
+    real_unlearn = worker_module.unlearn
+
+    def mask_dependent_unlearn(model, mask, objective, data, config, *args, **kwargs):
+        config = dataclasses.replace(config, seed=config.seed + int(mask.hash()[:6], 16))
+        return real_unlearn(model, mask, objective, data, config, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "unlearn", mask_dependent_unlearn)
+    summary = execute_design(spec, tmp_path / "broken", workers=0, progress=False)
+    assert (summary["done"], summary["failed"]) == (1, 2)  # the first run of the block sets the digest
+    with RunStore(tmp_path / "broken") as store:
+        for row in store.failed():
+            assert row["error"].startswith("ConstraintError: matching broken: this run's data order")
+
+
+def test_relearning_attack_leaves_the_shared_theta_o_bitwise_intact(spec_file):
+    run = next(r for r in expand(load_spec(spec_file)) if r["condition"] == "oracle")
+    context = WorkerContext(out_dir=".", threads=1)
+    result = worker_module.execute(run, context)
+    assert result["metrics"]["relearn_es"] >= 0 and result["max_abs_change_outside_mask"] == 0.0
+    (state,) = context.cache.values()
+    assert state.snapshot.changed(state.model) == []  # every tensor bitwise theta_o again
+    assert not any(p.requires_grad for p in state.model.parameters()) and not state.model.training
+    assert result["theta_o_fingerprint"] == state.testbed.theta_o_fingerprint
+
+
+def test_a_run_on_a_modified_theta_o_fails_before_it_trains(spec_file, tmp_path, monkeypatch):
+    testbed = build_testbed(config_for("tiny", **SMALL))
+    copy = tmp_path / "testbeds" / testbed.path.name  # a cache of its own, then modified
+    shutil.copytree(testbed.path, copy)
+    weights = copy / "theta_o" / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    tensors["model.norm.weight"][0] += 1e-3
+    save_file(tensors, weights, metadata={"format": "pt"})
+    monkeypatch.setenv("CAUSALLOC_CACHE", str(tmp_path))
+    run = expand(load_spec(spec_file))[0]
+    with pytest.raises(Exception, match="theta_o fingerprint mismatch.*modified after it was built"):
+        worker_module.execute(run, WorkerContext(out_dir=".", threads=1))
