@@ -14,8 +14,8 @@ EPILOG = """examples:
 
   # any Hugging Face causal LM (LLaMA, Mistral, Qwen2, OLMo2, GPT-NeoX, GPT-2 families):
   # a hub id (downloaded by transformers) or a local directory with its tokenizer
-  causalloc testbed build --kind hf --model meta-llama/Llama-3.1-8B-Instruct \
-      --tofu-path ../shared/data/tofu --dtype bfloat16 --device cuda \
+  causalloc testbed build --kind hf --model meta-llama/Llama-3.1-8B-Instruct \\
+      --tofu-path ../shared/data/tofu --dtype bfloat16 --device cuda \\
       --batch-size 4 --grad-accum 4 --gradient-checkpointing
   causalloc testbed build --kind hf --model ./models/olmo2-7b --data generated --dtype bfloat16
   causalloc testbed build --kind tiny --dtype bfloat16 --device cpu --json

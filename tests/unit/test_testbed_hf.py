@@ -277,3 +277,15 @@ def test_masked_columns_of_a_bfloat16_model_are_float32_master_weights():
     # bf16 column would not move at all
     assert 0.0 < result.max_abs_change_inside_mask < 1e-5
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_help_lists_the_model_flags_and_spec_keys(capsys):
+    for command in (["testbed", "build", "--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            main(command)
+    text = capsys.readouterr().out
+    for flag in ("--model ID_OR_DIR", "--data", "--dtype", "--device", "--batch-size", "--grad-accum",
+                 "--gradient-checkpointing", "--max-length", "--kind hf --model meta-llama/"):
+        assert flag in text, flag
+    for key in ('kind = "hf"', 'dtype = "bfloat16"', 'device = "auto"', "gradient_checkpointing = true"):
+        assert key in text, key
