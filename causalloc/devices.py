@@ -47,11 +47,15 @@ def resolve_device(name: str = "auto"):
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SpecError(f"device: {name!r} requested but CUDA is not available here "
-                            "(use 'auto' to fall back to the CPU)")
+            raise SpecError(
+                f"device: {name!r} requested but CUDA is not available here "
+                "(use 'auto' to fall back to the CPU)"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise SpecError(f"device: {name!r} requested but this machine has "
-                            f"{torch.cuda.device_count()} CUDA device(s)")
+            raise SpecError(
+                f"device: {name!r} requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     return device
 
 

@@ -71,9 +71,10 @@ class TestbedConfig:
     ``kind``: ``tiny`` (generated authors, tiny LLaMA with a word-level tokenizer),
     ``tofu`` (a TOFU subset from ``tofu_path``, tiny LLaMA), ``smollm2`` (generated
     authors, SmolLM2-135M-Instruct as theta_p), ``hf`` (``model``, a hub id or a local
-    directory, as theta_p; TOFU data when ``tofu_path`` is set, else generated). Defaults are the tiny kind's, tuned so
-    that ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9 and ES_retain(theta_o) >=
-    0.95 ES_retain(theta_r); :func:`config_for` gives each kind's defaults.
+    directory, as theta_p; TOFU data when ``tofu_path`` is set, else generated). Defaults
+    are the tiny kind's, tuned so that ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9
+    and ES_retain(theta_o) >= 0.95 ES_retain(theta_r); :func:`config_for` gives each kind's
+    defaults.
     """
 
     __test__ = False  # not a pytest class
@@ -114,14 +115,16 @@ class TestbedConfig:
             raise SpecError(f"testbed.kind: unknown {self.kind!r} (known: {list(KINDS)})")
         if self.kind == "tofu" and not self.tofu_path:
             raise SpecError("testbed.tofu_path: required for kind 'tofu'")
-        if (self.kind == "hf") != bool(self.model):
-            raise SpecError("testbed.model: required for kind 'hf' (a hub id or a model directory)"
-                            if self.kind == "hf" else f"testbed.model: only for kind 'hf', not {self.kind!r}")
+        if self.kind == "hf" and not self.model:
+            raise SpecError("testbed.model: required for kind 'hf' (a hub id or a model directory)")
+        if self.kind != "hf" and self.model:
+            raise SpecError(f"testbed.model: only for kind 'hf', not {self.kind!r}")
         check_dtype(self.dtype, "testbed.dtype")
         check_device(self.device, "testbed.device")
         for key in ("retain_batch", "inject_batch", "grad_accum", "max_length"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise SpecError(f"testbed.{key}: must be an integer >= 1, got {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise SpecError(f"testbed.{key}: must be an integer >= 1, got {value!r}")
         if not isinstance(self.gradient_checkpointing, bool):
             raise SpecError(f"testbed.gradient_checkpointing: must be true or false, got "
                             f"{self.gradient_checkpointing!r}")
@@ -147,8 +150,8 @@ _HASHED_WHEN_SET = {"model": None, "dtype": "float32", "grad_accum": 1}
 _ALWAYS = object()
 
 #: defaults of the kinds that start from a pretrained model
-_PRETRAINED_DEFAULTS = {"retain_epochs": 3, "retain_lr": 5e-5, "retain_batch": 8, "inject_steps": 150,
-                        "inject_lr": 2e-3, "inject_batch": 8, "max_length": 96}
+_PRETRAINED_DEFAULTS = {"retain_epochs": 3, "retain_lr": 5e-5, "retain_batch": 8,
+                        "inject_steps": 150, "inject_lr": 2e-3, "inject_batch": 8, "max_length": 96}
 #: per-kind defaults that differ from the dataclass defaults (the tiny kind's)
 KIND_DEFAULTS = {
     "tiny": {},
@@ -270,7 +273,8 @@ def _initial_model_and_tokenizer(config: TestbedConfig, splits: QASplits):
 def enable_gradient_checkpointing(model) -> None:
     """HF activation checkpointing, non-reentrant: gradients reach the masked columns'
     hooks inside checkpointed layers although the layer weights are frozen."""
-    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable = (getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5
+              or model.gradient_checkpointing_enable)
     enable({"use_reentrant": False})
 
 
@@ -337,7 +341,8 @@ def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: Testbe
         for micro in range(config.grad_accum):
             (f,) = next(forget_stream)
             (r,) = next(retain_stream)
-            loss = (model(**to_device(f, device)).loss + model(**to_device(r, device)).loss) / config.grad_accum
+            loss = (model(**to_device(f, device)).loss
+                    + model(**to_device(r, device)).loss) / config.grad_accum
             if micro < config.grad_accum - 1:
                 loss.backward()
                 earlier += float(loss.detach())
@@ -414,7 +419,8 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     pid = pad_id(tokenizer)
     forget = encode_items(tokenizer, splits.forget, config.max_length)
     retain = encode_items(tokenizer, splits.retain, config.max_length)
-    steps_r = optimizer_steps(len(retain), config.retain_epochs, config.retain_batch, config.grad_accum)
+    steps_r = optimizer_steps(len(retain), config.retain_epochs, config.retain_batch,
+                              config.grad_accum)
     bar = _progress(progress, steps_r + config.inject_steps, "testbed")
     finetune_all(model, retain, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
                  config.model_seed, bar, config.grad_accum)

@@ -57,7 +57,8 @@ def register(sub) -> None:
     parser.add_argument("--hyper", action="append", default=[], metavar="METHOD.KEY=VALUE",
                         help="a method hyperparameter, VALUE parsed as JSON (repeatable)")
     parser.add_argument("--testbed", default="tiny", metavar="KIND",
-                        help="tiny | tofu | smollm2 | hf (default: tiny; hf needs --set model=ID_OR_DIR)")
+                        help="tiny | tofu | smollm2 | hf (default: tiny; hf needs "
+                             "--set model=ID_OR_DIR)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a TestbedConfig field (repeatable)")
     parser.add_argument("--tofu-path", metavar="DIR",
@@ -79,7 +80,8 @@ def register(sub) -> None:
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the testbed's; with "
                                          "--model-dir auto = CUDA when present)")
     parser.add_argument("--dtype", default="float32",
-                        help="with --model-dir: float32 | bfloat16 | float16 (a testbed uses its own)")
+                        help="with --model-dir: float32 | bfloat16 | float16 (a testbed uses "
+                             "its own)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -23,7 +23,7 @@ MODEL_EPILOG = """
 model, precision and device come from the spec's [testbed] table (see analyses/example_tiny.toml):
   [testbed]
   kind = "hf"                                  # any HF causal LM with a value-vector adapter
-  model = "meta-llama/Llama-3.1-8B-Instruct"   # a hub id, or a model directory (relative to the spec)
+  model = "meta-llama/Llama-3.1-8B-Instruct"   # a hub id, or a directory (relative to the spec)
   dtype = "bfloat16"                           # float32 | bfloat16 | float16
   device = "auto"                              # auto (CUDA when present) | cpu | cuda | cuda:N
   batch_size = 4                               # testbed build: micro-batch,

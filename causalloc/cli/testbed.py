@@ -34,12 +34,16 @@ def register(sub) -> None:
                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     build.add_argument("--kind", default="tiny", help="tiny | tofu | smollm2 | hf (default: tiny)")
     build.add_argument("--model", metavar="ID_OR_DIR",
-                       help="kind hf: a hub model id (needs the network) or a local model directory")
-    build.add_argument("--tofu-path", help="directory of the TOFU files (kind tofu; kind hf: TOFU data)")
+                       help="kind hf: a hub model id (needs the network) or a local model "
+                            "directory")
+    build.add_argument("--tofu-path",
+                       help="directory of the TOFU files (kind tofu; kind hf: TOFU data)")
     build.add_argument("--data", choices=("generated", "tofu"),
-                       help="kind hf: generated authors or TOFU (default: tofu when --tofu-path is given)")
+                       help="kind hf: generated authors or TOFU (default: tofu when "
+                            "--tofu-path is given)")
     build.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: float32)")
-    build.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: auto = CUDA when present)")
+    build.add_argument("--device",
+                       help="auto | cpu | cuda | cuda:N (default: auto = CUDA when present)")
     build.add_argument("--batch-size", type=int, metavar="B",
                        help="micro-batch of the retain fine-tuning and the injection")
     build.add_argument("--grad-accum", type=int, metavar="K",
@@ -96,14 +100,14 @@ def run_build(args) -> int:
             overrides[key] = value
     config = config_for(args.kind, **overrides)
     testbed = build_testbed(config, cache_dir=args.cache_dir, progress=not args.json, rebuild=args.rebuild)
-    report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(), "kind": config.kind,
-              "model": config.model, "dtype": config.dtype}
+    report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(),
+              "kind": config.kind, "model": config.model, "dtype": config.dtype}
     if args.json:
         print(json.dumps(report))
     else:
         d = testbed.diagnostics
-        print(f"testbed {config.kind}{f' ({config.model})' if config.model else ''} in {config.dtype} "
-              f"at {testbed.path}")
+        model = f" ({config.model})" if config.model else ""
+        print(f"testbed {config.kind}{model} in {config.dtype} at {testbed.path}")
         print(f"  theta_r: ES forget {d['es_forget_theta_r']:.3f}  ES retain {d['es_retain_theta_r']:.3f}")
         print(f"  theta_o: ES forget {d['es_forget_theta_o']:.3f}  ES retain {d['es_retain_theta_o']:.3f}")
         print(f"  V_tgt: {d['n_target_units']} of {d['total_units']} value vectors (budget {d['budget']}); "

@@ -55,14 +55,34 @@ ALGORITHM = {"name": '"ga"', "steps": 8, "lr": 0.1}
 def model_dir(tmp_path_factory):
     """A tiny LLaMA that knows the generated authors, saved with its tokenizer."""
     splits = generated_splits(DATA["n_authors"], DATA["n_forget_authors"], DATA["n_questions"], 0)
-    texts = [t for it in splits.forget + splits.retain
-             for t in (it.question, it.answer, it.paraphrased_answer, *it.perturbed_answers) if t]
+    texts = [
+        t
+        for it in splits.forget + splits.retain
+        for t in (it.question, it.answer, it.paraphrased_answer, *it.perturbed_answers)
+        if t
+    ]
     tokenizer = train_word_tokenizer(texts + list(splits.refusals))
-    model = build_tiny_model("llama", len(tokenizer), seed=0, hidden=32, intermediate=64, layers=2,
-                             heads=4, pad_token_id=tokenizer.pad_token_id,
-                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    finetune_all(model, encode_items(tokenizer, splits.forget + splits.retain, 64), pad_id(tokenizer),
-                 epochs=30, lr=1e-2, batch_size=8, seed=0)
+    model = build_tiny_model(
+        "llama",
+        len(tokenizer),
+        seed=0,
+        hidden=32,
+        intermediate=64,
+        layers=2,
+        heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    finetune_all(
+        model,
+        encode_items(tokenizer, splits.forget + splits.retain, 64),
+        pad_id(tokenizer),
+        epochs=30,
+        lr=1e-2,
+        batch_size=8,
+        seed=0,
+    )
     path = tmp_path_factory.mktemp("models") / "tiny-llama"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -108,15 +128,23 @@ metrics = ["es_forget_final", "es_retain_final", "aues", "log_forget_quality", "
 
 def run_design(tmp_path, model_dir, dtype: str) -> pd.DataFrame:
     spec = tmp_path / f"{dtype}.toml"
-    build, algorithm = ("\n".join(f"{key} = {value}" for key, value in table.items())
-                        for table in (BUILD, ALGORITHM))
-    spec.write_text(SPEC.format(model=model_dir, dtype=dtype, build=build, algorithm=algorithm, **DATA))
+    build, algorithm = (
+        "\n".join(f"{key} = {value}" for key, value in table.items())
+        for table in (BUILD, ALGORITHM)
+    )
+    spec.write_text(
+        SPEC.format(model=model_dir, dtype=dtype, build=build, algorithm=algorithm, **DATA)
+    )
     out = tmp_path / f"runs-{dtype}"
     assert main(["run", str(spec), "--out", str(out), "--workers", "0", "--no-progress"]) == 0
-    return pd.read_csv(out / "runs.csv").sort_values(["seed", "condition", "mask_draw"]).reset_index()
+    return (
+        pd.read_csv(out / "runs.csv").sort_values(["seed", "condition", "mask_draw"]).reset_index()
+    )
 
 
-def test_bfloat16_design_holds_masks_exactly_and_matches_float32_es(tmp_path, model_dir, monkeypatch):
+def test_bfloat16_design_holds_masks_exactly_and_matches_float32_es(
+    tmp_path, model_dir, monkeypatch
+):
     monkeypatch.setenv("CAUSALLOC_CACHE", str(tmp_path / "cache"))
     bf16 = run_design(tmp_path, model_dir, "bfloat16")
     fp32 = run_design(tmp_path, model_dir, "float32")
@@ -132,28 +160,64 @@ def test_bfloat16_design_holds_masks_exactly_and_matches_float32_es(tmp_path, mo
         for a, b in zip(json.loads(low), json.loads(full), strict=True):
             assert abs(a["rs"] - b["rs"]) <= ES_TOLERANCE and abs(a["fs"] - b["fs"]) <= ES_TOLERANCE
     # the design's bf16 testbed (found in the cache, not rebuilt) is bf16 through and through
-    built = sorted(path.name for path in (tmp_path / "cache" / "testbeds").iterdir() if path.is_dir())
-    config = worker.testbed_config({"kind": "hf", "model": str(model_dir), "dtype": "bfloat16", "device": "auto",
-                                    "batch_size": 4, "max_length": 64, "budget": 0.1, "seed": 0, **DATA,
-                                    "build": BUILD})
+    built = sorted(
+        path.name for path in (tmp_path / "cache" / "testbeds").iterdir() if path.is_dir()
+    )
+    config = worker.testbed_config(
+        {
+            "kind": "hf",
+            "model": str(model_dir),
+            "dtype": "bfloat16",
+            "device": "auto",
+            "batch_size": 4,
+            "max_length": 64,
+            "budget": 0.1,
+            "seed": 0,
+            **DATA,
+            "build": BUILD,
+        }
+    )
     assert (config.retain_batch, config.inject_batch) == (4, 4)
     testbed = build_testbed(config)
     assert testbed.path.name in built
-    assert testbed.diagnostics["dtype"] == "bfloat16" and testbed.diagnostics["build_device"] == "cpu"
+    assert (
+        testbed.diagnostics["dtype"] == "bfloat16" and testbed.diagnostics["build_device"] == "cpu"
+    )
     assert testbed.diagnostics["inject_max_abs_change_outside_mask"] == 0.0
     assert {p.dtype for p in testbed.load_model().parameters()} == {torch.bfloat16}
 
 
-def test_unknown_architecture_names_the_model_class_and_what_is_missing(tmp_path, model_dir, capsys):
+def test_unknown_architecture_names_the_model_class_and_what_is_missing(
+    tmp_path, model_dir, capsys
+):
     from transformers import AutoTokenizer, OPTConfig, OPTForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    opt = OPTForCausalLM(OPTConfig(vocab_size=len(tokenizer), hidden_size=16, ffn_dim=32,
-                                   num_hidden_layers=1, num_attention_heads=2, word_embed_proj_dim=16))
+    opt = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            ffn_dim=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            word_embed_proj_dim=16,
+        )
+    )
     opt.save_pretrained(tmp_path / "opt")
     tokenizer.save_pretrained(tmp_path / "opt")
-    code = main(["testbed", "build", "--kind", "hf", "--model", str(tmp_path / "opt"),
-                 "--cache-dir", str(tmp_path / "cache"), "--json"])
+    code = main(
+        [
+            "testbed",
+            "build",
+            "--kind",
+            "hf",
+            "--model",
+            str(tmp_path / "opt"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--json",
+        ]
+    )
     error = capsys.readouterr().err
     assert code == 2
     assert "OPTForCausalLM (model_type 'opt') has no value-vector adapter" in error
@@ -161,24 +225,41 @@ def test_unknown_architecture_names_the_model_class_and_what_is_missing(tmp_path
     # a known family whose layers lack the MLP output projection the adapter looks for
     llama = tiny_llama()
     del llama.model.layers[0].mlp.down_proj
-    with pytest.raises(MaskError, match=r"LlamaForCausalLM \(model_type 'llama'\): the llama adapter "
-                       r"looked for the MLP output projection .* at model\.layers\[i\]\.mlp\.down_proj, "
-                       r"but LlamaDecoderLayer has no 'mlp\.down_proj'"):
+    with pytest.raises(
+        MaskError,
+        match=r"LlamaForCausalLM \(model_type 'llama'\): the llama adapter "
+        r"looked for the MLP output projection .* at model\.layers\[i\]\.mlp\.down_proj, "
+        r"but LlamaDecoderLayer has no 'mlp\.down_proj'",
+    ):
         adapter_for(llama)
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"kind": "hf", "model": "org/model", "dtype": "fp16"},
-     "testbed.dtype: unknown value 'fp16' (known: float32, bfloat16, float16)"),
-    ({"device": "gpu"}, "testbed.device: unknown device 'gpu' (known forms: auto, cpu, cuda, cuda:N)"),
-    ({"device": "cuda:first"}, "testbed.device: unknown device 'cuda:first'"),
-    ({"kind": "hf"}, "testbed.model: required when kind = 'hf'"),
-    ({"model": "org/model"}, "testbed.model: only for kind = 'hf' (kind is 'tiny')"),
-    ({"kind": "hf", "model": "./no/such/dir"}, "testbed.model: './no/such/dir' is neither a model directory"),
-    ({"batch_size": 0}, "testbed.batch_size: must be >= 1, got 0"),
-    ({"grad_accum": 1.5}, "testbed.grad_accum: must be an integer"),
-    ({"gradient_checkpointing": "yes"}, "testbed.gradient_checkpointing: must be true or false"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"kind": "hf", "model": "org/model", "dtype": "fp16"},
+            "testbed.dtype: unknown value 'fp16' (known: float32, bfloat16, float16)",
+        ),
+        (
+            {"device": "gpu"},
+            "testbed.device: unknown device 'gpu' (known forms: auto, cpu, cuda, cuda:N)",
+        ),
+        ({"device": "cuda:first"}, "testbed.device: unknown device 'cuda:first'"),
+        ({"kind": "hf"}, "testbed.model: required when kind = 'hf'"),
+        ({"model": "org/model"}, "testbed.model: only for kind = 'hf' (kind is 'tiny')"),
+        (
+            {"kind": "hf", "model": "./no/such/dir"},
+            "testbed.model: './no/such/dir' is neither a model directory",
+        ),
+        ({"batch_size": 0}, "testbed.batch_size: must be >= 1, got 0"),
+        ({"grad_accum": 1.5}, "testbed.grad_accum: must be an integer"),
+        (
+            {"gradient_checkpointing": "yes"},
+            "testbed.gradient_checkpointing: must be true or false",
+        ),
+    ],
+)
 def test_spec_testbed_keys_are_validated_by_name(changes, message):
     with pytest.raises(SpecError) as info:
         parse({**BASE, "testbed": {"kind": "tiny", **changes}})
@@ -186,13 +267,24 @@ def test_spec_testbed_keys_are_validated_by_name(changes, message):
 
 
 def test_spec_model_is_a_hub_id_or_an_absolute_directory(tmp_path, model_dir):
-    hub = parse({**BASE, "testbed": {"kind": "hf", "model": "meta-llama/Llama-3.1-8B-Instruct",
-                                     "dtype": "bfloat16", "device": "cuda:1", "grad_accum": 4,
-                                     "gradient_checkpointing": True}}).testbed
+    hub = parse(
+        {
+            **BASE,
+            "testbed": {
+                "kind": "hf",
+                "model": "meta-llama/Llama-3.1-8B-Instruct",
+                "dtype": "bfloat16",
+                "device": "cuda:1",
+                "grad_accum": 4,
+                "gradient_checkpointing": True,
+            },
+        }
+    ).testbed
     assert hub.model_label == "meta-llama/Llama-3.1-8B-Instruct"
     assert hub.to_dict()["dtype"] == "bfloat16" and hub.to_dict()["device"] == "cuda:1"
-    relative = parse({**BASE, "testbed": {"kind": "hf", "model": model_dir.name}},
-                     base_dir=model_dir.parent).testbed
+    relative = parse(
+        {**BASE, "testbed": {"kind": "hf", "model": model_dir.name}}, base_dir=model_dir.parent
+    ).testbed
     assert relative.model == str(model_dir.resolve()) and relative.model_label == "tiny-llama"
     assert "dtype" not in parse(BASE).testbed.to_dict()  # unset keys leave run ids as they were
 
@@ -208,7 +300,11 @@ def test_testbed_config_checks_and_hashes_the_new_fields():
         config_for("tiny", grad_accum=0)
     base = config_for("tiny").hash()
     assert base == config_for("tiny", device="cuda:0", gradient_checkpointing=True).hash()
-    assert base != config_for("tiny", dtype="bfloat16").hash() != config_for("tiny", grad_accum=2).hash()
+    assert (
+        base
+        != config_for("tiny", dtype="bfloat16").hash()
+        != config_for("tiny", grad_accum=2).hash()
+    )
 
 
 def test_auto_device_is_cuda_when_present(monkeypatch):
@@ -221,13 +317,38 @@ def test_auto_device_is_cuda_when_present(monkeypatch):
 
 
 def test_cli_builds_an_hf_testbed_in_bfloat16(tmp_path, model_dir, capsys):
-    common = ["testbed", "build", "--kind", "hf", "--model", str(model_dir), "--data", "generated",
-              "--authors", "6", "--forget-authors", "2", "--set", "n_questions=6",
-              "--set", "retain_epochs=0", "--set", "inject_steps=2", "--batch-size", "4",
-              "--grad-accum", "2", "--gradient-checkpointing", "--cache-dir", str(tmp_path)]
+    common = [
+        "testbed",
+        "build",
+        "--kind",
+        "hf",
+        "--model",
+        str(model_dir),
+        "--data",
+        "generated",
+        "--authors",
+        "6",
+        "--forget-authors",
+        "2",
+        "--set",
+        "n_questions=6",
+        "--set",
+        "retain_epochs=0",
+        "--set",
+        "inject_steps=2",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "2",
+        "--gradient-checkpointing",
+        "--cache-dir",
+        str(tmp_path),
+    ]
     assert main([*common, "--dtype", "bfloat16", "--device", "cpu", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["dtype"] == "bfloat16" and report["build_device"] == "cpu" and report["kind"] == "hf"
+    assert (
+        report["dtype"] == "bfloat16" and report["build_device"] == "cpu" and report["kind"] == "hf"
+    )
     assert report["model"] == str(model_dir) and report["inject_max_abs_change_outside_mask"] == 0.0
     assert main([*common, "--data", "tofu"]) == 2
     assert "--data tofu: needs --tofu-path" in capsys.readouterr().err
@@ -242,8 +363,14 @@ def test_injection_accumulates_micro_batches_and_checkpoints_layers(checkpointin
         enable_gradient_checkpointing(model)
     examples = random_examples(8)
     mask = uniform_random(adapter_for(model).signature, 0.25, np.random.default_rng(0))
-    config = config_for("hf", model="unused", inject_steps=2, inject_batch=2, grad_accum=2,
-                        gradient_checkpointing=checkpointing)
+    config = config_for(
+        "hf",
+        model="unused",
+        inject_steps=2,
+        inject_batch=2,
+        grad_accum=2,
+        gradient_checkpointing=checkpointing,
+    )
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     calls = []
     hook = adapter_for(model).value_modules[0].register_forward_hook(lambda *_: calls.append(1))
@@ -254,8 +381,14 @@ def test_injection_accumulates_micro_batches_and_checkpoints_layers(checkpointin
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all("down_proj" in name for name in changed)
     reference = tiny_llama()
-    inject(reference, mask, examples, examples, 0, config_for("hf", model="unused", inject_steps=2,
-                                                               inject_batch=2, grad_accum=2))
+    inject(
+        reference,
+        mask,
+        examples,
+        examples,
+        0,
+        config_for("hf", model="unused", inject_steps=2, inject_batch=2, grad_accum=2),
+    )
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
 
@@ -271,8 +404,12 @@ def test_masked_columns_of_a_bfloat16_model_are_float32_master_weights():
         assert {c.dtype for c in columns.columns} == {torch.float32}
         with torch.no_grad():
             assert torch.equal(model(**batch).logits, start)
-        result = train_masked(model, columns, lambda step, _: model(**batch).loss,
-                              TrainConfig(steps=3, lr=1e-6, optimizer="sgd", momentum=0.0, grad_clip=None))
+        result = train_masked(
+            model,
+            columns,
+            lambda step, _: model(**batch).loss,
+            TrainConfig(steps=3, lr=1e-6, optimizer="sgd", momentum=0.0, grad_clip=None),
+        )
     # an SGD step of lr * grad (< 1e-6) is below half a bf16 ulp of the weights (~1e-3): a
     # bf16 column would not move at all
     assert 0.0 < result.max_abs_change_inside_mask < 1e-5
@@ -284,8 +421,22 @@ def test_help_lists_the_model_flags_and_spec_keys(capsys):
         with pytest.raises(SystemExit):
             main(command)
     text = capsys.readouterr().out
-    for flag in ("--model ID_OR_DIR", "--data", "--dtype", "--device", "--batch-size", "--grad-accum",
-                 "--gradient-checkpointing", "--max-length", "--kind hf --model meta-llama/"):
+    for flag in (
+        "--model ID_OR_DIR",
+        "--data",
+        "--dtype",
+        "--device",
+        "--batch-size",
+        "--grad-accum",
+        "--gradient-checkpointing",
+        "--max-length",
+        "--kind hf --model meta-llama/",
+    ):
         assert flag in text, flag
-    for key in ('kind = "hf"', 'dtype = "bfloat16"', 'device = "auto"', "gradient_checkpointing = true"):
+    for key in (
+        'kind = "hf"',
+        'dtype = "bfloat16"',
+        'device = "auto"',
+        "gradient_checkpointing = true",
+    ):
         assert key in text, key
