@@ -440,3 +440,35 @@ def test_help_lists_the_model_flags_and_spec_keys(capsys):
         "gradient_checkpointing = true",
     ):
         assert key in text, key
+
+
+def test_a_hub_id_goes_through_from_pretrained_and_fails_clearly_offline(monkeypatch, model_dir):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from causalloc.errors import DataError
+    from causalloc.models.loading import load_pretrained
+
+    asked = []
+
+    def offline(name, *args, **kwargs):
+        asked.append(name)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", offline)
+    with pytest.raises(DataError, match=r"org/model: cannot read a model config \(a hub id: needs "
+                       r"the network or the HF cache\): We couldn't connect"):
+        load_pretrained("org/model")
+    assert asked == ["org/model"]
+    with pytest.raises(DataError, match=r"\./no/such/dir: model directory does not exist"):
+        load_pretrained("./no/such/dir")
+    monkeypatch.undo()
+    from transformers import LlamaForCausalLM
+
+    config, loaded = AutoConfig.from_pretrained(model_dir), []
+    monkeypatch.setattr(AutoConfig, "from_pretrained", lambda name: config)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda name, dtype: (
+        loaded.append((name, dtype)) or LlamaForCausalLM.from_pretrained(model_dir, dtype=dtype)))
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda name: name)
+    model, tokenizer = load_pretrained("org/model", torch.bfloat16)
+    assert loaded == [("org/model", torch.bfloat16)] and tokenizer == "org/model"
+    assert next(model.parameters()).dtype == torch.bfloat16
