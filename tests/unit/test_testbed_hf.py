@@ -178,6 +178,8 @@ def test_bfloat16_design_holds_masks_exactly_and_matches_float32_es(
         }
     )
     assert (config.retain_batch, config.inject_batch) == (4, 4)
+    overridden = worker.testbed_config({"kind": "tiny", "batch_size": 4, "build": {"retain_batch": 8}})
+    assert (overridden.retain_batch, overridden.inject_batch) == (8, 4)
     testbed = build_testbed(config)
     assert testbed.path.name in built
     assert (
