@@ -15,6 +15,17 @@ starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(t
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
 leaves a half-written testbed that a later run would reuse.
+
+Kind ``hf`` starts from any HF causal LM (a hub id or a local directory, with its own
+tokenizer) whose architecture has a value-vector adapter (:mod:`causalloc.models.units`).
+Every kind is built, saved and loaded in its ``dtype`` on its ``device`` (``auto``: CUDA
+when present): theta_r's full fine-tuning runs in the model dtype (AdamW on bf16 weights
+when ``dtype = "bfloat16"``), the injection trains float32 master columns
+(:class:`~causalloc.unlearn.trainer.MaskedColumns`) rounded to the model dtype when merged.
+``batch_size`` (micro-batch) x ``grad_accum`` examples make one optimizer step of both, and
+``gradient_checkpointing`` trades compute for activation memory. ``device`` and
+``gradient_checkpointing`` say how a testbed is computed, not what it is: they are not
+part of its hash, so a testbed built on a GPU is reused on a CPU and vice versa.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import torch
 
 from causalloc.data.collate import encode_items, eval_batches, pad_id
 from causalloc.data.types import QAItem, QASplits
+from causalloc.devices import check_device, check_dtype, resolve_device, torch_dtype
 from causalloc.errors import DataError, SpecError
 from causalloc.masks import Mask, uniform_random
 from causalloc.metrics import extraction_strength
@@ -49,7 +61,7 @@ from causalloc.unlearn.trainer import (
     train_masked,
 )
 
-KINDS = ("tiny", "tofu", "smollm2")
+KINDS = ("tiny", "tofu", "smollm2", "hf")
 FORMAT_VERSION = 1
 
 
@@ -59,9 +71,11 @@ class TestbedConfig:
 
     ``kind``: ``tiny`` (generated authors, tiny LLaMA with a word-level tokenizer),
     ``tofu`` (a TOFU subset from ``tofu_path``, tiny LLaMA), ``smollm2`` (generated
-    authors, SmolLM2-135M-Instruct as theta_p). Defaults are the tiny kind's, tuned so
-    that ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9 and ES_retain(theta_o) >=
-    0.95 ES_retain(theta_r); :func:`config_for` gives each kind's defaults.
+    authors, SmolLM2-135M-Instruct as theta_p), ``hf`` (``model``, a hub id or a local
+    directory, as theta_p; TOFU data when ``tofu_path`` is set, else generated). Defaults
+    are the tiny kind's, tuned so that ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9
+    and ES_retain(theta_o) >= 0.95 ES_retain(theta_r); :func:`config_for` gives each kind's
+    defaults.
     """
 
     __test__ = False  # not a pytest class
@@ -90,28 +104,61 @@ class TestbedConfig:
     inject_steps: int = 600
     inject_lr: float = 3e-2
     inject_batch: int = 16
+    # model, precision, placement and memory (see the module docstring)
+    model: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SpecError(f"testbed.kind: unknown {self.kind!r} (known: {list(KINDS)})")
         if self.kind == "tofu" and not self.tofu_path:
             raise SpecError("testbed.tofu_path: required for kind 'tofu'")
+        if self.kind == "hf" and not self.model:
+            raise SpecError("testbed.model: required for kind 'hf' (a hub id or a model directory)")
+        if self.kind != "hf" and self.model:
+            raise SpecError(f"testbed.model: only for kind 'hf', not {self.kind!r}")
+        check_dtype(self.dtype, "testbed.dtype")
+        check_device(self.device, "testbed.device")
+        for key in ("retain_batch", "inject_batch", "grad_accum", "max_length"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise SpecError(f"testbed.{key}: must be an integer >= 1, got {value!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise SpecError(f"testbed.gradient_checkpointing: must be true or false, got "
+                            f"{self.gradient_checkpointing!r}")
         if not 0 < self.n_forget_authors < self.n_authors:
             raise SpecError(
                 f"testbed.n_forget_authors: must lie in [1, n_authors - 1], got {self.n_forget_authors}"
             )
 
     def hash(self) -> str:
-        payload = {"format": FORMAT_VERSION, **asdict(self)}
+        """sha256 of what the testbed is: every field except those in ``_NOT_HASHED``, and
+        the fields of ``_HASHED_WHEN_SET`` only when they differ from their default."""
+        payload = {"format": FORMAT_VERSION, **{
+            key: value for key, value in asdict(self).items()
+            if key not in _NOT_HASHED and _HASHED_WHEN_SET.get(key, _ALWAYS) != value}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+#: how a testbed is computed, not what it is: not hashed
+_NOT_HASHED = ("device", "gradient_checkpointing")
+#: fields added after format 1, hashed only when set away from these defaults (testbeds
+#: cached before they existed keep their hash)
+_HASHED_WHEN_SET = {"model": None, "dtype": "float32", "grad_accum": 1}
+_ALWAYS = object()
+
+#: defaults of the kinds that start from a pretrained model
+_PRETRAINED_DEFAULTS = {"retain_epochs": 3, "retain_lr": 5e-5, "retain_batch": 8,
+                        "inject_steps": 150, "inject_lr": 2e-3, "inject_batch": 8, "max_length": 96}
 #: per-kind defaults that differ from the dataclass defaults (the tiny kind's)
 KIND_DEFAULTS = {
     "tiny": {},
     "tofu": {},
-    "smollm2": {"retain_epochs": 3, "retain_lr": 5e-5, "retain_batch": 8, "inject_steps": 150,
-                "inject_lr": 2e-3, "inject_batch": 8, "max_length": 96},
+    "smollm2": _PRETRAINED_DEFAULTS,
+    "hf": _PRETRAINED_DEFAULTS,
 }
 
 
@@ -149,14 +196,19 @@ class Testbed:
 
         return AutoTokenizer.from_pretrained(self.path / "tokenizer")
 
-    def load_model(self, which: str = "theta_o", device: str | torch.device = "cpu"):
-        """Load ``theta_o`` (default) or ``theta_r`` frozen, in eval mode."""
+    def load_model(self, which: str = "theta_o", device: str | torch.device | None = None,
+                   dtype: str | None = None):
+        """Load ``theta_o`` (default) or ``theta_r`` frozen, in eval mode, on ``device`` in
+        ``dtype`` (default: the config's ``device`` and ``dtype``)."""
         from transformers import AutoModelForCausalLM
 
         _quiet_transformers()
         if which not in ("theta_o", "theta_r"):
             raise SpecError(f"testbed model: unknown {which!r} (theta_o or theta_r)")
-        model = AutoModelForCausalLM.from_pretrained(self.path / which, dtype=torch.float32)
+        if device is None or isinstance(device, str):
+            device = resolve_device(device or self.config.device)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.path / which, dtype=torch_dtype(dtype or self.config.dtype))
         return model.to(device).eval().requires_grad_(False)
 
     @property
@@ -177,7 +229,7 @@ class Testbed:
 # data ---------------------------------------------------------------------------------
 def load_splits(config: TestbedConfig) -> QASplits:
     """The testbed's data: generated authors, or a TOFU subset of ``n_authors`` authors."""
-    if config.kind == "tofu":
+    if config.kind == "tofu" or (config.kind == "hf" and config.tofu_path):
         from causalloc.data.tofu import load_tofu
 
         return load_tofu(config.tofu_path, authors=config.n_authors, n_forget_authors=config.n_forget_authors)
@@ -212,38 +264,71 @@ def _quiet_transformers() -> None:
 
 
 def _initial_model_and_tokenizer(config: TestbedConfig, splits: QASplits):
-    from causalloc.models.loading import build_tiny_llama, load_smollm2, train_word_tokenizer
+    """theta_p and its tokenizer, in the config's dtype (on the CPU)."""
+    from causalloc.models.loading import (
+        build_tiny_llama,
+        load_pretrained,
+        load_smollm2,
+        train_word_tokenizer,
+    )
 
+    dtype = torch_dtype(config.dtype)
     if config.kind == "smollm2":
-        return load_smollm2()
+        return load_smollm2(dtype)
+    if config.kind == "hf":
+        return load_pretrained(config.model, dtype)
     texts = [t for it in splits.forget + splits.retain + splits.holdout
              for t in (it.question, it.answer, it.paraphrased_answer, *it.perturbed_answers) if t]
     tokenizer = train_word_tokenizer(texts + list(splits.refusals))
     model = build_tiny_llama(tokenizer, hidden=config.hidden, intermediate=config.intermediate,
                              layers=config.layers, heads=config.heads, seed=config.model_seed)
-    return model, tokenizer
+    return model.to(dtype), tokenizer
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """HF activation checkpointing, non-reentrant: gradients reach the masked columns'
+    hooks inside checkpointed layers although the layer weights are frozen."""
+    enable = (getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5
+              or model.gradient_checkpointing_enable)
+    enable({"use_reentrant": False})
+
+
+def _checkpointing_active(model) -> None:
+    """HF checkpoints a layer only in training mode: switch on the training flag of exactly
+    the checkpointing modules, not of their children, so that dropout stays off."""
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False) is True:
+            module.training = True
+
+
+def optimizer_steps(n_examples: int, epochs: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps of ``epochs`` passes in steps of ``batch_size * grad_accum`` examples."""
+    return epochs * max(1, n_examples // (batch_size * grad_accum))
 
 
 def finetune_all(model, examples, pad_token_id: int, epochs: int, lr: float, batch_size: int, seed: int,
-                 progress=None) -> list[float]:
-    """Plain full-parameter fine-tuning with AdamW (theta_p -> theta_r), seeded data order."""
+                 progress=None, grad_accum: int = 1) -> list[float]:
+    """Plain full-parameter fine-tuning with AdamW (theta_p -> theta_r), seeded data order;
+    each step averages the gradients of ``grad_accum`` micro-batches of ``batch_size``."""
     model.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    steps = epochs * max(1, len(examples) // batch_size)
+    steps = optimizer_steps(len(examples), epochs, batch_size, grad_accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, steps // 20)))
     stream = iter(BatchStream([examples], batch_size, pad_token_id, seed))
     device = next(model.parameters()).device
     losses = []
     for _ in range(steps):
-        (batch,) = next(stream)
-        batch = to_device(batch, device)
-        loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for _ in range(grad_accum):
+            (batch,) = next(stream)
+            loss = model(**to_device(batch, device)).loss / grad_accum
+            loss.backward()
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(total)
         if progress is not None:
             progress.update(1)
     model.eval().requires_grad_(False)
@@ -263,11 +348,22 @@ def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: Testbe
                                grad_clip=1.0, batch_size=config.inject_batch, seed=config.target_seed)
 
     def loss_fn(step, _columns):
-        (f,) = next(forget_stream)
-        (r,) = next(retain_stream)
+        """Mean of NLL(forget) + NLL(retain) over ``grad_accum`` micro-batches; all but the
+        last are back-propagated here (train_masked zeroes gradients before the call)."""
+        if config.gradient_checkpointing:
+            _checkpointing_active(model)
+        earlier = 0.0
+        for micro in range(config.grad_accum):
+            (f,) = next(forget_stream)
+            (r,) = next(retain_stream)
+            loss = (model(**to_device(f, device)).loss
+                    + model(**to_device(r, device)).loss) / config.grad_accum
+            if micro < config.grad_accum - 1:
+                loss.backward()
+                earlier += float(loss.detach())
         if progress is not None:
             progress.update(1)
-        return model(**to_device(f, device)).loss + model(**to_device(r, device)).loss
+        return loss + earlier
 
     model.requires_grad_(False)
     with MaskedColumns(model, v_tgt) as columns:
@@ -290,19 +386,25 @@ def evaluate_es(model, tokenizer, splits: QASplits, max_length: int) -> dict:
 # build / load -------------------------------------------------------------------------
 def build_testbed(config: TestbedConfig | None = None, cache_dir: str | Path | None = None,
                   progress: bool = False, rebuild: bool = False) -> Testbed:
-    """Build the testbed for ``config`` or reuse the cached one with the same hash."""
+    """Build the testbed for ``config`` or reuse the cached one with the same hash (its
+    config then takes the requested unhashed settings: device, gradient checkpointing)."""
     config = config or TestbedConfig()
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     path = root / config.hash()[:16]
     if (path / "testbed.json").exists() and not rebuild:
-        return load_testbed(path)
+        return _as_requested(load_testbed(path), config)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{path.name}.lock", "w") as lock:  # one builder at a time per testbed
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / "testbed.json").exists() and not rebuild:
-            return load_testbed(path)
+            return _as_requested(load_testbed(path), config)
         with _build_threads(config):
             return _build(config, root, path, progress)
+
+
+def _as_requested(testbed: Testbed, config: TestbedConfig) -> Testbed:
+    testbed.config = config  # same hash: differs at most in the unhashed settings
+    return testbed
 
 
 @contextmanager
@@ -311,7 +413,7 @@ def _build_threads(config: TestbedConfig):
     second thread, and OpenMP threads on a busy machine thrash (measured here: 2.3 s per
     step with 2 threads vs 0.07 s with 1 when other processes held the cores)."""
     previous = torch.get_num_threads()
-    if config.kind != "smollm2":
+    if config.kind in ("tiny", "tofu"):
         torch.set_num_threads(1)
     try:
         yield
@@ -323,15 +425,20 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     start = time.perf_counter()
     _quiet_transformers()
     torch.manual_seed(config.model_seed)
+    device = resolve_device(config.device)
     splits = load_splits(config)
     model, tokenizer = _initial_model_and_tokenizer(config, splits)
+    model.to(device)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     pid = pad_id(tokenizer)
     forget = encode_items(tokenizer, splits.forget, config.max_length)
     retain = encode_items(tokenizer, splits.retain, config.max_length)
-    steps_r = config.retain_epochs * max(1, len(retain) // config.retain_batch)
+    steps_r = optimizer_steps(len(retain), config.retain_epochs, config.retain_batch,
+                              config.grad_accum)
     bar = _progress(progress, steps_r + config.inject_steps, "testbed")
     finetune_all(model, retain, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
-                 config.model_seed, bar)
+                 config.model_seed, bar, config.grad_accum)
     diag_r = evaluate_es(model, tokenizer, splits, config.max_length)
     tmp = root / f".tmp-{path.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -352,6 +459,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
         "es_forget_theta_o": diag_o["es_forget"], "es_retain_theta_o": diag_o["es_retain"],
         "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
         "n_forget": len(forget), "n_retain": len(retain), **check,
+        "dtype": config.dtype, "build_device": str(device),
         "seconds": round(time.perf_counter() - start, 2),
     }
     (tmp / "testbed.json").write_text(json.dumps(

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from causalloc.devices import check_device, check_dtype
 from causalloc.errors import MaskError, SpecError
 
 DESCRIPTION = """Score every value vector of theta_o with one or more localization methods
@@ -56,7 +57,8 @@ def register(sub) -> None:
     parser.add_argument("--hyper", action="append", default=[], metavar="METHOD.KEY=VALUE",
                         help="a method hyperparameter, VALUE parsed as JSON (repeatable)")
     parser.add_argument("--testbed", default="tiny", metavar="KIND",
-                        help="tiny | tofu | smollm2 (default: tiny)")
+                        help="tiny | tofu | smollm2 | hf (default: tiny; hf needs "
+                             "--set model=ID_OR_DIR)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a TestbedConfig field (repeatable)")
     parser.add_argument("--tofu-path", metavar="DIR",
@@ -75,7 +77,11 @@ def register(sub) -> None:
                         help="with --model-dir: tokens per example (a testbed uses its own)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B",
                         help="examples per scoring batch (default 16, as in runs)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the testbed's; with "
+                                         "--model-dir auto = CUDA when present)")
+    parser.add_argument("--dtype", default="float32",
+                        help="with --model-dir: float32 | bfloat16 | float16 (a testbed uses "
+                             "its own)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -143,6 +149,9 @@ def _check_options(args) -> None:
             raise SpecError(f"{flag}: must be >= 1, got {value}")
     if args.seed < 0:
         raise SpecError(f"--seed: must be >= 0, got {args.seed}")
+    check_dtype(args.dtype, "--dtype")
+    if args.device is not None:
+        check_device(args.device, "--device")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {out}: exists and is not a folder")
@@ -178,8 +187,10 @@ def _model_dir_source(args, say) -> dict:
         raise SpecError("--model-dir: needs --tofu-path (the forget/retain data)")
     say(f"model {args.model_dir}, TOFU data {args.tofu_path}")
     splits = load_tofu(args.tofu_path, authors=args.authors, n_forget_authors=args.forget_authors)
-    model, tokenizer = load_hf_dir(args.model_dir)
-    model = model.to(args.device).requires_grad_(False)
+    from causalloc.devices import resolve_device, torch_dtype
+
+    model, tokenizer = load_hf_dir(args.model_dir, torch_dtype(args.dtype))
+    model = model.to(resolve_device(args.device or "auto")).requires_grad_(False)
     return {"model": model, "tokenizer": tokenizer, "splits": splits,
             "max_length": args.max_length, "reference": None,
             "info": {"model_dir": str(args.model_dir), "tofu_path": str(args.tofu_path),

@@ -20,11 +20,23 @@ EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/tiny --json > summary.json
 """
 
+MODEL_EPILOG = """
+model, precision and device come from the spec's [testbed] table (see analyses/example_tiny.toml):
+  [testbed]
+  kind = "hf"                                  # any HF causal LM with a value-vector adapter
+  model = "meta-llama/Llama-3.1-8B-Instruct"   # a hub id, or a directory (relative to the spec)
+  dtype = "bfloat16"                           # float32 | bfloat16 | float16
+  device = "auto"                              # auto (CUDA when present) | cpu | cuda | cuda:N
+  batch_size = 4                               # testbed build: micro-batch,
+  grad_accum = 4                               #   micro-batches per optimizer step,
+  gradient_checkpointing = true                #   activation recomputation
+"""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "run", help="run a matched design from an experiment spec", description=DESCRIPTION,
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG + MODEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="experiment spec (TOML)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",

@@ -11,6 +11,14 @@ EPILOG = """examples:
   causalloc testbed build --kind tofu --tofu-path ../shared/data/tofu --authors 20
   causalloc testbed build --kind smollm2 --cache-dir /scratch/causalloc
   causalloc testbed build --set inject_steps=800 --set budget=0.05
+
+  # any Hugging Face causal LM (LLaMA, Mistral, Qwen2, OLMo2, GPT-NeoX, GPT-2 families):
+  # a hub id (downloaded by transformers) or a local directory with its tokenizer
+  causalloc testbed build --kind hf --model meta-llama/Llama-3.1-8B-Instruct \\
+      --tofu-path ../shared/data/tofu --dtype bfloat16 --device cuda \\
+      --batch-size 4 --grad-accum 4 --gradient-checkpointing
+  causalloc testbed build --kind hf --model ./models/olmo2-7b --data generated --dtype bfloat16
+  causalloc testbed build --kind tiny --dtype bfloat16 --device cpu --json
 """
 
 
@@ -24,8 +32,25 @@ def register(sub) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="build (or reuse) a testbed and print its diagnostics",
                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_argument("--kind", default="tiny", help="tiny | tofu | smollm2 (default: tiny)")
-    build.add_argument("--tofu-path", help="directory of the TOFU files (kind tofu)")
+    build.add_argument("--kind", default="tiny", help="tiny | tofu | smollm2 | hf (default: tiny)")
+    build.add_argument("--model", metavar="ID_OR_DIR",
+                       help="kind hf: a hub model id (needs the network) or a local model "
+                            "directory")
+    build.add_argument("--tofu-path",
+                       help="directory of the TOFU files (kind tofu; kind hf: TOFU data)")
+    build.add_argument("--data", choices=("generated", "tofu"),
+                       help="kind hf: generated authors or TOFU (default: tofu when "
+                            "--tofu-path is given)")
+    build.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: float32)")
+    build.add_argument("--device",
+                       help="auto | cpu | cuda | cuda:N (default: auto = CUDA when present)")
+    build.add_argument("--batch-size", type=int, metavar="B",
+                       help="micro-batch of the retain fine-tuning and the injection")
+    build.add_argument("--grad-accum", type=int, metavar="K",
+                       help="micro-batches per optimizer step (default 1)")
+    build.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute activations in the backward pass (less memory, more time)")
+    build.add_argument("--max-length", type=int, metavar="T", help="tokens per example")
     build.add_argument("--authors", type=int, help="number of authors (default 20)")
     build.add_argument("--forget-authors", type=int, help="number of forget authors (default 2)")
     build.add_argument("--budget", type=float, help="fraction of value vectors in V_tgt (default 0.1)")
@@ -56,22 +81,33 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def run_build(args) -> int:
+    from causalloc.errors import SpecError
     from causalloc.testbed import build_testbed, config_for
 
+    if args.data == "tofu" and not args.tofu_path:
+        raise SpecError("--data tofu: needs --tofu-path DIR")
+    if args.data == "generated" and args.tofu_path:
+        raise SpecError("--data generated: drop --tofu-path (or use --data tofu)")
     overrides = parse_overrides(args.set)
+    batch = {"retain_batch": args.batch_size, "inject_batch": args.batch_size}
     for key, value in (("tofu_path", args.tofu_path), ("n_authors", args.authors),
                        ("n_forget_authors", args.forget_authors), ("budget", args.budget),
-                       ("target_seed", args.seed)):
+                       ("target_seed", args.seed), ("model", args.model), ("dtype", args.dtype),
+                       ("device", args.device), ("grad_accum", args.grad_accum),
+                       ("gradient_checkpointing", args.gradient_checkpointing or None),
+                       ("max_length", args.max_length), *batch.items()):
         if value is not None:
             overrides[key] = value
     config = config_for(args.kind, **overrides)
     testbed = build_testbed(config, cache_dir=args.cache_dir, progress=not args.json, rebuild=args.rebuild)
-    report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(), "kind": config.kind}
+    report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(),
+              "kind": config.kind, "model": config.model, "dtype": config.dtype}
     if args.json:
         print(json.dumps(report))
     else:
         d = testbed.diagnostics
-        print(f"testbed {config.kind} at {testbed.path}")
+        model = f" ({config.model})" if config.model else ""
+        print(f"testbed {config.kind}{model} in {config.dtype} at {testbed.path}")
         print(f"  theta_r: ES forget {d['es_forget_theta_r']:.3f}  ES retain {d['es_retain_theta_r']:.3f}")
         print(f"  theta_o: ES forget {d['es_forget_theta_o']:.3f}  ES retain {d['es_retain_theta_o']:.3f}")
         print(f"  V_tgt: {d['n_target_units']} of {d['total_units']} value vectors (budget {d['budget']}); "

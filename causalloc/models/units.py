@@ -62,22 +62,42 @@ def _get(obj, dotted: str):
     return obj
 
 
+def family_of(model_type: str | None, model_class: str) -> str:
+    """The adapter family of a ``model_type``; MaskError naming the model class otherwise
+    (usable on a config alone, before any weights are loaded)."""
+    family = "llama" if model_type in _LLAMA_LIKE else model_type
+    if family not in _FAMILIES:
+        raise MaskError(
+            f"{model_class} (model_type {model_type!r}) has no value-vector adapter: known "
+            f"model types are {sorted(_LLAMA_LIKE | {'gpt_neox', 'gpt2'})}; a new family needs "
+            "an entry in causalloc.models.units._FAMILIES naming its decoder-layer list and its "
+            "MLP output projection (e.g. 'model.layers' and 'mlp.down_proj' for LLaMA)"
+        )
+    return family
+
+
 class UnitAdapter:
     """Maps (layer, unit) value vectors to the weights of one loaded model."""
 
     def __init__(self, model: nn.Module):
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        family = "llama" if model_type in _LLAMA_LIKE else model_type
-        if family not in _FAMILIES:
-            raise MaskError(
-                f"unsupported model_type {model_type!r}: value-vector adapters exist for "
-                f"{sorted(_LLAMA_LIKE | {'gpt_neox', 'gpt2'})}"
-            )
+        model_class = type(model).__name__
+        family = family_of(model_type, model_class)
         layers_path, module_path, self.unit_axis = _FAMILIES[family]
         self.family = family
         self.model = model
-        self.layers = list(_get(model, layers_path))
-        self.value_modules = [_get(layer, module_path) for layer in self.layers]
+        try:
+            self.layers = list(_get(model, layers_path))
+        except AttributeError:
+            raise MaskError(f"{model_class} (model_type {model_type!r}): no decoder layers at "
+                            f"{layers_path!r}, where the {family} adapter looks for them") from None
+        try:
+            self.value_modules = [_get(layer, module_path) for layer in self.layers]
+        except AttributeError:
+            raise MaskError(
+                f"{model_class} (model_type {model_type!r}): the {family} adapter looked for the "
+                f"MLP output projection (the value vectors) at {layers_path}[i].{module_path}, "
+                f"but {type(self.layers[0]).__name__} has no {module_path!r}") from None
         #: the MLP block holding each layer's value module (position-wise in every family)
         self.mlp_modules = [_get(layer, module_path.rsplit(".", 1)[0]) for layer in self.layers]
         #: the LM head (``get_output_embeddings``), None for a model without one

@@ -13,7 +13,8 @@ Every run is a plain JSON-serialisable dict, the whole input of the run function
                  mask_draw and mask),
      "model": "tiny", "data": "generated", "algorithm": label, "budget": 0.1, "seed": 0,
      "testbed": {kind, budget, seed, n_authors, n_forget_authors, [n_questions],
-                 [tofu_path], build: {...}},
+                 [tofu_path], build: {...}, [model], [dtype], [device], [batch_size],
+                 [grad_accum], [gradient_checkpointing], [max_length]},
      "objective": {"name": "npo", "hyper": {...}},
      "train": {steps, lr, batch_size, optimizer, ..., "seed": derived training seed},
      "eval": {"every": 10, "metrics": [...]},
@@ -68,7 +69,7 @@ def expand(spec: ExperimentSpec) -> list[dict]:
             for budget in spec.budgets:
                 block = {
                     "format": RUN_FORMAT,
-                    "model": spec.testbed.model, "data": spec.testbed.data,
+                    "model": spec.testbed.model_label, "data": spec.testbed.data,
                     "algorithm": algorithm.label, "budget": budget, "seed": seed,
                     "testbed": spec.testbed.to_dict(),
                     "objective": {"name": algorithm.name, "hyper": algorithm.hyper},
@@ -126,7 +127,7 @@ def manifest(spec: ExperimentSpec, command: str, package_versions: dict) -> dict
         "spec_hash": spec.spec_hash,
         "command": command,
         "setup": {
-            "model": spec.testbed.model,
+            "model": spec.testbed.model_label,
             "data": spec.testbed.data,
             "budgets": list(spec.budgets),
             "seeds": list(spec.seeds),

@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from causalloc.devices import DEVICE_FORMS, DTYPES, check_device
 from causalloc.errors import SpecError
 
-TESTBED_KINDS = ("tiny", "tofu", "smollm2")
+TESTBED_KINDS = ("tiny", "tofu", "smollm2", "hf")
+#: a Hugging Face hub model id: ``name`` or ``owner/name``
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 #: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
 FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
@@ -62,6 +66,10 @@ class TestbedSpec:
     """The controlled testbed every run starts from (theta_o with its target units V_tgt).
 
     ``build`` is passed through unchanged to the testbed builder (its own hyperparameters).
+    ``model`` (kind ``hf``: a hub id or an absolute model directory), ``dtype``, ``device``
+    and the training keys ``batch_size``, ``grad_accum``, ``gradient_checkpointing`` and
+    ``max_length`` are None when not set (the testbed's defaults apply; a spec without them
+    keeps its run ids).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -74,10 +82,20 @@ class TestbedSpec:
     n_questions: int | None = 20
     tofu_path: str | None = None
     build: dict = field(default_factory=dict)
+    model: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    gradient_checkpointing: bool | None = None
+    max_length: int | None = None
 
     @property
-    def model(self) -> str:
-        """Block-column label of the model: ``smollm2`` or the tiny word-level ``tiny``."""
+    def model_label(self) -> str:
+        """Block-column label of the model: ``smollm2``, the tiny word-level ``tiny``, or
+        for kind ``hf`` the hub id or the model directory's name."""
+        if self.kind == "hf":
+            return Path(self.model).name if Path(self.model).is_absolute() else self.model
         return "smollm2" if self.kind == "smollm2" else "tiny"
 
     @property
@@ -334,7 +352,9 @@ def _dataclass_defaults(cls) -> dict[str, Any]:
 def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
     table = check.table(raw, "testbed")
     check.keys(table, "testbed", ("kind", "budget", "seed", "n_authors", "n_forget_authors",
-                                  "n_questions", "tofu_path", "build"))
+                                  "n_questions", "tofu_path", "build", "model", "dtype", "device",
+                                  "batch_size", "grad_accum", "gradient_checkpointing",
+                                  "max_length"))
     kind = check.choice(table, "kind", "testbed.kind", TESTBED_KINDS, default="tiny")
     tofu_path = check.path(table, "tofu_path", "testbed.tofu_path", must_exist=True)
     if kind == "tofu" and tofu_path is None:
@@ -355,7 +375,49 @@ def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
         seed=check.integer(table, "seed", "testbed.seed", default=0, low=0),
         n_authors=n_authors, n_forget_authors=n_forget, n_questions=n_questions,
         tofu_path=tofu_path, build=check.free_table(table, "build", "testbed.build"),
+        **_parse_testbed_model(check, table, kind),
     )
+
+
+def _parse_testbed_model(check: _Checker, table: dict, kind: str) -> dict:
+    """The model, precision, placement and training keys of [testbed] (those set)."""
+    out = {}
+    if "model" in table:
+        if kind != "hf":
+            check.fail("testbed.model", f"only for kind = 'hf' (kind is {kind!r})")
+        out["model"] = _model_source(check, check.string(table, "model", "testbed.model"))
+    elif kind == "hf":
+        check.fail("testbed.model", "required when kind = 'hf' (a hub id such as "
+                   "'meta-llama/Llama-3.1-8B-Instruct' or a model directory)")
+    if "dtype" in table:
+        out["dtype"] = check.choice(table, "dtype", "testbed.dtype", DTYPES)
+    if "device" in table:
+        device = check.string(table, "device", "testbed.device")
+        try:
+            out["device"] = check_device(device)
+        except SpecError:
+            check.fail("testbed.device", f"unknown device {device!r} (known forms: "
+                       f"{', '.join(DEVICE_FORMS)})")
+    for key, low in (("batch_size", 1), ("grad_accum", 1), ("max_length", 1)):
+        if key in table:
+            out[key] = check.integer(table, key, f"testbed.{key}", low=low)
+    if "gradient_checkpointing" in table:
+        if not isinstance(table["gradient_checkpointing"], bool):
+            check.fail("testbed.gradient_checkpointing",
+                       f"must be true or false, got {table['gradient_checkpointing']!r}")
+        out["gradient_checkpointing"] = table["gradient_checkpointing"]
+    return out
+
+
+def _model_source(check: _Checker, value: str) -> str:
+    """An existing model directory (absolute; relative to the spec's folder) or a hub id."""
+    local = (check.base_dir / Path(value).expanduser()).resolve()
+    if local.is_dir():
+        return str(local)
+    if value.startswith((".", "/", "~")) or not HUB_ID.fullmatch(value):
+        check.fail("testbed.model", f"{value!r} is neither a model directory (looked at {local}) "
+                   "nor a hub id (owner/name)")
+    return value
 
 
 def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> tuple:

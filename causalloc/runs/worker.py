@@ -47,11 +47,15 @@ _TESTBED_KEYS = {"kind", "budget", "seed", "build"}
 
 def testbed_config(spec: dict):
     """TestbedConfig of a run's ``testbed`` table: ``seed`` seeds data, init and V_tgt;
-    ``build`` holds builder overrides."""
+    ``batch_size`` is the micro-batch of both the retain fine-tuning and the injection;
+    ``build`` holds builder overrides (they win over the other keys)."""
     extra = {k: v for k, v in spec.items() if k not in _TESTBED_KEYS and k != "build"}
+    if "batch_size" in extra:
+        extra["retain_batch"] = extra["inject_batch"] = extra.pop("batch_size")
     seed = int(spec.get("seed", 0))
-    return config_for(spec.get("kind", "tiny"), budget=spec.get("budget", 0.1), data_seed=seed,
-                      model_seed=seed, target_seed=seed, **extra, **spec.get("build", {}))
+    return config_for(spec.get("kind", "tiny"), **{
+        "budget": spec.get("budget", 0.1), "data_seed": seed, "model_seed": seed, "target_seed": seed,
+        **extra, **spec.get("build", {})})
 
 
 class TestbedState:

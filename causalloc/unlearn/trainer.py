@@ -79,6 +79,12 @@ class MaskedColumns(nn.Module):
     Use as a context manager: inside it the model computes with the trainable columns;
     inside ``with columns.disabled():`` it computes as the untouched starting model (the
     frozen reference of NPO / DPO / RMU, shared instead of copied).
+
+    The columns (and the starting values they are compared with) are float32 master
+    weights whatever the model dtype: the forward adds ``act @ (c - V[idx])`` cast to the
+    activations' dtype, so in a bfloat16 model updates far below bf16 resolution (8
+    significant bits) still accumulate, and at step 0 the added term is exactly 0. Merging
+    (:meth:`merged_state`) rounds the trained columns to the model dtype.
     """
 
     def __init__(self, model: nn.Module, mask: Mask, adapter: UnitAdapter | None = None):
@@ -93,7 +99,7 @@ class MaskedColumns(nn.Module):
         for layer in self.layer_ids:
             values = self.adapter.value_matrix(layer)
             index = torch.tensor(mask.units[layer], dtype=torch.long, device=values.device)
-            base = values.detach()[index].clone()
+            base = values.detach()[index].float()  # indexing copies; float32 master copy
             self._index.append(index)
             self._base.append(base)
             self.columns.append(nn.Parameter(base.clone()))
@@ -347,7 +353,10 @@ def train_masked(
 ) -> TrainResult:
     """Optimise ``loss_fn(step, columns)`` over the masked columns only.
 
-    ``columns`` must be entered (hooks attached). ``evaluate(step)`` is called at step 0,
+    ``columns`` must be entered (hooks attached). Gradients are zeroed before ``loss_fn``
+    is called, so a ``loss_fn`` may itself call ``backward()`` on earlier micro-batches
+    (gradient accumulation): their gradients add to those of the loss it returns.
+    ``evaluate(step)`` is called at step 0,
     every ``config.eval_every`` steps and after the last step, with the trained columns
     active; its dicts form the trajectory.
     """
@@ -371,9 +380,10 @@ def train_masked(
     run_eval(0)
     for step in range(1, config.steps + 1):
         start = time.perf_counter()
-        loss = loss_fn(step, columns)
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(step, columns)
+        if optimizer is not None:
             loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)

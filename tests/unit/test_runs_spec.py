@@ -32,7 +32,7 @@ def with_change(path: str, value):
 def test_example_spec_resolves_every_section():
     spec = load_spec(ROOT / "analyses" / "example_tiny.toml")
     assert spec.name == "example_tiny"
-    assert spec.testbed.model == "tiny" and spec.testbed.data == "generated"
+    assert spec.testbed.model_label == "tiny" and spec.testbed.data == "generated"
     assert spec.budgets == (0.1,) and spec.seeds == (0, 1) and spec.k_random == 3
     kinds = {c.name: (c.kind, c.reference, c.is_random) for c in spec.conditions}
     assert kinds == {
@@ -89,7 +89,7 @@ CYCLE = [{"name": "a", "strategy": "disjoint:b"}, {"name": "b", "strategy": "lay
     ("budget", [0.1], "budget: unknown key (known: "),
     ("budget", [0.1], "did you mean 'budgets'?"),
     ("testbed.n_author", 3, "testbed.n_author: unknown key"),
-    ("testbed.kind", "huge", "testbed.kind: unknown value 'huge' (known: tiny, tofu, smollm2)"),
+    ("testbed.kind", "huge", "testbed.kind: unknown value 'huge' (known: tiny, tofu, smollm2, hf)"),
     ("testbed.kind", "tofu", "testbed.tofu_path: required when kind = 'tofu'"),
     ("testbed.n_forget_authors", 20, "testbed.n_forget_authors: must be smaller than n_authors (20)"),
     ("testbed.budget", 0, "testbed.budget: must be in (0.0, 1.0], got 0"),
