@@ -36,14 +36,9 @@ from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
 from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
 from causalloc.stats.equivalence import tost_paired
-<<<<<<< HEAD
 from causalloc.stats.families import assign_families, describe_families
-from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_response, mixed_model
-from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
-=======
 from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, mixed_model
-from causalloc.stats.multiplicity import adjust_pvalues
->>>>>>> mixed
+from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
 from causalloc.stats.permutation import randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed
 from causalloc.stats.spec import AnalysisSpec, Comparison
