@@ -1,8 +1,8 @@
-"""Executor speed, measured side by side: causalloc's executor vs the naive reference.
+"""Executor speed, measured side by side: causalloc's executor vs two naive references.
 
 The same matched design (one block: the ``oracle`` mask and ``runs - 1`` draws of
 ``random``, 4 runs by default; objective NPO, which has a frozen reference model) runs
-twice:
+three times:
 
 (a) causalloc: ``execute_design`` in-process (``workers=0``): one loaded theta_o per worker
     shared as the frozen reference (its outputs memoised per example within the block),
@@ -12,20 +12,33 @@ twice:
     (``causalloc.runs.backends.keep_freed_memory``), the run store written run by run. It
     runs in a fresh spawned process, so that ``peak_rss_mb`` (``resource.getrusage``
     maxrss) is its own.
-(b) naive: :mod:`naive_reference` in this process, one run at a time, model and reference
-    model reloaded per run, full backward with masked gradients, ES by greedy generation.
+(b) naive (the default reference, ``ratio``): :mod:`naive_reference` in this process, as
+    open-unlearning runs an experiment: one run at a time, the model loaded per run and the
+    reference model deep-copied from it, full-vocabulary logits at every position, full
+    backward with masked gradients and the optimizer over all parameters, ES from one
+    teacher-forced pass per batch.
+(c) naive_generate_es (``ratio_generate_es``): (b) with ES by greedy generation from every
+    answer prefix; slow, so by default only the first repeat runs it
+    (``--generate-es-repeats``).
 
-Same testbed, data, steps, batch size, optimizer, clipping and evaluation schedule; both
-use ``--threads`` torch threads. Printed: runs/hour of each, ``ratio`` = causalloc /
-naive runs per hour (whole runs: setup, training, evaluation) and ``ratio_train`` = naive
-/ causalloc seconds spent in the unlearning steps alone (no evaluation, no loading).
-Both paths should agree on the metrics: the initial ES exactly (one-pass ES equals ES by
-generation), the final ones up to float rounding of the two training computations.
-``--repeats N`` runs both paths N times, alternating which goes first, and reports medians:
-on a shared machine whose speed drifts, one pass of each is a noisy ratio.
+Same testbed, data, steps, batch size, optimizer, clipping and evaluation schedule; all
+use ``--threads`` torch threads, and each process pays transformers' first-load costs
+before the clock starts (:func:`warm_imports`). Printed: runs/hour of each, ``ratio`` =
+causalloc / naive runs per hour (whole runs: setup, training, evaluation),
+``ratio_generate_es`` the same against (c), ``ratio_train`` = naive / causalloc seconds
+spent in the unlearning steps alone (no evaluation, no loading), and ``ratio_cpu`` /
+``ratio_generate_es_cpu`` the whole-design ratios of CPU time (``time.process_time``) of
+the part's process instead of wall time: with one torch thread per path, that is the
+runs/hour ratio on an idle core, far less moved than wall time by what else the machine
+runs. All paths should
+agree on the metrics: the initial ES exactly (one-pass ES equals ES by generation), the
+final ones up to float rounding of the different training computations. ``--repeats N``
+runs the paths N times, alternating the order (ABBA...), and reports medians with the
+per-repeat values and the machine's load average: on a shared machine whose speed drifts,
+one pass of each is a noisy ratio.
 
     python benchmarks/executor.py                      # tiny testbed, 4 runs of NPO
-    python benchmarks/executor.py --json --runs 4 --steps 20 --repeats 3
+    python benchmarks/executor.py --json --runs 4 --steps 20 --repeats 5
     python benchmarks/executor.py --model smollm2 --steps 4 --runs 2 --threads 2
 """
 
@@ -98,9 +111,9 @@ def causalloc_part(spec_table: dict, threads: int, testbed_path: str) -> dict:
     warm_imports(testbed_path)
     spec = parse_spec(spec_table, source="benchmarks/executor.py")
     with tempfile.TemporaryDirectory(prefix="causalloc-bench-") as out:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         summary = execute_design(spec, out, workers=0, progress=False, command="benchmarks/executor.py")
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         with RunStore(out, create=False) as store:
             rows = store.rows()
     failed = [r["error"] for r in rows if r["status"] != "done"]
@@ -109,7 +122,8 @@ def causalloc_part(spec_table: dict, threads: int, testbed_path: str) -> dict:
     runs = [{"run_id": r["run_id"], "metrics": r["metrics"], "trajectory": r["trajectory"],
              "max_abs_change_outside_mask": r["max_abs_change_outside_mask"], "timings": r["timings"]}
             for r in rows]
-    return {"wall_seconds": wall, "runs": runs, "done": summary["done"], "peak_rss_mb": peak_rss_mb()}
+    return {"wall_seconds": wall, "cpu_seconds": cpu, "runs": runs, "done": summary["done"],
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def naive_part(spec_table: dict, threads: int, testbed_path: str, es: str) -> dict:
@@ -123,9 +137,10 @@ def naive_part(spec_table: dict, threads: int, testbed_path: str, es: str) -> di
     torch.set_num_threads(threads)
     warm_imports(testbed_path)
     runs = expand(parse_spec(spec_table, source="benchmarks/executor.py"))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     results = [{"run_id": run["run_id"], **naive_run(run, es)} for run in runs]
-    return {"wall_seconds": time.perf_counter() - start, "runs": results}
+    return {"wall_seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+            "runs": results}
 
 
 def prepare_testbed(spec_table: dict) -> str:
@@ -165,14 +180,15 @@ def compare(parts: dict[str, dict]) -> dict:
                      "max_abs_change_outside_mask": [run["max_abs_change_outside_mask"],
                                                      *(o["max_abs_change_outside_mask"] for o in others.values())]})
     figures = {f"runs_per_hour_{name}": value for name, value in per_hour.items()}
-    figures["ratio"] = per_hour["causalloc"] / per_hour["naive"]
-    if "naive_generate_es" in parts:
-        figures["ratio_generate_es"] = per_hour["causalloc"] / per_hour["naive_generate_es"]
+    for suffix, reference in (("", "naive"), ("_generate_es", "naive_generate_es")):
+        if reference in parts:
+            figures[f"ratio{suffix}"] = per_hour["causalloc"] / per_hour[reference]
+            figures[f"ratio{suffix}_cpu"] = parts[reference]["cpu_seconds"] / fast["cpu_seconds"]
     return {
         **figures,
         "ratio_train": _sum(parts["naive"], "train") / _sum(fast, "train"),
         "peak_rss_mb": fast["peak_rss_mb"],
-        "seconds": {name: {"wall": part["wall_seconds"], **{phase: _sum(part, phase) for phase in
+        "seconds": {name: {"wall": part["wall_seconds"], "cpu": part["cpu_seconds"], **{phase: _sum(part, phase) for phase in
                                                           ("setup", "train", "eval")}}
                     for name, part in parts.items()},
         "initial_es_equal": all(r["initial_es_equal"] for r in runs),
@@ -270,7 +286,7 @@ def run_part(name: str, spec_table: dict, threads: int, testbed_path: str) -> di
 
 #: per-repeat figures summarised by their median
 SPEEDS = ("runs_per_hour_causalloc", "runs_per_hour_naive", "runs_per_hour_naive_generate_es",
-          "ratio", "ratio_generate_es", "ratio_train")
+          "ratio", "ratio_generate_es", "ratio_train", "ratio_cpu", "ratio_generate_es_cpu")
 
 
 def summarise(rounds: list[dict]) -> dict:
@@ -299,6 +315,7 @@ def _text(report: dict) -> str:
     lines = [
         (f"runs/hour  causalloc {report['runs_per_hour_causalloc']:.0f}   naive (one-pass ES) "
          f"{report['runs_per_hour_naive']:.0f}   ratio {report['ratio']:.2f}"),
+        f"CPU-time ratio {report['ratio_cpu']:.2f} (process CPU seconds, naive / causalloc)",
         (f"train-step seconds  causalloc {s['causalloc']['train']:.2f}   naive "
          f"{s['naive']['train']:.2f}   ratio_train {report['ratio_train']:.2f}"),
         f"eval seconds  causalloc {s['causalloc']['eval']:.2f}   naive {s['naive']['eval']:.2f}",
