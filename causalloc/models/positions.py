@@ -6,8 +6,10 @@ positions t only: those whose next token ``labels[:, t + 1]`` is an answer token
 are position-wise (each position's output depends on its own input alone), so inside
 :func:`scored_positions_only`
 
-- every MLP block runs on real tokens only (``attention_mask == 1``): no real token
-  attends to a padding position, so what padding positions hold never reaches them;
+- every MLP block runs only on the real tokens (``attention_mask == 1``) up to the row's last
+  scored position: no real token attends to a padding position, and under causal
+  attention no scored position attends to a later one (e.g. the EOS that ends the answer,
+  whose own logits predict nothing), so what those positions hold never reaches them;
 - the last layer's MLP block and the LM head run on the scored positions only: nothing
   after them mixes positions.
 
@@ -39,6 +41,14 @@ def scored_positions(labels: torch.Tensor) -> torch.Tensor:
     return scored
 
 
+def up_to_last_scored(scored: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool: positions at or before each row's last scored position (none in a
+    row without any)."""
+    index = torch.arange(scored.shape[1], device=scored.device)
+    last = torch.where(scored, index, -1).amax(dim=1, keepdim=True)
+    return index <= last
+
+
 @contextmanager
 def scored_positions_only(model: nn.Module, batch: dict[str, torch.Tensor],
                           adapter: UnitAdapter | None = None) -> Iterator[None]:
@@ -52,7 +62,7 @@ def scored_positions_only(model: nn.Module, batch: dict[str, torch.Tensor],
             return
     device = batch["labels"].device
     scored = scored_positions(batch["labels"])
-    live = batch["attention_mask"].to(device).bool()
+    live = batch["attention_mask"].to(device).bool() & up_to_last_scored(scored)
     plan = [(module, live) for module in adapter.mlp_modules[:-1]]
     plan += [(module, scored) for module in (adapter.mlp_modules[-1], adapter.output_module) if module is not None]
     handles = []

@@ -6,7 +6,7 @@ import torch
 from causalloc.data.collate import collate
 from causalloc.masks import Mask
 from causalloc.models.loading import build_tiny_model
-from causalloc.models.positions import scored_positions, scored_positions_only
+from causalloc.models.positions import scored_positions, scored_positions_only, up_to_last_scored
 from causalloc.models.units import adapter_for
 from causalloc.unlearn.losses import answer_nll
 from causalloc.unlearn.trainer import MaskedColumns
@@ -31,6 +31,12 @@ def test_scored_positions_are_those_predicting_an_answer_token():
     labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, 8, 9, 3]])
     expected = torch.tensor([[False, True, True, False, False], [True, True, True, True, False]])
     assert torch.equal(scored_positions(labels), expected)
+
+
+def test_positions_after_the_last_scored_one_are_not_needed():
+    scored = scored_positions(torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, 8, 9, 3], [-100] * 5]))
+    expected = torch.tensor([[True, True, True, False, False], [True, True, True, True, False], [False] * 5])
+    assert torch.equal(up_to_last_scored(scored), expected)
 
 
 def test_logits_at_scored_positions_equal_the_full_forward_and_are_zero_elsewhere(model, batch):
