@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from causalloc.data.collate import encode_items, eval_batches, pad_id
+from causalloc.data.tofu import WORLD_SETS
 from causalloc.data.types import QAItem, QASplits
 from causalloc.errors import DataError, SpecError
 from causalloc.masks import Mask, uniform_random
@@ -47,6 +48,7 @@ from causalloc.unlearn.trainer import (
     to_device,
     train_masked,
 )
+from causalloc.utility import UTILITY_SPLITS
 
 KINDS = ("tiny", "tofu", "smollm2")
 FORMAT_VERSION = 1
@@ -89,6 +91,8 @@ class TestbedConfig:
     inject_steps: int = 600
     inject_lr: float = 3e-2
     inject_batch: int = 16
+    # TOFU model utility: items per utility set (retain subset, real authors, world facts)
+    utility_items: int = 40
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -99,6 +103,8 @@ class TestbedConfig:
             raise SpecError(
                 f"testbed.n_forget_authors: must lie in [1, n_authors - 1], got {self.n_forget_authors}"
             )
+        if self.utility_items < 1:
+            raise SpecError(f"testbed.utility_items: must be >= 1, got {self.utility_items}")
 
     def hash(self) -> str:
         payload = {"format": FORMAT_VERSION, **asdict(self)}
@@ -161,14 +167,33 @@ class Testbed:
 
 # data ---------------------------------------------------------------------------------
 def load_splits(config: TestbedConfig) -> QASplits:
-    """The testbed's data: generated authors, or a TOFU subset of ``n_authors`` authors."""
+    """The testbed's data: generated authors, or a TOFU subset of ``n_authors`` authors.
+
+    ``extra`` holds the model-utility sets (:data:`causalloc.utility.UTILITY_SPLITS`) of
+    ``utility_items`` items each: for TOFU a seeded subset (``numpy.random.default_rng([data_seed,
+    1])``) of retain_perturbed.json (rows of the kept retain authors), real_authors and
+    world_facts; for generated data the generator's analogues
+    (:func:`causalloc.data.generator.utility_sets`).
+    """
+    from causalloc.data.generator import generated_splits, seeded_subset
+
     if config.kind == "tofu":
         from causalloc.data.tofu import load_tofu
 
-        return load_tofu(config.tofu_path, authors=config.n_authors, n_forget_authors=config.n_forget_authors)
-    from causalloc.data.generator import generated_splits
+        splits = load_tofu(config.tofu_path, authors=config.n_authors, n_forget_authors=config.n_forget_authors)
+        rng = np.random.default_rng([config.data_seed, 1])
+        for name in UTILITY_SPLITS:
+            splits.extra[name] = seeded_subset(splits.extra[name], config.utility_items, rng)
+        return splits
+    return generated_splits(config.n_authors, config.n_forget_authors, config.n_questions, config.data_seed,
+                            n_utility=config.utility_items)
 
-    return generated_splits(config.n_authors, config.n_forget_authors, config.n_questions, config.data_seed)
+
+def retain_training_items(splits: QASplits) -> list[QAItem]:
+    """What theta_r is fine-tuned on: the retain split and the world-knowledge utility sets
+    (real authors, world facts), which a tiny model cannot know from pretraining and which
+    unlearning should keep (the retain utility subset is part of the retain split already)."""
+    return splits.retain + [item for name in WORLD_SETS for item in splits.extra.get(name, [])]
 
 
 def _splits_to_json(splits: QASplits) -> dict:
@@ -201,7 +226,8 @@ def _initial_model_and_tokenizer(config: TestbedConfig, splits: QASplits):
 
     if config.kind == "smollm2":
         return load_smollm2()
-    texts = [t for it in splits.forget + splits.retain + splits.holdout
+    extra = [it for items in splits.extra.values() for it in items]
+    texts = [t for it in splits.forget + splits.retain + splits.holdout + extra
              for t in (it.question, it.answer, it.paraphrased_answer, *it.perturbed_answers) if t]
     tokenizer = train_word_tokenizer(texts + list(splits.refusals))
     model = build_tiny_llama(tokenizer, hidden=config.hidden, intermediate=config.intermediate,
@@ -313,9 +339,10 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     pid = pad_id(tokenizer)
     forget = encode_items(tokenizer, splits.forget, config.max_length)
     retain = encode_items(tokenizer, splits.retain, config.max_length)
-    steps_r = config.retain_epochs * max(1, len(retain) // config.retain_batch)
+    retain_training = encode_items(tokenizer, retain_training_items(splits), config.max_length)
+    steps_r = config.retain_epochs * max(1, len(retain_training) // config.retain_batch)
     bar = _progress(progress, steps_r + config.inject_steps, "testbed")
-    finetune_all(model, retain, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
+    finetune_all(model, retain_training, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
                  config.model_seed, bar)
     diag_r = evaluate_es(model, tokenizer, splits, config.max_length)
     tmp = root / f".tmp-{path.name}-{os.getpid()}"
@@ -337,6 +364,10 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
         "es_forget_theta_o": diag_o["es_forget"], "es_retain_theta_o": diag_o["es_retain"],
         "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
         "n_forget": len(forget), "n_retain": len(retain), **check,
+        "utility_sets": {name: len(splits.extra.get(name, [])) for name in UTILITY_SPLITS},
+        "utility_source": ("TOFU retain_perturbed, real_authors_perturbed, world_facts_perturbed (seeded subsets)"
+                           if config.kind == "tofu" else "generator: retain subset, classic authors, "
+                           "fictitious countries (causalloc.data.generator.utility_sets)"),
         "seconds": round(time.perf_counter() - start, 2),
     }
     (tmp / "testbed.json").write_text(json.dumps(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -57,7 +60,8 @@ batch_size = 4
 
 [eval]
 every = 2
-metrics = ["aues", "fs_at_rs95", "fs_final", "rs_final", "log_forget_quality", "relearn_es"]
+metrics = ["aues", "fs_at_rs95", "fs_final", "rs_final", "log_forget_quality", "mu95",
+           "model_utility", "relearn_es"]
 
 [relearn]
 steps = 2
@@ -96,6 +100,24 @@ def test_runs_are_hard_constrained_matched_and_reproducible(spec_file, tmp_path)
     assert by_condition.min()["overlap:0.5"] == by_condition.max()["overlap:0.5"] == pytest.approx(round(0.5 * 13) / 13)
     assert first["mask_size"].nunique() == 1
     second = _table(spec_file, tmp_path / "b")
-    cols = ["run_id", "aues", "fs_final", "rs_final", "relearn_es", "log_forget_quality"]
+    cols = ["run_id", "aues", "fs_final", "rs_final", "relearn_es", "log_forget_quality", "mu95",
+            "model_utility"]
     pd.testing.assert_frame_equal(first[cols].sort_values("run_id").reset_index(drop=True),
                                   second[cols].sort_values("run_id").reset_index(drop=True))
+    _check_model_utility_and_mu95(first)
+
+
+def _check_model_utility_and_mu95(table):
+    """Every checkpoint carries model utility (mu) and log forget quality (lfq); MU95 is the
+    best lfq among checkpoints keeping 95% of theta_o's utility (theta_o's step 0 always does)."""
+    assert np.isfinite(table[["mu95", "model_utility"]]).all().all()
+    theta_o = set()
+    for _, row in table.iterrows():
+        points = json.loads(row["trajectory"])
+        assert [p["step"] for p in points][0] == 0 and all({"mu", "lfq"} <= set(p) for p in points)
+        theta_o.add((points[0]["mu"], points[0]["lfq"]))
+        keep = [p["lfq"] for p in points if p["mu"] >= 0.95 * points[0]["mu"]]
+        assert row["mu95"] == pytest.approx(max(keep))
+        assert row["model_utility"] == pytest.approx(points[-1]["mu"])
+    assert len(theta_o) == 1  # step 0 is theta_o for every run, scored once per testbed
+    assert 0 < next(iter(theta_o))[0] <= 1
