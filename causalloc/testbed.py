@@ -48,7 +48,7 @@ from causalloc.unlearn.trainer import (
     to_device,
     train_masked,
 )
-from causalloc.utility import UTILITY_SPLITS
+from causalloc.utility import UTILITY_SPLITS, model_utility
 
 KINDS = ("tiny", "tofu", "smollm2")
 FORMAT_VERSION = 1
@@ -345,6 +345,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     finetune_all(model, retain_training, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
                  config.model_seed, bar)
     diag_r = evaluate_es(model, tokenizer, splits, config.max_length)
+    utility_r = model_utility(model, tokenizer, splits.extra, config.max_length).value
     tmp = root / f".tmp-{path.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -355,6 +356,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     if bar is not None:
         bar.close()
     diag_o = evaluate_es(model, tokenizer, splits, config.max_length)
+    utility_o = model_utility(model, tokenizer, splits.extra, config.max_length).value
     model.save_pretrained(tmp / "theta_o")
     tokenizer.save_pretrained(tmp / "tokenizer")
     v_tgt.save(tmp / "v_tgt.json")
@@ -364,6 +366,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
         "es_forget_theta_o": diag_o["es_forget"], "es_retain_theta_o": diag_o["es_retain"],
         "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
         "n_forget": len(forget), "n_retain": len(retain), **check,
+        "model_utility_theta_r": utility_r, "model_utility_theta_o": utility_o,
         "utility_sets": {name: len(splits.extra.get(name, [])) for name in UTILITY_SPLITS},
         "utility_source": ("TOFU retain_perturbed, real_authors_perturbed, world_facts_perturbed (seeded subsets)"
                            if config.kind == "tofu" else "generator: retain subset, classic authors, "

@@ -74,6 +74,8 @@ def test_testbed_carries_the_model_utility_sets_and_theta_r_trains_on_them(small
     sizes = {"retain_perturbed": 30, "real_authors": 40, "world_facts": 40}  # retain: 5 x 6 items
     assert {name: len(extra[name]) for name in sizes} == sizes == testbed.diagnostics["utility_sets"]
     assert "generator" in testbed.diagnostics["utility_source"]
+    for which in ("theta_r", "theta_o"):
+        assert 0.0 <= testbed.diagnostics[f"model_utility_{which}"] <= 1.0
     trained = retain_training_items(testbed.splits)
     assert trained[:len(testbed.splits.retain)] == testbed.splits.retain
     assert trained[len(testbed.splits.retain):] == extra["real_authors"] + extra["world_facts"]

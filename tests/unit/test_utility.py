@@ -2,6 +2,7 @@
 ROUGE through rouge-score, greedy answers equal to a manual greedy loop, the MU95 rule."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -22,22 +23,15 @@ from causalloc.utility import (
     rouge_l_recall,
 )
 
-WORDS = ("who wrote the book where was she born what is capital of aldoria brevania paris "
-         "berlin rome madrid lena vortmann oskar tobin ilse in a town city red blue green "
-         "it was he likes to write sea salt glass Question Answer : ? .").split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *dict.fromkeys(WORDS)])}
+    """A word-level tokenizer knowing every word of the plain prompt and of the sets."""
+    texts = ["Question : Answer"] + [text for items in utility_sets().values() for item in items
+                                     for text in (item.question, item.answer, item.paraphrased_answer,
+                                                  *item.perturbed_answers)]
+    words = dict.fromkeys(word for text in texts for word in re.findall(r"\w+|[^\w\s]+", text))
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",

@@ -114,7 +114,7 @@ def _check_model_utility_and_mu95(table):
     theta_o = set()
     for _, row in table.iterrows():
         points = json.loads(row["trajectory"])
-        assert [p["step"] for p in points][0] == 0 and all({"mu", "lfq"} <= set(p) for p in points)
+        assert points[0]["step"] == 0 and all({"mu", "lfq"} <= set(p) for p in points)
         theta_o.add((points[0]["mu"], points[0]["lfq"]))
         keep = [p["lfq"] for p in points if p["mu"] >= 0.95 * points[0]["mu"]]
         assert row["mu95"] == pytest.approx(max(keep))
