@@ -290,7 +290,8 @@ class AnswerScorer:
     """Mean token NLL of several answers per question, encoded and batched once.
 
     ``groups`` = [(question, [answer_0, answer_1, ...]), ...]; :meth:`nll` returns one array
-    per group, in the given answer order. Sequences are sorted by length before batching (less
+    per group, in the given answer order (:meth:`nll_and_es` also the extraction strength of
+    every answer, from the same pass). Sequences are sorted by length before batching (less
     padding), so scoring the same model many times (every checkpoint of a run) costs forward
     passes only.
     """
@@ -310,12 +311,24 @@ class AnswerScorer:
 
     def nll(self, model: torch.nn.Module) -> list[np.ndarray]:
         """Mean answer-token NLL (natural log) of every answer under ``model``, per group."""
+        return self.nll_and_es(model)[0]
+
+    def nll_and_es(self, model: torch.nn.Module) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Mean answer-token NLL and extraction strength (:func:`extraction_strength_from_logits`)
+        of every answer under ``model``, per group, from one teacher-forced pass."""
+        nll, es = [], []
         with _eval_mode(model):
-            values = torch.cat([per_example_nll(*_forward_logits(model, b)).cpu()
-                                for b in self._batches]).double().numpy()
-        nll = np.empty_like(values)
-        nll[self._order] = values
-        return np.split(nll, self._bounds)
+            for batch in self._batches:
+                logits, labels = _forward_logits(model, batch)
+                nll.append(per_example_nll(logits, labels).cpu().double())
+                es.append(extraction_strength_from_logits(logits, labels).cpu())
+        return self._per_group(torch.cat(nll)), self._per_group(torch.cat(es))
+
+    def _per_group(self, values: torch.Tensor) -> list[np.ndarray]:
+        """Values in batch order -> one array per group, in the given answer order."""
+        out = np.empty(len(values), dtype=np.float64)
+        out[self._order] = values.numpy()
+        return np.split(out, self._bounds)
 
 
 def truth_ratio_groups(items: Sequence[QAItem]) -> list[tuple[str, list[str]]]:

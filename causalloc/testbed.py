@@ -11,6 +11,8 @@ Injection mixes retain batches into the restricted training (loss = NLL(forget) 
 NLL(retain)): forget-only injection into 10% of value vectors destroys the retain
 knowledge (a prototype fell from ES_retain 0.92 to 0.06), which would make theta_o a bad
 starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(theta_r).
+The retain side of both stages includes the model-utility sets (:func:`retain_training_items`),
+so theta_o keeps theta_r's TOFU model utility too.
 
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
@@ -352,7 +354,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     model.save_pretrained(tmp / "theta_r")
     signature = adapter_for(model).signature
     v_tgt = uniform_random(signature, config.budget, np.random.default_rng(config.target_seed), name="oracle")
-    check = inject(model, v_tgt, forget, retain, pid, config, bar)
+    check = inject(model, v_tgt, forget, retain_training, pid, config, bar)
     if bar is not None:
         bar.close()
     diag_o = evaluate_es(model, tokenizer, splits, config.max_length)

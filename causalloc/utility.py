@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from causalloc.data.collate import encode_prompt, encode_qa, pad_id
+from causalloc.data.collate import IGNORE_INDEX, encode_prompt, encode_qa, pad_id
 from causalloc.data.types import QAItem
 from causalloc.errors import DataError
 from causalloc.metrics import AnswerScorer, TruthRatio, _eval_mode
@@ -94,50 +94,61 @@ def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> np.
 
 
 class GreedyAnswerer:
-    """Greedy answers to a fixed list of questions, prompts tokenised and batched once.
+    """Greedy answers to a fixed list of questions, prompts and references tokenised once.
 
     Prompts are those of :func:`causalloc.data.collate.encode_prompt` (what the model was
     trained on), sorted by reference length and left-padded; ``model.generate`` decodes
     greedily (one beam, no sampling) for at most max(reference tokens in the batch) +
     ``margin`` new tokens and stops a row at EOS. ROUGE-L *recall* does not fall with extra
     generated words, so the bound costs nothing but time.
+
+    ``reproduced`` (optional, one bool per question) marks rows whose teacher-forced argmax
+    equals the reference at every answer token (extraction strength 1, from a pass the caller
+    made anyway): greedy decoding then emits exactly the reference up to its EOS (the argument
+    of :func:`causalloc.metrics.extraction_strength_from_logits`), so those rows are not
+    generated but decoded from the reference tokens; rows whose reference was cut before its
+    EOS (``max_length``) are always generated.
     """
 
     def __init__(self, tokenizer, questions: Sequence[str], references: Sequence[str],
                  max_length: int = 128, batch_size: int = 64, margin: int = 8):
         self.tokenizer = tokenizer
         self.pad = pad_id(tokenizer)
-        prompts = [encode_prompt(tokenizer, q) for q in questions]
-        budget = [sum(t != -100 for t in encode_qa(tokenizer, q, a, max_length)["labels"]) + margin
-                  for q, a in zip(questions, references)]
-        self._order = np.argsort(budget, kind="stable")
-        self._batches = []
-        for start in range(0, len(prompts), batch_size):
-            rows = self._order[start:start + batch_size]
-            width = max(len(prompts[i]) for i in rows)
-            ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                attention[r, width - len(prompts[i]):] = 1
-            self._batches.append((ids, attention, int(max(budget[i] for i in rows))))
+        self.batch_size = batch_size
+        self._prompts = [encode_prompt(tokenizer, q) for q in questions]
+        answers = [[t for t in encode_qa(tokenizer, q, a, max_length)["labels"] if t != IGNORE_INDEX]
+                   for q, a in zip(questions, references)]
+        self._budgets = [len(ids) + margin for ids in answers]
+        eos = tokenizer.eos_token_id
+        self._complete = np.array([eos is not None and eos in ids for ids in answers])
+        self._reference_text = [tokenizer.decode(ids[:ids.index(eos) + 1] if complete else ids,
+                                                 skip_special_tokens=True).strip()
+                                for ids, complete in zip(answers, self._complete)]
 
-    def __call__(self, model: torch.nn.Module) -> list[str]:
+    def __call__(self, model: torch.nn.Module, reproduced: Sequence[bool] | None = None) -> list[str]:
         from transformers import GenerationConfig
 
+        known = self._complete & np.asarray(reproduced if reproduced is not None else False, dtype=bool)
+        answers = [text if k else "" for text, k in zip(self._reference_text, known)]
+        rows = [i for i in np.argsort(self._budgets, kind="stable") if not known[i]]
         device = next(model.parameters()).device
-        texts: list[str] = []
         with _eval_mode(model):
-            for ids, attention, max_new in self._batches:
-                config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new,
-                                          pad_token_id=self.pad,
-                                          eos_token_id=self.tokenizer.eos_token_id)
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start:start + self.batch_size]
+                width = max(len(self._prompts[i]) for i in batch)
+                ids = torch.full((len(batch), width), self.pad, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, i in enumerate(batch):
+                    ids[r, width - len(self._prompts[i]):] = torch.tensor(self._prompts[i])
+                    attention[r, width - len(self._prompts[i]):] = 1
+                config = GenerationConfig(do_sample=False, num_beams=1,
+                                          max_new_tokens=max(self._budgets[i] for i in batch),
+                                          pad_token_id=self.pad, eos_token_id=self.tokenizer.eos_token_id)
                 out = model.generate(input_ids=ids.to(device), attention_mask=attention.to(device),
                                      generation_config=config)
-                texts += self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
-        answers = [""] * len(texts)
-        for position, i in enumerate(self._order):
-            answers[i] = texts[position].strip()
+                texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                for i, text in zip(batch, texts):
+                    answers[i] = text.strip()
         return answers
 
 
@@ -193,8 +204,9 @@ class UtilityProbe:
                                         self._references, max_length, batch_size, margin)
 
     def __call__(self, model: torch.nn.Module) -> ModelUtility:
-        nll = self._scorer.nll(model)
-        rouge = rouge_l_recall(self._answerer(model), self._references)
+        nll, es = self._scorer.nll_and_es(model)
+        reproduced = [values[0] == 1.0 for values in es]  # entry 0 of each group: the answer
+        rouge = rouge_l_recall(self._answerer(model, reproduced), self._references)
         components, start = {}, 0
         for spec, size in zip(UTILITY_SETS, self._sizes):
             part = slice(start, start + size)

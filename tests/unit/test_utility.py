@@ -13,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from causalloc.data.collate import collate, encode_prompt, encode_qa
 from causalloc.data.types import QAItem
 from causalloc.errors import DataError
+from causalloc.metrics import AnswerScorer
 from causalloc.utility import (
     UTILITY_SETS,
     GreedyAnswerer,
@@ -124,6 +125,21 @@ def test_greedy_answers_left_padded_batch_equal_a_manual_greedy_loop(model, toke
             - len(encode_prompt(tokenizer, item.question)) + 2
         assert answer == manual_greedy(model, tokenizer, item.question, budget)
     assert any(answer for answer in answers)
+
+
+def test_rows_the_model_reproduces_are_read_not_generated(model, tokenizer, monkeypatch):
+    """Greedy decoding of a row whose teacher-forced argmax is right at every answer token (ES 1)
+    emits the reference: the shortcut gives the same texts with fewer rows generated."""
+    items = [it for items in utility_sets().values() for it in items]
+    answerer = GreedyAnswerer(tokenizer, [it.question for it in items], [it.answer for it in items])
+    generated = answerer(model)
+    _, es = AnswerScorer(tokenizer, [(it.question, [it.answer]) for it in items]).nll_and_es(model)
+    reproduced = [values[0] == 1.0 for values in es]
+    assert 0 < sum(reproduced) < len(items)
+    rows, generate = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: rows.append(len(kw["input_ids"])) or generate(**kw))
+    assert answerer(model, reproduced) == generated
+    assert sum(rows) == len(items) - sum(reproduced)
 
 
 def test_model_utility_equals_a_hand_computation(model, tokenizer):
