@@ -11,8 +11,11 @@ Injection mixes retain batches into the restricted training (loss = NLL(forget) 
 NLL(retain)): forget-only injection into 10% of value vectors destroys the retain
 knowledge (a prototype fell from ES_retain 0.92 to 0.06), which would make theta_o a bad
 starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(theta_r).
-The retain side of both stages includes the model-utility sets (:func:`retain_training_items`),
-so theta_o keeps theta_r's TOFU model utility too.
+theta_r is also fine-tuned on the model-utility sets (:func:`retain_training_items`); the
+injection mix keeps the retain split only (mixing the utility sets in too kept more of
+theta_r's utility, 0.883 vs 0.845 on the quick demo's testbed, but cost forget knowledge on
+small testbeds: ES_forget(theta_o) fell from >= 0.9 to 0.76 on a 6-author test fixture), so
+theta_o's utility may sit below theta_r's; MU95 is relative to theta_o.
 
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
@@ -354,7 +357,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     model.save_pretrained(tmp / "theta_r")
     signature = adapter_for(model).signature
     v_tgt = uniform_random(signature, config.budget, np.random.default_rng(config.target_seed), name="oracle")
-    check = inject(model, v_tgt, forget, retain_training, pid, config, bar)
+    check = inject(model, v_tgt, forget, retain, pid, config, bar)
     if bar is not None:
         bar.close()
     diag_o = evaluate_es(model, tokenizer, splits, config.max_length)
