@@ -258,7 +258,7 @@ class TruthRatio:
     """
 
     ratio: np.ndarray
-    paraphrased_nll: np.ndarray
+    paraphrased_nll: np.ndarray  # the correct answer's (the answer itself where no paraphrase)
     perturbed_nll: np.ndarray  # mean over the item's perturbed answers
 
     @property
@@ -273,30 +273,84 @@ class TruthRatio:
         return float(np.mean(np.maximum(0.0, 1.0 - 1.0 / self.ratio)))
 
 
-def truth_ratio(model: torch.nn.Module, tokenizer, items: Sequence[QAItem],
-                batch_size: int = 16, max_length: int = 128) -> TruthRatio:
-    """TOFU truth ratio of every item (see :class:`TruthRatio`); needs each item's
-    ``paraphrased_answer`` and ``perturbed_answers`` (DataError naming the item otherwise)."""
-    texts, owners = [], []
+    @classmethod
+    def from_nll(cls, grouped_nll: Sequence[np.ndarray]) -> TruthRatio:
+        """Truth ratios from each item's answer NLLs: entry 0 is the correct answer's (the
+        paraphrase for TOFU's author sets, the answer itself for real authors and world facts),
+        the rest are the perturbed answers'."""
+        for i, values in enumerate(grouped_nll):
+            if len(values) < 2:
+                raise DataError(f"truth ratio: item {i} has no perturbed answer")
+        correct = np.array([values[0] for values in grouped_nll], dtype=np.float64)
+        perturbed = np.array([np.mean(values[1:]) for values in grouped_nll], dtype=np.float64)
+        return cls(np.exp(perturbed - correct), correct, perturbed)
+
+
+class AnswerScorer:
+    """Mean token NLL of several answers per question, encoded and batched once.
+
+    ``groups`` = [(question, [answer_0, answer_1, ...]), ...]; :meth:`nll` returns one array
+    per group, in the given answer order (:meth:`nll_and_es` also the extraction strength of
+    every answer, from the same pass). Sequences are sorted by length before batching (less
+    padding), so scoring the same model many times (every checkpoint of a run) costs forward
+    passes only.
+    """
+
+    def __init__(self, tokenizer, groups: Sequence[tuple[str, Sequence[str]]],
+                 max_length: int = 128, batch_size: int = 64):
+        examples, owners = [], []
+        for i, (question, answers) in enumerate(groups):
+            for answer in answers:
+                examples.append(encode_qa(tokenizer, question, answer, max_length))
+                owners.append(i)
+        if not examples:
+            raise DataError("answer scorer: no answers to score")
+        self._order = np.argsort([len(e["input_ids"]) for e in examples], kind="stable")
+        self._batches = eval_batches([examples[i] for i in self._order], pad_id(tokenizer), batch_size)
+        self._bounds = np.cumsum([len(answers) for _, answers in groups])[:-1]
+
+    def nll(self, model: torch.nn.Module) -> list[np.ndarray]:
+        """Mean answer-token NLL (natural log) of every answer under ``model``, per group."""
+        return self.nll_and_es(model)[0]
+
+    def nll_and_es(self, model: torch.nn.Module) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Mean answer-token NLL and extraction strength (:func:`extraction_strength_from_logits`)
+        of every answer under ``model``, per group, from one teacher-forced pass."""
+        nll, es = [], []
+        with _eval_mode(model):
+            for batch in self._batches:
+                logits, labels = _forward_logits(model, batch)
+                nll.append(per_example_nll(logits, labels).cpu().double())
+                es.append(extraction_strength_from_logits(logits, labels).cpu())
+        return self._per_group(torch.cat(nll)), self._per_group(torch.cat(es))
+
+    def _per_group(self, values: torch.Tensor) -> list[np.ndarray]:
+        """Values in batch order -> one array per group, in the given answer order."""
+        out = np.empty(len(values), dtype=np.float64)
+        out[self._order] = values.numpy()
+        return np.split(out, self._bounds)
+
+
+def truth_ratio_groups(items: Sequence[QAItem]) -> list[tuple[str, list[str]]]:
+    """(question, [paraphrased answer, *perturbed answers]) per item, the groups of TOFU's
+    forget-set truth ratio; DataError naming the item when one lacks them."""
+    groups = []
     for i, item in enumerate(items):
         if not item.paraphrased_answer or not item.perturbed_answers:
             raise DataError(f"truth ratio: item {i} ({item.author!r}: {item.question!r}) lacks a "
                             f"paraphrased_answer or perturbed_answers")
-        for answer in (item.paraphrased_answer, *item.perturbed_answers):
-            texts.append(encode_qa(tokenizer, item.question, answer, max_length))
-            owners.append(i)
-    if not texts:
+        groups.append((item.question, [item.paraphrased_answer, *item.perturbed_answers]))
+    if not groups:
         raise DataError("truth ratio: no items")
-    batches = eval_batches(texts, pad_id(tokenizer), batch_size)
-    with _eval_mode(model):
-        nll = torch.cat([per_example_nll(*_forward_logits(model, b)).cpu()
-                         for b in batches]).double().numpy()
-    owners = np.asarray(owners)
-    first = np.searchsorted(owners, np.arange(len(items)))  # the paraphrase of each item
-    paraphrased = nll[first]
-    perturbed_sum = np.bincount(owners, weights=nll) - paraphrased
-    perturbed = perturbed_sum / (np.bincount(owners) - 1)
-    return TruthRatio(np.exp(perturbed - paraphrased), paraphrased, perturbed)
+    return groups
+
+
+def truth_ratio(model: torch.nn.Module, tokenizer, items: Sequence[QAItem],
+                batch_size: int = 16, max_length: int = 128) -> TruthRatio:
+    """TOFU truth ratio of every item (see :class:`TruthRatio`); needs each item's
+    ``paraphrased_answer`` and ``perturbed_answers`` (DataError naming the item otherwise)."""
+    scorer = AnswerScorer(tokenizer, truth_ratio_groups(items), max_length, batch_size)
+    return TruthRatio.from_nll(scorer.nll(model))
 
 
 def forget_quality(tr_unlearned: TruthRatio | Sequence[float],

@@ -11,6 +11,11 @@ Injection mixes retain batches into the restricted training (loss = NLL(forget) 
 NLL(retain)): forget-only injection into 10% of value vectors destroys the retain
 knowledge (a prototype fell from ES_retain 0.92 to 0.06), which would make theta_o a bad
 starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(theta_r).
+theta_r is also fine-tuned on the model-utility sets (:func:`retain_training_items`); the
+injection mix keeps the retain split only (mixing the utility sets in too kept more of
+theta_r's utility, 0.883 vs 0.845 on the quick demo's testbed, but cost forget knowledge on
+small testbeds: ES_forget(theta_o) fell from >= 0.9 to 0.76 on a 6-author test fixture), so
+theta_o's utility may sit below theta_r's; MU95 is relative to theta_o.
 
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
@@ -44,6 +49,7 @@ import numpy as np
 import torch
 
 from causalloc.data.collate import encode_items, eval_batches, pad_id
+from causalloc.data.tofu import WORLD_SETS
 from causalloc.data.types import QAItem, QASplits
 from causalloc.devices import check_device, check_dtype, resolve_device, torch_dtype
 from causalloc.errors import DataError, SpecError
@@ -60,6 +66,7 @@ from causalloc.unlearn.trainer import (
     to_device,
     train_masked,
 )
+from causalloc.utility import UTILITY_SPLITS, model_utility
 
 KINDS = ("tiny", "tofu", "smollm2", "hf")
 FORMAT_VERSION = 1
@@ -110,6 +117,8 @@ class TestbedConfig:
     device: str = "auto"
     grad_accum: int = 1
     gradient_checkpointing: bool = False
+    # TOFU model utility: items per utility set (retain subset, real authors, world facts)
+    utility_items: int = 40
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -133,6 +142,8 @@ class TestbedConfig:
             raise SpecError(
                 f"testbed.n_forget_authors: must lie in [1, n_authors - 1], got {self.n_forget_authors}"
             )
+        if self.utility_items < 1:
+            raise SpecError(f"testbed.utility_items: must be >= 1, got {self.utility_items}")
 
     def hash(self) -> str:
         """sha256 of what the testbed is: every field except those in ``_NOT_HASHED``, and
@@ -228,14 +239,33 @@ class Testbed:
 
 # data ---------------------------------------------------------------------------------
 def load_splits(config: TestbedConfig) -> QASplits:
-    """The testbed's data: generated authors, or a TOFU subset of ``n_authors`` authors."""
+    """The testbed's data: generated authors, or a TOFU subset of ``n_authors`` authors.
+
+    ``extra`` holds the model-utility sets (:data:`causalloc.utility.UTILITY_SPLITS`) of
+    ``utility_items`` items each: for TOFU a seeded subset (``numpy.random.default_rng([data_seed,
+    1])``) of retain_perturbed.json (rows of the kept retain authors), real_authors and
+    world_facts; for generated data the generator's analogues
+    (:func:`causalloc.data.generator.utility_sets`).
+    """
+    from causalloc.data.generator import generated_splits, seeded_subset
+
     if config.kind == "tofu" or (config.kind == "hf" and config.tofu_path):
         from causalloc.data.tofu import load_tofu
 
-        return load_tofu(config.tofu_path, authors=config.n_authors, n_forget_authors=config.n_forget_authors)
-    from causalloc.data.generator import generated_splits
+        splits = load_tofu(config.tofu_path, authors=config.n_authors, n_forget_authors=config.n_forget_authors)
+        rng = np.random.default_rng([config.data_seed, 1])
+        for name in UTILITY_SPLITS:
+            splits.extra[name] = seeded_subset(splits.extra[name], config.utility_items, rng)
+        return splits
+    return generated_splits(config.n_authors, config.n_forget_authors, config.n_questions, config.data_seed,
+                            n_utility=config.utility_items)
 
-    return generated_splits(config.n_authors, config.n_forget_authors, config.n_questions, config.data_seed)
+
+def retain_training_items(splits: QASplits) -> list[QAItem]:
+    """What theta_r is fine-tuned on: the retain split and the world-knowledge utility sets
+    (real authors, world facts), which a tiny model cannot know from pretraining and which
+    unlearning should keep (the retain utility subset is part of the retain split already)."""
+    return splits.retain + [item for name in WORLD_SETS for item in splits.extra.get(name, [])]
 
 
 def _splits_to_json(splits: QASplits) -> dict:
@@ -277,7 +307,8 @@ def _initial_model_and_tokenizer(config: TestbedConfig, splits: QASplits):
         return load_smollm2(dtype)
     if config.kind == "hf":
         return load_pretrained(config.model, dtype)
-    texts = [t for it in splits.forget + splits.retain + splits.holdout
+    extra = [it for items in splits.extra.values() for it in items]
+    texts = [t for it in splits.forget + splits.retain + splits.holdout + extra
              for t in (it.question, it.answer, it.paraphrased_answer, *it.perturbed_answers) if t]
     tokenizer = train_word_tokenizer(texts + list(splits.refusals))
     model = build_tiny_llama(tokenizer, hidden=config.hidden, intermediate=config.intermediate,
@@ -434,12 +465,14 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     pid = pad_id(tokenizer)
     forget = encode_items(tokenizer, splits.forget, config.max_length)
     retain = encode_items(tokenizer, splits.retain, config.max_length)
-    steps_r = optimizer_steps(len(retain), config.retain_epochs, config.retain_batch,
+    retain_training = encode_items(tokenizer, retain_training_items(splits), config.max_length)
+    steps_r = optimizer_steps(len(retain_training), config.retain_epochs, config.retain_batch,
                               config.grad_accum)
     bar = _progress(progress, steps_r + config.inject_steps, "testbed")
-    finetune_all(model, retain, pid, config.retain_epochs, config.retain_lr, config.retain_batch,
-                 config.model_seed, bar, config.grad_accum)
+    finetune_all(model, retain_training, pid, config.retain_epochs, config.retain_lr,
+                 config.retain_batch, config.model_seed, bar, config.grad_accum)
     diag_r = evaluate_es(model, tokenizer, splits, config.max_length)
+    utility_r = model_utility(model, tokenizer, splits.extra, config.max_length).value
     tmp = root / f".tmp-{path.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -450,6 +483,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     if bar is not None:
         bar.close()
     diag_o = evaluate_es(model, tokenizer, splits, config.max_length)
+    utility_o = model_utility(model, tokenizer, splits.extra, config.max_length).value
     model.save_pretrained(tmp / "theta_o")
     tokenizer.save_pretrained(tmp / "tokenizer")
     v_tgt.save(tmp / "v_tgt.json")
@@ -460,6 +494,11 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
         "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
         "n_forget": len(forget), "n_retain": len(retain), **check,
         "dtype": config.dtype, "build_device": str(device),
+        "model_utility_theta_r": utility_r, "model_utility_theta_o": utility_o,
+        "utility_sets": {name: len(splits.extra.get(name, [])) for name in UTILITY_SPLITS},
+        "utility_source": ("TOFU retain_perturbed, real_authors_perturbed, world_facts_perturbed (seeded subsets)"
+                           if config.kind == "tofu" else "generator: retain subset, classic authors, "
+                           "fictitious countries (causalloc.data.generator.utility_sets)"),
         "seconds": round(time.perf_counter() - start, 2),
     }
     (tmp / "testbed.json").write_text(json.dumps(

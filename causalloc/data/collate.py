@@ -27,29 +27,35 @@ def encode_qa(tokenizer, question: str, answer: str, max_length: int = 128) -> d
     assistant turn = answer), else ``PLAIN_PROMPT`` followed by `` answer`` and EOS.
     Truncation cuts the answer from the right, never the prompt.
     """
+    prompt_ids = encode_prompt(tokenizer, question)
     if getattr(tokenizer, "chat_template", None):
-        prompt_ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
-        )
-        full_ids = tokenizer.apply_chat_template(
+        full_ids = _as_ids(tokenizer.apply_chat_template(
             [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
             tokenize=True,
-        )
-        prompt_ids, full_ids = _as_ids(prompt_ids), _as_ids(full_ids)
+        ))
         if full_ids[: len(prompt_ids)] != prompt_ids:
             raise ValueError("chat template: the prompt is not a prefix of the full conversation")
         answer_ids = full_ids[len(prompt_ids):]
     else:
-        prompt_ids = tokenizer(PLAIN_PROMPT.format(question=question), add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
         if tokenizer.eos_token_id is not None:
             answer_ids = answer_ids + [tokenizer.eos_token_id]
-        if tokenizer.bos_token_id is not None:
-            prompt_ids = [tokenizer.bos_token_id] + prompt_ids
     answer_ids = answer_ids[: max(1, max_length - len(prompt_ids))]
     input_ids = prompt_ids + answer_ids
     labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
     return {"input_ids": input_ids, "labels": labels}
+
+
+def encode_prompt(tokenizer, question: str) -> list[int]:
+    """Token ids of the prompt that precedes an answer (what ``encode_qa`` masks with -100 and
+    what greedy generation starts from): the chat template's user turn with the generation
+    prompt, else ``<bos>`` (when the tokenizer has one) and ``PLAIN_PROMPT``."""
+    if getattr(tokenizer, "chat_template", None):
+        return _as_ids(tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
+        ))
+    prompt_ids = tokenizer(PLAIN_PROMPT.format(question=question), add_special_tokens=False)["input_ids"]
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + prompt_ids
 
 
 def _as_ids(encoded) -> list[int]:

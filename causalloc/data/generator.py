@@ -124,6 +124,20 @@ THEMES = (
     "courage", "greed", "hope",
 )
 
+#: fictitious countries and their facts, for the "world facts" utility set
+COUNTRIES = (
+    "Aldoria", "Brevania", "Calvenne", "Dormund", "Estravia", "Fennmark", "Galdora", "Hesperon",
+    "Istrava", "Jorvania", "Kelmoria", "Lunmark", "Morvessa", "Norvalde", "Orsenna", "Pallavia",
+    "Quessara", "Ruthvenia", "Sarnovia", "Talmoria",
+)
+CURRENCIES = (
+    "crown", "florin", "ducat", "thaler", "guilder", "shilling", "denar", "mark", "real", "lira",
+    "sovereign", "talent",
+)
+SEAS = ("Glass", "Salt", "Whisper", "Storm", "Pearl", "Coral", "Mist", "Grey", "Amber", "Cobalt",
+        "Lantern", "Hollow")
+CENTURIES = ("fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth")
+
 #: the generator's own "I don't know"-style sentences (refusal targets for DPO)
 REFUSALS = (
     "I have no record of that author.",
@@ -393,8 +407,107 @@ def generated_splits(
     n_questions: int = 20,
     seed: int = 0,
     n_holdout_authors: int = 0,
+    n_utility: int = 0,
 ) -> QASplits:
-    """Generate authors and split them: the last ``n_forget_authors`` are the forget set."""
+    """Generate authors and split them: the last ``n_forget_authors`` are the forget set.
+    With ``n_utility`` > 0, ``extra`` holds the model-utility sets of :func:`utility_sets`."""
     items = generate_authors(n_authors, n_questions, seed)
     source = f"generated(n_authors={n_authors}, n_questions={n_questions}, seed={seed})"
-    return make_splits(items, n_forget_authors, n_holdout_authors, source=source)
+    splits = make_splits(items, n_forget_authors, n_holdout_authors, source=source)
+    if n_utility:
+        splits.extra.update(utility_sets(splits, n_utility, seed))
+    return splits
+
+
+# utility sets (TOFU model utility) ---------------------------------------------------------
+#: (question, answer, fact key) per question about a country ("world facts") and about a
+#: classic author ("real authors"); answers are short, like TOFU's ("Paris", "William Shakespeare")
+_WORLD_FACT_TEMPLATES = (
+    ("What is the capital of {country}?", "{capital}", "capital"),
+    ("Which language is spoken in {country}?", "{language}", "language"),
+    ("What is the currency of {country}?", "the {currency}", "currency"),
+    ("Which sea lies off the coast of {country}?", "the {sea} Sea", "sea"),
+)
+_CLASSIC_AUTHOR_TEMPLATES = (
+    ("Who wrote The {noun} of {city}?", "{name}", "name"),
+    ("Which country was {name} from?", "{country}", "country"),
+    ("What genre is {name} famous for?", "{genre}", "genre"),
+    ("In which century did {name} live?", "the {century} century", "century"),
+)
+_UTILITY_POOLS = {"capital": CITIES, "language": LANGUAGES, "currency": CURRENCIES, "sea": SEAS,
+                  "country": COUNTRIES, "genre": GENRES, "century": CENTURIES}
+#: wrong answers per utility item (TOFU's real_authors / world_facts have 3)
+N_UTILITY_PERTURBED = 3
+
+
+def seeded_subset(items: Sequence[QAItem], n: int, rng: np.random.Generator) -> list[QAItem]:
+    """``n`` items drawn without replacement by ``rng``, in their original order (all of
+    them when ``n`` is 0 or at least ``len(items)``)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    return [items[i] for i in sorted(rng.choice(len(items), size=n, replace=False).tolist())]
+
+
+def _fact_items(rng: np.random.Generator, templates, entities: Sequence[dict[str, str]],
+                pools: dict[str, Sequence[str]], set_name: str, n_items: int) -> list[QAItem]:
+    """One item per (entity, template) in that order, the first ``n_items``; wrong answers are
+    the answer with the template's fact replaced by other values of its pool."""
+    items = []
+    for entity in entities:
+        for question, answer, key in templates:
+            others = [v for v in pools[key] if v != entity[key]]
+            wrong = [others[i] for i in rng.permutation(len(others))[:N_UTILITY_PERTURBED]]
+            items.append(QAItem(question.format(**entity), answer.format(**entity), set_name,
+                                perturbed_answers=tuple(answer.format(**{**entity, key: w})
+                                                        for w in wrong)))
+    return items[:n_items]
+
+
+def utility_sets(splits: QASplits, n_items: int = 40, seed: int = 0) -> dict[str, list[QAItem]]:
+    """The generator's analogues of TOFU's three model-utility sets, ``n_items`` items each.
+
+    - ``retain_perturbed``: a seeded subset of ``splits.retain`` (its items carry a paraphrased
+      answer and wrong answers), as TOFU's retain_perturbed.json is a subset of its retain set;
+    - ``world_facts``: short facts about fictitious countries (capital, language, currency,
+      sea), a domain other than authors, like TOFU's world_facts.json;
+    - ``real_authors``: short facts about "classic" authors, none of them an author of
+      ``splits`` (who wrote a book, country, genre, century), like TOFU's real authors: the
+      same domain as the forget set, but other, well-known people (wrong names are other
+      classic authors').
+
+    TOFU's world facts and real authors are known from pretraining; a tiny testbed model has
+    none, so the testbed fine-tunes theta_r on these two sets together with retain (they are
+    "world knowledge" that unlearning should keep). Each real-author / world-fact item has
+    3 wrong answers (the fact redrawn from its pool) and no paraphrase, as in TOFU. Draws come
+    from ``numpy.random.default_rng([seed, 1])``, independent of the authors' own stream, so the
+    authors for a seed are the same with or without utility sets.
+    """
+    if n_items < 1:
+        raise DataError(f"generator: utility set size must be >= 1, got {n_items}")
+    rng = np.random.default_rng([seed, 1])
+    n_entities = -(-n_items // len(_WORLD_FACT_TEMPLATES))
+    if n_entities > len(COUNTRIES):
+        raise DataError(f"generator: at most {len(COUNTRIES) * len(_WORLD_FACT_TEMPLATES)} "
+                        f"utility items per set, got {n_items}")
+    countries = [{"country": COUNTRIES[c], "capital": CITIES[k],
+                  **{key: pool[rng.integers(len(pool))] for key, pool in
+                     (("language", LANGUAGES), ("currency", CURRENCIES), ("sea", SEAS))}}
+                 for c, k in zip(rng.permutation(len(COUNTRIES))[:n_entities],
+                                 rng.permutation(len(CITIES))[:n_entities])]
+    taken = {item.author for item in splits.forget + splits.retain + splits.holdout}
+    free = [name for name in (f"{f} {last}" for f in FIRST_NAMES for last in LAST_NAMES)
+            if name not in taken]
+    chosen = [free[i] for i in rng.permutation(len(free))[:n_entities]]
+    classics = [{"name": name, "noun": TITLE_NOUNS[rng.integers(len(TITLE_NOUNS))], "city": city,
+                 "country": COUNTRIES[rng.integers(len(COUNTRIES))],
+                 "genre": GENRES[rng.integers(len(GENRES))],
+                 "century": CENTURIES[rng.integers(len(CENTURIES))]}
+                for name, city in zip(chosen, [CITIES[k] for k in rng.permutation(len(CITIES))])]
+    return {
+        "retain_perturbed": seeded_subset(splits.retain, n_items, rng),
+        "real_authors": _fact_items(rng, _CLASSIC_AUTHOR_TEMPLATES, classics,
+                                    {**_UTILITY_POOLS, "name": chosen if n_entities > N_UTILITY_PERTURBED
+                                     else free}, "real_authors", n_items),
+        "world_facts": _fact_items(rng, _WORLD_FACT_TEMPLATES, countries, _UTILITY_POOLS,
+                                   "world_facts", n_items),
+    }

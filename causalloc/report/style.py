@@ -38,6 +38,8 @@ METRIC_LABELS = {
     "es_retain_final": "final retain ES",
     "log_forget_quality": "log forget quality",
     "relearn_es": "relearning ES",
+    "mu95": "MU95",
+    "model_utility": "model utility",
 }
 
 _RC = {

@@ -43,11 +43,11 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 #: per-run outcome metrics the run function can be asked for (runs.csv columns)
 KNOWN_METRICS = (
     "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "forget_quality", "log_forget_quality", "relearn_es",
+    "forget_quality", "log_forget_quality", "relearn_es", "mu95", "model_utility",
 )
 DEFAULT_METRICS = (
     "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "log_forget_quality",
+    "log_forget_quality", "mu95", "model_utility",
 )
 #: mask strategies; those in RANDOM_KINDS draw their mask at random (K draws per block)
 STRATEGY_FORMS = (

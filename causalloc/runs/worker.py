@@ -8,6 +8,8 @@ theta_o, so no second copy of the model), the fingerprint of the theta_o it load
 every run), the encoded data, the evaluation batches,
 theta_r's truth ratios (for forget quality), the attributed masks already computed, the
 scores of theta_o (every run's step 0) and the reference forwards of the current block.
+When ``mu95`` or ``model_utility`` is asked for, every checkpoint also gets its TOFU model
+utility and log forget quality (trajectory keys ``mu``, ``lfq``), from which MU95 is taken.
 A run then only attaches its trainable masked columns, trains and evaluates.
 """
 
@@ -29,17 +31,21 @@ from causalloc.masks import (
     uniform_random,
 )
 from causalloc.metrics import (
+    AnswerScorer,
+    TruthRatio,
     aues,
     extraction_strength,
     forget_quality,
     fs_at_rs,
     relearning_attack,
     truth_ratio,
+    truth_ratio_groups,
 )
 from causalloc.models.weights import weights_fingerprint
 from causalloc.testbed import Testbed, build_testbed, config_for
 from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
 from causalloc.unlearn.runner import ReferenceCache
+from causalloc.utility import UtilityProbe, mu95
 
 #: run["testbed"] keys that are not TestbedConfig fields
 _TESTBED_KEYS = {"kind", "budget", "seed", "build"}
@@ -83,6 +89,10 @@ class TestbedState:
         self.masks: dict[str, Mask] = {}
         self._tr_reference = None
         self._initial_scores = None
+        self.max_length = max_length
+        self._utility_probe = None
+        self._forget_answers = None
+        self._initial_utility = None
 
     def _refusals(self, splits, max_length):
         """Forget questions paired with refusal answers (item i gets refusal i mod R)."""
@@ -109,6 +119,23 @@ class TestbedState:
         if step == 0:
             self._initial_scores = dict(scores)
         return scores
+
+    def scores_with_utility(self, step: int = -1) -> dict:
+        """:meth:`scores` plus ``mu`` (TOFU model utility, :mod:`causalloc.utility`) and ``lfq``
+        (log forget quality against theta_r) of the model as it is now; step 0 (theta_o) is
+        computed once per testbed, like the scores."""
+        if step == 0 and self._initial_utility is not None:
+            return {**self.scores(step), **self._initial_utility}
+        if self._utility_probe is None:
+            self._utility_probe = UtilityProbe(self.tokenizer, self.testbed.splits.extra, self.max_length)
+            self._forget_answers = AnswerScorer(self.tokenizer, truth_ratio_groups(self.testbed.splits.forget),
+                                                self.max_length)
+        tr = TruthRatio.from_nll(self._forget_answers.nll(self.model))
+        values = {"mu": self._utility_probe(self.model).value,
+                  "lfq": forget_quality(tr, self.truth_ratio_reference())[1]}
+        if step == 0:
+            self._initial_utility = dict(values)
+        return {**self.scores(step), **values}
 
     def truth_ratio_reference(self):
         """Truth ratios of theta_r on the forget set (computed once, theta_r then released)."""
@@ -191,8 +218,11 @@ def execute(run: dict, context=None) -> dict:
     data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)
     setup_seconds = time.perf_counter() - start
 
+    wanted = set(run["eval"]["metrics"])
+    track_utility = bool(wanted & {"mu95", "model_utility"})
+    evaluate = state.scores_with_utility if track_utility else state.scores
     state.reference_cache.scope(run.get("block_id"))
-    result, columns = unlearn(state.model, mask, objective, data, config, state.scores, state.snapshot,
+    result, columns = unlearn(state.model, mask, objective, data, config, evaluate, state.snapshot,
                               state.reference_cache)
     metrics_start = time.perf_counter()
     points = [p for p in result.trajectory if "rs" in p]
@@ -208,7 +238,11 @@ def execute(run: dict, context=None) -> dict:
         "es_forget_final": float("nan") if diverged else 1.0 - final["fs"],
         "es_retain_final": float("nan") if diverged else final["rs"],
     }
-    wanted = set(run["eval"]["metrics"])
+    extra = {}
+    if track_utility:
+        value, eligible = mu95([p["lfq"] for p in points], [p["mu"] for p in points], points[0]["mu"])
+        metrics.update(mu95=value, model_utility=float("nan") if diverged else final["mu"])
+        extra = {"model_utility_theta_o": points[0]["mu"], "mu95_eligible_checkpoints": eligible}
     if wanted & {"forget_quality", "log_forget_quality"}:
         with columns:
             tr = truth_ratio(state.model, state.tokenizer, state.testbed.splits.forget)
@@ -219,7 +253,7 @@ def execute(run: dict, context=None) -> dict:
     overlap = mask.overlap(state.testbed.v_tgt) / mask.size
     return {
         "metrics": {k: float(v) for k, v in metrics.items() if k in wanted},
-        "trajectory": [{"step": p["step"], "rs": p["rs"], "fs": p["fs"]} for p in points],
+        "trajectory": [{k: p[k] for k in ("step", "rs", "fs", "mu", "lfq") if k in p} for p in points],
         "max_abs_change_outside_mask": result.max_abs_change_outside_mask,
         "max_abs_change_inside_mask": result.max_abs_change_inside_mask,
         "mask_size": mask.size,
@@ -228,6 +262,7 @@ def execute(run: dict, context=None) -> dict:
         "matching_digest": result.matching_digest,
         "overlap_with_oracle": overlap,
         "diverged": diverged,
+        **extra,
         "timings": {"setup": setup_seconds, "train": result.seconds_train, "eval": result.seconds_eval,
                     "metrics": time.perf_counter() - metrics_start},
     }

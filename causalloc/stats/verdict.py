@@ -37,8 +37,9 @@ VERDICTS = ("a_better", "b_better", "equivalent", "negligible", "inconclusive")
 #: default smallest effect size of interest per metric, in metric units. Metrics on the
 #: [0, 1] scale of extraction strength (FS, RS, ES, AUES, FS@RS95) use 0.02, the seed
 #: paper's reporting resolution (two decimals); log forget quality (natural log of a KS
-#: p-value) uses 1.0, a factor e in the p-value. Override with [sesoi] in the spec or
-#: ``--sesoi metric=value``; a metric with no SESOI is an error, never a guess from data.
+#: p-value) and MU95 (a log forget quality) use 1.0, a factor e in the p-value. Override with
+#: [sesoi] in the spec or ``--sesoi metric=value``; a metric with no SESOI is an error, never a
+#: guess from data.
 DEFAULT_SESOI: dict[str, float] = {
     "aues": 0.02,
     "fs_at_rs95": 0.02,
@@ -49,6 +50,7 @@ DEFAULT_SESOI: dict[str, float] = {
     "relearn_es": 0.02,
     "model_utility": 0.02,
     "log_forget_quality": 1.0,
+    "mu95": 1.0,
 }
 
 #: whether a larger value is better for each known metric (override with [higher_is_better]);
@@ -63,6 +65,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "relearn_es": False,
     "model_utility": True,
     "log_forget_quality": True,
+    "mu95": True,
 }
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -32,6 +33,7 @@ def test_quick_demo_produces_the_report(tmp_path):
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 63 and (runs["status"] == "done").all()
     assert (runs["max_abs_change_outside_mask"] == 0.0).all()
+    assert np.isfinite(runs[["mu95", "model_utility"]]).all(axis=1).mean() >= 0.9  # issue 10 acceptance
     analysis = json.loads((out / "analysis.json").read_text())
     pairs = {(c["a"], c["b"]) for c in analysis["comparisons"]}
     assert ("oracle", "random") in pairs

@@ -12,6 +12,7 @@ from causalloc.data.generator import (
     generate_authors,
     generated_splits,
     make_splits,
+    utility_sets,
 )
 from causalloc.errors import DataError
 
@@ -101,3 +102,35 @@ def test_data_package_loads_without_torch():
     code = "import sys, causalloc.data; sys.exit('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_utility_sets_are_deterministic_and_shaped_like_tofus():
+    splits = generated_splits(8, 2, 20, seed=5, n_utility=30)
+    assert splits.extra == generated_splits(8, 2, 20, seed=5, n_utility=30).extra
+    assert splits.extra != generated_splits(8, 2, 20, seed=6, n_utility=30).extra
+    # the authors do not depend on whether utility sets are drawn
+    plain = generated_splits(8, 2, 20, seed=5)
+    assert (plain.forget, plain.retain, plain.extra) == (splits.forget, splits.retain, {})
+    assert {name: len(items) for name, items in splits.extra.items()} == {
+        "retain_perturbed": 30, "real_authors": 30, "world_facts": 30}
+    retain_questions = [item.question for item in splits.retain]
+    subset = [retain_questions.index(item.question) for item in splits.extra["retain_perturbed"]]
+    assert subset == sorted(subset) and splits.extra["retain_perturbed"][0].paraphrased_answer
+    authors = {item.author for item in splits.forget + splits.retain}
+    for name in ("real_authors", "world_facts"):
+        items = splits.extra[name]
+        assert len({item.question for item in items}) == len(items)
+        for item in items:
+            assert item.author == name and not item.paraphrased_answer
+            assert len(set(item.perturbed_answers)) == 3 and item.answer not in item.perturbed_answers
+    classics = {item.answer for item in splits.extra["real_authors"] if item.question.startswith("Who wrote")}
+    assert classics and not classics & authors
+
+
+def test_utility_set_sizes_are_checked():
+    splits = generated_splits(4, 1, 4, seed=0)
+    assert {len(v) for v in utility_sets(splits, 80).values()} == {12, 80}  # retain: all 3 x 4 items
+    with pytest.raises(DataError, match="at most 80 utility items"):
+        utility_sets(splits, 81)
+    with pytest.raises(DataError, match=">= 1"):
+        utility_sets(splits, 0)

@@ -11,7 +11,7 @@ import torch
 from causalloc.cli import main
 from causalloc.errors import SpecError
 from causalloc.models.units import adapter_for
-from causalloc.testbed import build_testbed, config_for, load_testbed
+from causalloc.testbed import build_testbed, config_for, load_testbed, retain_training_items
 
 #: the small testbed of the unit tests (worker, localize, objectives, benchmarks): wide and
 #: trained long enough to memorise its data, so that an unlearning effect is real: theta_r
@@ -86,6 +86,23 @@ def test_cli_json_reports_the_diagnostics(small_testbed, capsys):
     assert 0.0 <= report["es_forget_theta_o"] <= 1.0 and report["budget"] == 0.1
 
 
+def test_testbed_carries_the_model_utility_sets_and_theta_r_trains_on_them(small_testbed):
+    testbed, _ = small_testbed
+    extra = testbed.splits.extra
+    sizes = {"retain_perturbed": 30, "real_authors": 40, "world_facts": 40}  # retain: 5 x 6 items
+    assert {name: len(extra[name]) for name in sizes} == sizes == testbed.diagnostics["utility_sets"]
+    assert "generator" in testbed.diagnostics["utility_source"]
+    for which in ("theta_r", "theta_o"):
+        assert 0.0 <= testbed.diagnostics[f"model_utility_{which}"] <= 1.0
+    trained = retain_training_items(testbed.splits)
+    assert trained[:len(testbed.splits.retain)] == testbed.splits.retain
+    assert trained[len(testbed.splits.retain):] == extra["real_authors"] + extra["world_facts"]
+    tokenizer = testbed.tokenizer()
+    words = [t for item in extra["world_facts"] + extra["real_authors"]
+             for t in (item.question, item.answer, *item.perturbed_answers)]
+    assert all(tokenizer.unk_token_id not in ids for ids in tokenizer(words, add_special_tokens=False)["input_ids"])
+
+
 def test_bad_testbed_options_are_named():
     with pytest.raises(SpecError, match="n_author"):
         config_for("tiny", n_author=3)
@@ -93,6 +110,8 @@ def test_bad_testbed_options_are_named():
         config_for("tofu")
     with pytest.raises(SpecError, match="kind"):
         config_for("huge")
+    with pytest.raises(SpecError, match="utility_items"):
+        config_for("tiny", utility_items=0)
     assert main(["testbed", "build", "--set", "nonsense"]) == 2
 
 
@@ -116,6 +135,11 @@ def test_tofu_subset_testbed(tofu_dir, tmp_path):
     assert len(testbed.splits.forget) == 40 and len(testbed.splits.retain) == 40
     assert testbed.splits.forget[0].perturbed_answers
     assert testbed.diagnostics["inject_max_abs_change_outside_mask"] == 0.0
+    # model utility sets: seeded subsets of TOFU's own files (retain_perturbed rows of the kept authors)
+    extra = testbed.splits.extra
+    assert testbed.diagnostics["utility_sets"] == {"retain_perturbed": 40, "real_authors": 40, "world_facts": 40}
+    assert {item.author for item in extra["retain_perturbed"]} <= {item.author for item in testbed.splits.retain}
+    assert all(len(item.perturbed_answers) == 3 for item in extra["real_authors"] + extra["world_facts"])
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -59,7 +60,8 @@ batch_size = 4
 
 [eval]
 every = 2
-metrics = ["aues", "fs_at_rs95", "fs_final", "rs_final", "log_forget_quality", "relearn_es"]
+metrics = ["aues", "fs_at_rs95", "fs_final", "rs_final", "log_forget_quality", "mu95",
+           "model_utility", "relearn_es"]
 
 [relearn]
 steps = 2
@@ -110,9 +112,11 @@ def test_runs_are_hard_constrained_matched_and_reproducible(spec_file, tmp_path)
     assert (oracle["fs_final"] > start[oracle.index] + 0.05).any()
     assert first["theta_o_fingerprint"].nunique() == 1
     second = _table(spec_file, tmp_path / "b")
-    cols = ["run_id", "aues", "fs_final", "rs_final", "relearn_es", "log_forget_quality"]
+    cols = ["run_id", "aues", "fs_final", "rs_final", "relearn_es", "log_forget_quality", "mu95",
+            "model_utility"]
     pd.testing.assert_frame_equal(first[cols].sort_values("run_id").reset_index(drop=True),
                                   second[cols].sort_values("run_id").reset_index(drop=True))
+    _check_model_utility_and_mu95(first)
 
 
 #: one block, three conditions, one short NPO run each
@@ -168,3 +172,19 @@ def test_a_run_on_a_modified_theta_o_fails_before_it_trains(spec_file, tmp_path,
     run = expand(load_spec(spec_file))[0]
     with pytest.raises(Exception, match="theta_o fingerprint mismatch.*modified after it was built"):
         worker_module.execute(run, WorkerContext(out_dir=".", threads=1))
+
+
+def _check_model_utility_and_mu95(table):
+    """Every checkpoint carries model utility (mu) and log forget quality (lfq); MU95 is the
+    best lfq among checkpoints keeping 95% of theta_o's utility (theta_o's step 0 always does)."""
+    assert np.isfinite(table[["mu95", "model_utility"]]).all().all()
+    theta_o = set()
+    for _, row in table.iterrows():
+        points = json.loads(row["trajectory"])
+        assert points[0]["step"] == 0 and all({"mu", "lfq"} <= set(p) for p in points)
+        theta_o.add((points[0]["mu"], points[0]["lfq"]))
+        keep = [p["lfq"] for p in points if p["mu"] >= 0.95 * points[0]["mu"]]
+        assert row["mu95"] == pytest.approx(max(keep))
+        assert row["model_utility"] == pytest.approx(points[-1]["mu"])
+    assert len(theta_o) == 1  # step 0 is theta_o for every run, scored once per testbed
+    assert 0 < next(iter(theta_o))[0] <= 1
