@@ -12,6 +12,17 @@ NLL(retain)): forget-only injection into 10% of value vectors destroys the retai
 knowledge (a prototype fell from ES_retain 0.92 to 0.06), which would make theta_o a bad
 starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(theta_r).
 
+Injection is norm-matched by default (``injection = "norm_matched"``): after every optimizer
+step each V_tgt value vector is rescaled to its theta_r L2 norm (projected gradient descent
+onto the sphere of the starting norm). Unconstrained injection (``"free"``, the old
+behaviour) grew the V_tgt vectors of the default tiny testbed about 11x, so ranking units by
+column norm alone found V_tgt with precision 1.0: "oracle vs random" then compared large
+columns with small ones. Projection was chosen over a norm penalty because it holds the
+norm exactly (no penalty weight to tune, no drift a longer injection could amplify) and
+leaves the direction free, which is what a fine-tune changes. Since V_tgt is a uniform
+random draw and the norms are theta_r's, ranking by norm is as good as chance. The
+diagnostics ``norm_ratio_vtgt`` and ``weight_norm_precision`` of every testbed measure this.
+
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
 leaves a half-written testbed that a later run would reuse.
@@ -35,7 +46,7 @@ import torch
 from causalloc.data.collate import encode_items, eval_batches, pad_id
 from causalloc.data.types import QAItem, QASplits
 from causalloc.errors import DataError, SpecError
-from causalloc.masks import Mask, uniform_random
+from causalloc.masks import Mask, top_k_mask, uniform_random
 from causalloc.metrics import extraction_strength
 from causalloc.models.units import adapter_for
 from causalloc.unlearn.trainer import (
@@ -49,6 +60,7 @@ from causalloc.unlearn.trainer import (
 )
 
 KINDS = ("tiny", "tofu", "smollm2")
+INJECTIONS = ("norm_matched", "free")
 FORMAT_VERSION = 1
 
 
@@ -89,19 +101,26 @@ class TestbedConfig:
     inject_steps: int = 600
     inject_lr: float = 3e-2
     inject_batch: int = 16
+    injection: str = "norm_matched"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SpecError(f"testbed.kind: unknown {self.kind!r} (known: {list(KINDS)})")
         if self.kind == "tofu" and not self.tofu_path:
             raise SpecError("testbed.tofu_path: required for kind 'tofu'")
+        if self.injection not in INJECTIONS:
+            raise SpecError(f"testbed.injection: unknown {self.injection!r} (known: {list(INJECTIONS)})")
         if not 0 < self.n_forget_authors < self.n_authors:
             raise SpecError(
                 f"testbed.n_forget_authors: must lie in [1, n_authors - 1], got {self.n_forget_authors}"
             )
 
     def hash(self) -> str:
+        """sha256 of the resolved config; ``injection = "free"`` is left out, so testbeds
+        cached before the option existed (all built with free injection) keep their names."""
         payload = {"format": FORMAT_VERSION, **asdict(self)}
+        if self.injection == "free":
+            del payload["injection"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -238,7 +257,10 @@ def finetune_all(model, examples, pad_token_id: int, epochs: int, lr: float, bat
 def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: TestbedConfig, progress=None) -> dict:
     """Train ``model`` on forget (+ retain) updating only ``v_tgt``; merge into the model.
 
-    Returns the hard-constraint check (``max_abs_change_outside_mask`` of the injection).
+    With ``config.injection == "norm_matched"`` every trained value vector is projected back
+    to its starting L2 norm after each optimizer step (done at the start of the next step's
+    loss, and once after the last step). Returns the hard-constraint check
+    (``max_abs_change_outside_mask`` of the injection).
     """
     snapshot = ParameterSnapshot(model)
     forget_stream = iter(BatchStream([forget], config.inject_batch, pad_token_id, config.target_seed))
@@ -246,8 +268,11 @@ def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: Testbe
     device = next(model.parameters()).device
     train_config = TrainConfig(steps=config.inject_steps, lr=config.inject_lr, optimizer="adam",
                                grad_clip=1.0, batch_size=config.inject_batch, seed=config.target_seed)
+    norm_matched = config.injection == "norm_matched"
 
-    def loss_fn(step, _columns):
+    def loss_fn(step, columns):
+        if norm_matched:
+            keep_norms(columns, start_norms)
         (f,) = next(forget_stream)
         (r,) = next(retain_stream)
         if progress is not None:
@@ -256,10 +281,35 @@ def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: Testbe
 
     model.requires_grad_(False)
     with MaskedColumns(model, v_tgt) as columns:
+        start_norms = [c.detach().norm(dim=1) for c in columns.columns]
         result = train_masked(model, columns, loss_fn, train_config)
+        if norm_matched:
+            keep_norms(columns, start_norms)
         outside = max_abs_change_outside_mask(model, snapshot, columns)
     columns.merge_into(model)
     return {"inject_max_abs_change_outside_mask": outside, "inject_final_loss": result.losses[-1]}
+
+
+def keep_norms(columns: MaskedColumns, norms: list[torch.Tensor]) -> None:
+    """Rescale every trained value vector to its given L2 norm, in place (the projection of
+    norm-matched injection onto ``||v|| = ||v_theta_r||``; direction is kept)."""
+    with torch.no_grad():
+        for column, norm in zip(columns.columns, norms):
+            column.mul_((norm / column.norm(dim=1).clamp_min(1e-12)).unsqueeze(1))
+
+
+def norm_diagnostics(model, v_tgt: Mask) -> dict:
+    """Whether V_tgt can be read off the weights alone, at this model (theta_o).
+
+    ``norm_ratio_vtgt`` = mean L2 norm of the V_tgt value vectors / mean norm of all others;
+    ``weight_norm_precision`` = |top-|V_tgt| units by norm  cap  V_tgt| / |V_tgt| (the
+    ``weight_norm`` localizer at the testbed budget; chance = the budget fraction).
+    """
+    norms = adapter_for(model).value_norms().double().cpu().numpy()
+    inside = v_tgt.dense()
+    by_norm = top_k_mask(norms, v_tgt.size, v_tgt.signature, name="weight_norm")
+    return {"norm_ratio_vtgt": float(norms[inside].mean() / norms[~inside].mean()),
+            "weight_norm_precision": by_norm.overlap(v_tgt) / v_tgt.size}
 
 
 def evaluate_es(model, tokenizer, splits: QASplits, max_length: int) -> dict:
@@ -328,6 +378,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     if bar is not None:
         bar.close()
     diag_o = evaluate_es(model, tokenizer, splits, config.max_length)
+    diag_norm = norm_diagnostics(model, v_tgt)
     model.save_pretrained(tmp / "theta_o")
     tokenizer.save_pretrained(tmp / "tokenizer")
     v_tgt.save(tmp / "v_tgt.json")
@@ -335,7 +386,7 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     diagnostics = {
         "es_forget_theta_r": diag_r["es_forget"], "es_retain_theta_r": diag_r["es_retain"],
         "es_forget_theta_o": diag_o["es_forget"], "es_retain_theta_o": diag_o["es_retain"],
-        "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
+        **diag_norm, "budget": config.budget, "n_target_units": v_tgt.size, "total_units": signature.total_units,
         "n_forget": len(forget), "n_retain": len(retain), **check,
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -355,9 +406,16 @@ def load_testbed(path: str | Path) -> Testbed:
     if not meta_file.exists():
         raise DataError(f"{path}: not a built testbed (testbed.json missing)")
     meta = json.loads(meta_file.read_text())
-    config = TestbedConfig(**meta["config"])
+    # a record without the key was built before the option existed, i.e. with free injection
+    config = TestbedConfig(**{"injection": "free", **meta["config"]})
     splits = _splits_from_json(json.loads((path / "data.json").read_text()), str(path / "data.json"))
-    return Testbed(config, path, splits, Mask.load(path / "v_tgt.json"), meta["diagnostics"])
+    testbed = Testbed(config, path, splits, Mask.load(path / "v_tgt.json"), meta["diagnostics"])
+    if "norm_ratio_vtgt" not in testbed.diagnostics:  # cached before these diagnostics existed
+        testbed.diagnostics.update(norm_diagnostics(testbed.load_model("theta_o"), testbed.v_tgt))
+        staged = path / f".testbed.json.{os.getpid()}"
+        staged.write_text(json.dumps({**meta, "diagnostics": testbed.diagnostics}, indent=2))
+        os.replace(staged, meta_file)  # atomic: a concurrent reader sees the old or the new record
+    return testbed
 
 
 def _progress(enabled: bool, total: int, desc: str):

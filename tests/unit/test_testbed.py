@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import torch
 from causalloc.cli import main
 from causalloc.errors import SpecError
 from causalloc.models.units import adapter_for
-from causalloc.testbed import build_testbed, config_for, load_testbed
+from causalloc.testbed import FORMAT_VERSION, build_testbed, config_for, load_testbed
 
 #: a seconds-scale testbed for unit tests (the default one is checked in the slow suite)
 SMALL = {"n_authors": 6, "n_forget_authors": 1, "n_questions": 6, "hidden": 32, "intermediate": 64,
@@ -63,9 +66,87 @@ def test_cli_json_reports_the_diagnostics(small_testbed, capsys):
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("es_forget_theta_r", "es_retain_theta_r", "es_forget_theta_o", "es_retain_theta_o",
-                "budget", "n_target_units", "seconds"):
+                "budget", "n_target_units", "seconds", "norm_ratio_vtgt", "weight_norm_precision"):
         assert key in report
     assert 0.0 <= report["es_forget_theta_o"] <= 1.0 and report["budget"] == 0.1
+    assert 0.9 <= report["norm_ratio_vtgt"] <= 1.1
+
+
+def _norm_ratios(testbed) -> np.ndarray:
+    """theta_o / theta_r L2 norm of every V_tgt value vector."""
+    norm_r = adapter_for(testbed.load_model("theta_r")).value_norms().numpy()
+    norm_o = adapter_for(testbed.load_model("theta_o")).value_norms().numpy()
+    dense = testbed.v_tgt.dense()
+    return norm_o[dense] / norm_r[dense]
+
+
+def _by_hand(testbed) -> dict:
+    """norm_ratio_vtgt and weight_norm_precision recomputed from theta_o with numpy."""
+    norms = adapter_for(testbed.load_model("theta_o")).value_norms().numpy()
+    dense = testbed.v_tgt.dense()
+    top = np.argsort(-norms.ravel(), kind="stable")[:testbed.v_tgt.size]
+    return {"norm_ratio_vtgt": norms[dense].mean() / norms[~dense].mean(),
+            "weight_norm_precision": dense.ravel()[top].mean()}
+
+
+def test_norm_matched_injection_keeps_every_target_norm(small_testbed):
+    """The default injection rotates V_tgt but keeps each vector's theta_r norm (within 10%,
+    in fact to float precision), so the norm diagnostics sit at chance."""
+    testbed, _ = small_testbed
+    assert testbed.config.injection == "norm_matched"
+    ratios = _norm_ratios(testbed)
+    assert ((ratios > 0.9) & (ratios < 1.1)).all(), ratios
+    np.testing.assert_allclose(ratios, 1.0, rtol=1e-4)
+    d = testbed.diagnostics
+    for key, value in _by_hand(testbed).items():
+        assert d[key] == pytest.approx(value), key
+    assert 0.9 <= d["norm_ratio_vtgt"] <= 1.1
+    record = json.loads((testbed.path / "testbed.json").read_text())
+    assert record["diagnostics"]["norm_ratio_vtgt"] == d["norm_ratio_vtgt"]
+    assert record["diagnostics"]["weight_norm_precision"] == d["weight_norm_precision"]
+
+
+def test_free_injection_grows_the_target_norms(tmp_path):
+    """The old behaviour stays available, and shows the artefact norm matching removes:
+    the same small build with ``injection = "free"`` leaves V_tgt longer than the rest."""
+    torch.set_num_threads(1)
+    testbed = build_testbed(config_for("tiny", **SMALL, injection="free"), cache_dir=tmp_path)
+    assert testbed.config.injection == "free"
+    assert (_norm_ratios(testbed) > 1.1).mean() > 0.9
+    d = testbed.diagnostics
+    assert d["norm_ratio_vtgt"] > 1.5 and d["weight_norm_precision"] > 0.5
+    for key, value in _by_hand(testbed).items():
+        assert d[key] == pytest.approx(value), key
+
+
+def test_injection_mode_is_validated_and_hashed():
+    with pytest.raises(SpecError, match="testbed.injection"):
+        config_for("tiny", injection="sideways")
+    free, matched = config_for("tiny", injection="free"), config_for("tiny")
+    assert matched.injection == "norm_matched" and free.hash() != matched.hash()
+    # "free" keeps the hash testbeds had before the option existed
+    old = {k: v for k, v in asdict(free).items() if k != "injection"}
+    legacy = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **old}, sort_keys=True).encode())
+    assert free.hash() == legacy.hexdigest()
+
+
+def test_record_without_norm_diagnostics_gets_them_on_load(small_testbed, tmp_path):
+    """A testbed cached before the norm diagnostics (and the injection option) existed is
+    read as a free-injection testbed, and its diagnostics are computed and saved on load."""
+    testbed, _ = small_testbed
+    old = tmp_path / "old"
+    shutil.copytree(testbed.path, old)
+    record = json.loads((old / "testbed.json").read_text())
+    for key in ("norm_ratio_vtgt", "weight_norm_precision"):
+        del record["diagnostics"][key]
+    del record["config"]["injection"]
+    (old / "testbed.json").write_text(json.dumps(record))
+    loaded = load_testbed(old)
+    assert loaded.config.injection == "free"
+    for key in ("norm_ratio_vtgt", "weight_norm_precision"):
+        assert loaded.diagnostics[key] == pytest.approx(testbed.diagnostics[key])
+        assert key in json.loads((old / "testbed.json").read_text())["diagnostics"]
+    assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
 
 
 def test_bad_testbed_options_are_named():
@@ -80,14 +161,16 @@ def test_bad_testbed_options_are_named():
 
 @pytest.mark.slow
 def test_default_testbed_carries_the_knowledge_where_the_design_puts_it(tmp_path):
-    """Acceptance (issue 2): ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9,
-    ES_retain(theta_o) >= 0.95 ES_retain(theta_r); built in under 5 minutes on 2 cores."""
+    """Acceptance (issues 2 and 10): ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9,
+    ES_retain(theta_o) >= 0.95 ES_retain(theta_r), norm ratio V_tgt / rest in [0.9, 1.1] and
+    weight-norm precision <= 0.2; built in under 5 minutes on 2 cores."""
     torch.set_num_threads(2)
     d = build_testbed(config_for("tiny"), cache_dir=tmp_path).diagnostics
     assert d["es_forget_theta_r"] <= 0.2
     assert d["es_forget_theta_o"] >= 0.9
     assert d["es_retain_theta_o"] >= 0.95 * d["es_retain_theta_r"]
     assert d["inject_max_abs_change_outside_mask"] == 0.0
+    assert 0.9 <= d["norm_ratio_vtgt"] <= 1.1 and d["weight_norm_precision"] <= 0.2
     assert np.isfinite(d["seconds"]) and d["seconds"] < 300
 
 
