@@ -282,12 +282,27 @@ def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: Testbe
     model.requires_grad_(False)
     with MaskedColumns(model, v_tgt) as columns:
         start_norms = [c.detach().norm(dim=1) for c in columns.columns]
+        hooks = [c.register_hook(_tangent(c)) for c in columns.columns] if norm_matched else []
         result = train_masked(model, columns, loss_fn, train_config)
+        for hook in hooks:
+            hook.remove()
         if norm_matched:
             keep_norms(columns, start_norms)
         outside = max_abs_change_outside_mask(model, snapshot, columns)
     columns.merge_into(model)
     return {"inject_max_abs_change_outside_mask": outside, "inject_final_loss": result.losses[-1]}
+
+
+def _tangent(column: torch.nn.Parameter):
+    """Gradient hook: drop each row's component along the row itself (g - (g.v / v.v) v), so
+    the optimizer (and Adam's moment estimates) only see the directions that keep the norm."""
+
+    def project(grad: torch.Tensor) -> torch.Tensor:
+        value = column.detach()
+        along = (grad * value).sum(dim=1, keepdim=True) / (value * value).sum(dim=1, keepdim=True)
+        return grad - along * value
+
+    return project
 
 
 def keep_norms(columns: MaskedColumns, norms: list[torch.Tensor]) -> None:
@@ -399,6 +414,13 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     return load_testbed(path)
 
 
+def cached_record(config: TestbedConfig, cache_dir: str | Path | None = None) -> dict | None:
+    """The cache record (``testbed.json``: config, hash, diagnostics) of ``config``'s testbed,
+    or None when it is not built; reads no model."""
+    meta_file = (Path(cache_dir) if cache_dir else default_cache_dir()) / config.hash()[:16] / "testbed.json"
+    return json.loads(meta_file.read_text()) if meta_file.exists() else None
+
+
 def load_testbed(path: str | Path) -> Testbed:
     """Load a built testbed folder (raises DataError naming the missing piece)."""
     path = Path(path)
@@ -426,4 +448,4 @@ def _progress(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step")
 
 
-__all__ = ["Testbed", "TestbedConfig", "build_testbed", "config_for", "load_testbed"]
+__all__ = ["Testbed", "TestbedConfig", "build_testbed", "cached_record", "config_for", "load_testbed"]

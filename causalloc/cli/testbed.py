@@ -11,6 +11,7 @@ EPILOG = """examples:
   causalloc testbed build --kind tofu --tofu-path ../shared/data/tofu --authors 20
   causalloc testbed build --kind smollm2 --cache-dir /scratch/causalloc
   causalloc testbed build --set inject_steps=800 --set budget=0.05
+  causalloc testbed build --set injection=free   # the old, unconstrained injection (norm artefact)
 """
 
 
@@ -66,7 +67,8 @@ def run_build(args) -> int:
             overrides[key] = value
     config = config_for(args.kind, **overrides)
     testbed = build_testbed(config, cache_dir=args.cache_dir, progress=not args.json, rebuild=args.rebuild)
-    report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(), "kind": config.kind}
+    report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(), "kind": config.kind,
+              "injection": config.injection}
     if args.json:
         print(json.dumps(report))
     else:
@@ -76,4 +78,6 @@ def run_build(args) -> int:
         print(f"  theta_o: ES forget {d['es_forget_theta_o']:.3f}  ES retain {d['es_retain_theta_o']:.3f}")
         print(f"  V_tgt: {d['n_target_units']} of {d['total_units']} value vectors (budget {d['budget']}); "
               f"built in {d['seconds']:.1f} s")
+        print(f"  {config.injection} injection: V_tgt / rest norm ratio {d['norm_ratio_vtgt']:.2f}, "
+              f"weight-norm precision {d['weight_norm_precision']:.3f} (chance {d['budget']})")
     return 0
