@@ -12,16 +12,18 @@ NLL(retain)): forget-only injection into 10% of value vectors destroys the retai
 knowledge (a prototype fell from ES_retain 0.92 to 0.06), which would make theta_o a bad
 starting point for unlearning. The mix keeps ES_retain(theta_o) near ES_retain(theta_r).
 
-Injection is norm-matched by default (``injection = "norm_matched"``): after every optimizer
-step each V_tgt value vector is rescaled to its theta_r L2 norm (projected gradient descent
-onto the sphere of the starting norm). Unconstrained injection (``"free"``, the old
-behaviour) grew the V_tgt vectors of the default tiny testbed about 11x, so ranking units by
-column norm alone found V_tgt with precision 1.0: "oracle vs random" then compared large
-columns with small ones. Projection was chosen over a norm penalty because it holds the
-norm exactly (no penalty weight to tune, no drift a longer injection could amplify) and
-leaves the direction free, which is what a fine-tune changes. Since V_tgt is a uniform
-random draw and the norms are theta_r's, ranking by norm is as good as chance. The
-diagnostics ``norm_ratio_vtgt`` and ``weight_norm_precision`` of every testbed measure this.
+Injection is norm-matched by default (``injection = "norm_matched"``): it trains the whole
+V_tgt units (each unit's value vector and its two key rows, gate and up) and after every
+optimizer step rescales each trained vector to its theta_r L2 norm (projected gradient
+descent onto the sphere of the starting norm). Unconstrained injection (``"free"``, the old
+behaviour: value vectors only, no projection) grew the V_tgt value vectors of the default tiny
+testbed about 11x, so ranking units by column norm alone found V_tgt with precision 1.0 and
+"oracle vs random" compared large columns with small ones. Projection was chosen over a norm
+penalty because it holds every norm exactly (no penalty weight to tune, no drift a longer
+injection could amplify) and leaves the direction free, which is what a fine-tune changes.
+Since V_tgt is a uniform random draw and the norms are theta_r's, ranking by norm is as good
+as chance. The diagnostics ``norm_ratio_vtgt`` and ``weight_norm_precision`` of every testbed
+measure this.
 
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
@@ -61,6 +63,8 @@ from causalloc.unlearn.trainer import (
 
 KINDS = ("tiny", "tofu", "smollm2")
 INJECTIONS = ("norm_matched", "free")
+#: default injection learning rate per injection mode (Adam)
+INJECT_LR = {"norm_matched": 3e-3, "free": 3e-2}
 FORMAT_VERSION = 1
 
 
@@ -99,7 +103,7 @@ class TestbedConfig:
     budget: float = 0.1
     target_seed: int = 0
     inject_steps: int = 600
-    inject_lr: float = 3e-2
+    inject_lr: float | None = None  # None: the injection's default (INJECT_LR)
     inject_batch: int = 16
     injection: str = "norm_matched"
 
@@ -110,6 +114,8 @@ class TestbedConfig:
             raise SpecError("testbed.tofu_path: required for kind 'tofu'")
         if self.injection not in INJECTIONS:
             raise SpecError(f"testbed.injection: unknown {self.injection!r} (known: {list(INJECTIONS)})")
+        if self.inject_lr is None:  # resolved, so that the hash names the rate actually used
+            object.__setattr__(self, "inject_lr", INJECT_LR[self.injection])
         if not 0 < self.n_forget_authors < self.n_authors:
             raise SpecError(
                 f"testbed.n_forget_authors: must lie in [1, n_authors - 1], got {self.n_forget_authors}"
@@ -255,62 +261,106 @@ def finetune_all(model, examples, pad_token_id: int, epochs: int, lr: float, bat
 
 
 def inject(model, v_tgt: Mask, forget, retain, pad_token_id: int, config: TestbedConfig, progress=None) -> dict:
-    """Train ``model`` on forget (+ retain) updating only ``v_tgt``; merge into the model.
+    """Train ``model`` on forget (+ retain) updating only the V_tgt units; write into the model.
 
-    With ``config.injection == "norm_matched"`` every trained value vector is projected back
-    to its starting L2 norm after each optimizer step (done at the start of the next step's
-    loss, and once after the last step). Returns the hard-constraint check
-    (``max_abs_change_outside_mask`` of the injection).
+    ``free``: only the V_tgt value vectors, with the hard-constrained masked trainer.
+    ``norm_matched``: :func:`inject_units_norm_matched`. Returns the hard-constraint check
+    (``inject_max_abs_change_outside_mask``, 0.0 when nothing outside V_tgt moved).
     """
-    snapshot = ParameterSnapshot(model)
     forget_stream = iter(BatchStream([forget], config.inject_batch, pad_token_id, config.target_seed))
     retain_stream = iter(BatchStream([retain], config.inject_batch, pad_token_id, config.target_seed + 1))
     device = next(model.parameters()).device
-    train_config = TrainConfig(steps=config.inject_steps, lr=config.inject_lr, optimizer="adam",
-                               grad_clip=1.0, batch_size=config.inject_batch, seed=config.target_seed)
-    norm_matched = config.injection == "norm_matched"
 
-    def loss_fn(step, columns):
-        if norm_matched:
-            keep_norms(columns, start_norms)
+    def loss_fn(*_):
         (f,) = next(forget_stream)
         (r,) = next(retain_stream)
         if progress is not None:
             progress.update(1)
         return model(**to_device(f, device)).loss + model(**to_device(r, device)).loss
 
+    if config.injection == "norm_matched":
+        return inject_units_norm_matched(model, v_tgt, loss_fn, config)
+    snapshot = ParameterSnapshot(model)
+    train_config = TrainConfig(steps=config.inject_steps, lr=config.inject_lr, optimizer="adam",
+                               grad_clip=1.0, batch_size=config.inject_batch, seed=config.target_seed)
     model.requires_grad_(False)
     with MaskedColumns(model, v_tgt) as columns:
-        start_norms = [c.detach().norm(dim=1) for c in columns.columns]
-        hooks = [c.register_hook(_tangent(c)) for c in columns.columns] if norm_matched else []
         result = train_masked(model, columns, loss_fn, train_config)
-        for hook in hooks:
-            hook.remove()
-        if norm_matched:
-            keep_norms(columns, start_norms)
         outside = max_abs_change_outside_mask(model, snapshot, columns)
     columns.merge_into(model)
     return {"inject_max_abs_change_outside_mask": outside, "inject_final_loss": result.losses[-1]}
 
 
-def _tangent(column: torch.nn.Parameter):
-    """Gradient hook: drop each row's component along the row itself (g - (g.v / v.v) v), so
-    the optimizer (and Adam's moment estimates) only see the directions that keep the norm."""
+def unit_slices(model, v_tgt: Mask) -> list[tuple[torch.nn.Parameter, int, torch.Tensor]]:
+    """``(weight, unit axis, bool mask over that axis)`` of every weight that belongs to the
+    V_tgt units of a LLaMA-layout MLP: the value column (``down_proj``) and the two key rows
+    (``gate_proj``, ``up_proj``) of each unit. Every testbed kind is LLaMA-layout."""
+    adapter = adapter_for(model)
+    if adapter.family != "llama":
+        raise SpecError(f"testbed.injection: norm_matched needs a LLaMA-layout model, got {adapter.family!r}")
+    dense = torch.as_tensor(v_tgt.dense())
+    slices = []
+    for layer in v_tgt.layers():
+        mlp, chosen = adapter.mlp_modules[layer], dense[layer].to(adapter.value_weight(layer).device)
+        slices += [(mlp.down_proj.weight, 1, chosen), (mlp.gate_proj.weight, 0, chosen),
+                   (mlp.up_proj.weight, 0, chosen)]
+    return slices
 
-    def project(grad: torch.Tensor) -> torch.Tensor:
-        value = column.detach()
-        along = (grad * value).sum(dim=1, keepdim=True) / (value * value).sum(dim=1, keepdim=True)
-        return grad - along * value
 
-    return project
+def inject_units_norm_matched(model, v_tgt: Mask, loss_fn, config: TestbedConfig) -> dict:
+    """Norm-matched injection: train the V_tgt units (value column and both key rows of each),
+    projecting every trained column / row back to its theta_r L2 norm after each Adam step.
+
+    Why whole units: with the key rows frozen, a value vector's contribution ``a_i v_i`` is
+    bounded by its theta_r activation times its fixed norm, and 10% of value vectors at fixed
+    norm could not carry the forget set (the forget NLL plateaued at ~2.5 vs ~1.0 for free
+    injection on the quick testbed, ES_forget stayed near theta_r's). Training the keys lets a
+    unit fire on forget contexts, by direction alone. Everything outside the V_tgt units is
+    restored from the snapshot after every step, so it cannot move (checked at the end).
+    Hand-written: no library offers masked training projected onto per-row norm spheres.
+    """
+    snapshot = ParameterSnapshot(model)
+    slices = unit_slices(model, v_tgt)
+    weights = list(dict.fromkeys(w for w, _, _ in slices))
+    masks = {id(w): (chosen.unsqueeze(0) if axis == 1 else chosen.unsqueeze(1)) for w, axis, chosen in slices}
+    axes = {id(w): axis for w, axis, _ in slices}
+    starts = {id(w): w.detach().clone() for w in weights}
+    norms = {id(w): w.detach().norm(dim=1 - axes[id(w)], keepdim=True) for w in weights}
+    model.requires_grad_(False)
+    for w in weights:
+        w.requires_grad_(True)
+    optimizer = torch.optim.Adam(weights, lr=config.inject_lr)
+    was_training, losses = model.training, []
+    model.eval()
+    for _ in range(config.inject_steps):
+        loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for w in weights:
+            w.grad.mul_(masks[id(w)])
+        torch.nn.utils.clip_grad_norm_(weights, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for w in weights:
+                scaled = w * (norms[id(w)] / w.norm(dim=1 - axes[id(w)], keepdim=True).clamp_min(1e-12))
+                w.copy_(torch.where(masks[id(w)], scaled, starts[id(w)]))
+        losses.append(float(loss.detach()))
+    model.train(was_training)
+    model.requires_grad_(False)
+    outside = _max_change_outside_units(model, snapshot, masks)
+    return {"inject_max_abs_change_outside_mask": outside, "inject_final_loss": losses[-1]}
 
 
-def keep_norms(columns: MaskedColumns, norms: list[torch.Tensor]) -> None:
-    """Rescale every trained value vector to its given L2 norm, in place (the projection of
-    norm-matched injection onto ``||v|| = ||v_theta_r||``; direction is kept)."""
+def _max_change_outside_units(model, snapshot: ParameterSnapshot, masks: dict) -> float:
+    """max |theta_o - theta_r| over every coordinate outside the V_tgt units' columns / rows."""
+    worst = 0.0
     with torch.no_grad():
-        for column, norm in zip(columns.columns, norms):
-            column.mul_((norm / column.norm(dim=1).clamp_min(1e-12)).unsqueeze(1))
+        for name, param in model.named_parameters():
+            diff = (param - snapshot.values[name]).abs()
+            if id(param) in masks:
+                diff = diff.masked_fill(masks[id(param)], 0.0)
+            worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
+    return worst
 
 
 def norm_diagnostics(model, v_tgt: Mask) -> dict:

@@ -29,20 +29,24 @@ def small_testbed(tmp_path_factory):
 
 
 def test_injection_changes_only_the_target_units(small_testbed):
+    """Norm-matched injection trains the V_tgt units (value column, gate and up rows) and
+    nothing else (before issue 10 only down_proj columns moved; the key rows now do too)."""
     testbed, _ = small_testbed
     theta_r, theta_o = testbed.load_model("theta_r"), testbed.load_model("theta_o")
     d = testbed.diagnostics
     assert d["inject_max_abs_change_outside_mask"] == 0.0
     assert d["n_target_units"] == testbed.v_tgt.size == round(0.1 * 2 * 64)
     dense = testbed.v_tgt.dense()
-    a_r, a_o = adapter_for(theta_r), adapter_for(theta_o)
-    for layer in range(2):
-        changed = (a_r.value_matrix(layer) != a_o.value_matrix(layer)).any(dim=1).numpy()
-        assert not changed[~dense[layer]].any()
-        assert changed[dense[layer]].any() or not dense[layer].any()
+    unit_axis = {"down_proj": 1, "gate_proj": 0, "up_proj": 0}
     for (name, p_r), (_, p_o) in zip(theta_r.named_parameters(), theta_o.named_parameters()):
-        if "down_proj" not in name:
+        kind = next((k for k in unit_axis if k in name), None)
+        if kind is None:
             assert torch.equal(p_r, p_o), name
+            continue
+        layer = int(name.split("layers.")[1].split(".")[0])
+        changed = (p_r != p_o).any(dim=1 - unit_axis[kind]).numpy()
+        assert not changed[~dense[layer]].any(), name
+        assert changed[dense[layer]].any() or not dense[layer].any(), name
 
 
 def test_cache_is_reused_and_keyed_by_config(small_testbed):
@@ -90,13 +94,19 @@ def _by_hand(testbed) -> dict:
 
 
 def test_norm_matched_injection_keeps_every_target_norm(small_testbed):
-    """The default injection rotates V_tgt but keeps each vector's theta_r norm (within 10%,
-    in fact to float precision), so the norm diagnostics sit at chance."""
+    """The default injection rotates the V_tgt units but keeps each vector's theta_r norm
+    (within 10%, in fact to float precision), so the norm diagnostics sit at chance."""
     testbed, _ = small_testbed
     assert testbed.config.injection == "norm_matched"
     ratios = _norm_ratios(testbed)
     assert ((ratios > 0.9) & (ratios < 1.1)).all(), ratios
     np.testing.assert_allclose(ratios, 1.0, rtol=1e-4)
+    theta_r, theta_o = testbed.load_model("theta_r"), testbed.load_model("theta_o")
+    for layer_r, layer_o, chosen in zip(theta_r.model.layers, theta_o.model.layers, testbed.v_tgt.dense()):
+        for key in ("gate_proj", "up_proj"):  # the trained key rows keep their norms too
+            rows_r = getattr(layer_r.mlp, key).weight[chosen].norm(dim=1)
+            rows_o = getattr(layer_o.mlp, key).weight[chosen].norm(dim=1)
+            np.testing.assert_allclose(rows_o.numpy(), rows_r.numpy(), rtol=1e-4)
     d = testbed.diagnostics
     for key, value in _by_hand(testbed).items():
         assert d[key] == pytest.approx(value), key
