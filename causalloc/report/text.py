@@ -255,7 +255,7 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
     source = inputs.input_spec
     sesoi = policy.get("sesoi") or {}
     versions = repro.get("package_versions") or setup.get("package_versions") or {}
-    testbed = [("Testbed", testbed_summary(setup["testbed"]))] if setup.get("testbed") else []
+    testbed = [("Testbed", describe_testbed(setup["testbed"]))] if setup.get("testbed") else []
     return [
         ("Model", recorded("model", "model")),
         *testbed,
@@ -279,7 +279,7 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
     ]
 
 
-def testbed_summary(testbed: dict) -> str:
+def describe_testbed(testbed: dict) -> str:
     """One line on the controlled testbed: injection, ES before / after injection and whether
     V_tgt can be read off the weights (norm ratio V_tgt / rest, weight-norm precision)."""
 

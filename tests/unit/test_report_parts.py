@@ -12,10 +12,10 @@ from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci
 from causalloc.report.style import condition_styles, varying_cell_labels
 from causalloc.report.text import (
     comparison_sentence,
+    describe_testbed,
     estimate_decimals,
     fmt_p,
     fmt_sig,
-    testbed_summary,
 )
 
 EXAMPLE = {"a": "oracle", "b": "random", "metric": "aues", "cell": {"algorithm": "NPO"},
@@ -140,9 +140,9 @@ def test_testbed_line_prints_the_norm_diagnostics_when_recorded():
     testbed = {"kind": "tiny", "injection": "norm_matched", "es_forget_theta_r": 0.121,
                "es_forget_theta_o": 0.934, "es_retain_theta_r": 0.971, "es_retain_theta_o": 0.968,
                "norm_ratio_vtgt": 1.004, "weight_norm_precision": 0.093, "budget": 0.1}
-    assert testbed_summary(testbed) == (
+    assert describe_testbed(testbed) == (
         "tiny, norm_matched injection; ES forget theta_r 0.12 -> theta_o 0.93; ES retain theta_r "
         "0.97 -> theta_o 0.97; norm ratio V_tgt / rest 1.00; weight-norm precision 0.09 "
         "(chance 0.10)")
     older = {k: v for k, v in testbed.items() if k not in ("norm_ratio_vtgt", "weight_norm_precision")}
-    assert "norm ratio" not in testbed_summary(older) and "weight-norm" not in testbed_summary(older)
+    assert "norm ratio" not in describe_testbed(older) and "weight-norm" not in describe_testbed(older)
