@@ -64,7 +64,8 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: b
     testbed = build_testbed(testbed_config(spec.testbed.to_dict()), progress=progress)
     d = testbed.diagnostics
     log(f"      ES forget theta_r {d['es_forget_theta_r']:.2f} -> theta_o {d['es_forget_theta_o']:.2f}; "
-        f"ES retain theta_o {d['es_retain_theta_o']:.2f}; V_tgt {d['n_target_units']} units")
+        f"ES retain theta_o {d['es_retain_theta_o']:.2f}; V_tgt {d['n_target_units']} units, norm ratio "
+        f"{d['norm_ratio_vtgt']:.2f}, weight-norm precision {d['weight_norm_precision']:.2f}")
     log(f"[2/4] matched runs -> {out}")
     summary = execute_design(spec, out, workers=workers, progress=progress,
                              command=" ".join(["causalloc", "demo", *sys.argv[2:]]))

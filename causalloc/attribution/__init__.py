@@ -1,11 +1,11 @@
 """Localization methods: score every value vector and select a mask at an exact budget.
 
 ``localize(method, model, forget_batches, retain_batches, budget, ...)`` with method one of
-``activations``, ``memflex``, ``wagle``, ``grad_x_weight``, ``random`` (importing this
-package registers them); ``causalloc.attribution.accuracy`` compares masks with a reference.
+``activations``, ``memflex``, ``wagle``, ``grad_x_weight``, ``weight_norm``, ``random``
+(importing this package registers them); ``causalloc.attribution.accuracy`` compares masks with a reference.
 """
 
-from causalloc.attribution import activations, grad_x_weight, memflex, random, wagle
+from causalloc.attribution import activations, grad_x_weight, memflex, random, wagle, weight_norm
 from causalloc.attribution.base import (
     METHODS,
     AttributionResult,
@@ -16,5 +16,5 @@ from causalloc.attribution.base import (
 
 __all__ = [
     "METHODS", "AttributionResult", "activations", "get_method", "grad_x_weight", "localize",
-    "memflex", "random", "register_method", "wagle",
+    "memflex", "random", "register_method", "wagle", "weight_norm",
 ]

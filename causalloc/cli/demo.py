@@ -6,7 +6,7 @@ import argparse
 import json
 
 EPILOG = """examples:
-  causalloc demo                      # full demo (168 matched runs), about 10 minutes on 2 CPU cores
+  causalloc demo                      # full demo (192 matched runs), about 10 minutes on 2 CPU cores
   causalloc demo --quick --out /tmp/d # same pipeline, fewer seeds and steps, about 3 minutes
   causalloc demo --json               # print the output paths and run summary as JSON
 """

@@ -19,6 +19,7 @@ EPILOG = """examples:
       --batch-size 4 --grad-accum 4 --gradient-checkpointing
   causalloc testbed build --kind hf --model ./models/olmo2-7b --data generated --dtype bfloat16
   causalloc testbed build --kind tiny --dtype bfloat16 --device cpu --json
+  causalloc testbed build --set injection=free   # the old, unconstrained injection (norm artefact)
 """
 
 
@@ -101,7 +102,8 @@ def run_build(args) -> int:
     config = config_for(args.kind, **overrides)
     testbed = build_testbed(config, cache_dir=args.cache_dir, progress=not args.json, rebuild=args.rebuild)
     report = {**testbed.diagnostics, "path": str(testbed.path), "hash": config.hash(),
-              "kind": config.kind, "model": config.model, "dtype": config.dtype}
+              "kind": config.kind, "model": config.model, "dtype": config.dtype,
+              "injection": config.injection}
     if args.json:
         print(json.dumps(report))
     else:
@@ -112,4 +114,6 @@ def run_build(args) -> int:
         print(f"  theta_o: ES forget {d['es_forget_theta_o']:.3f}  ES retain {d['es_retain_theta_o']:.3f}")
         print(f"  V_tgt: {d['n_target_units']} of {d['total_units']} value vectors (budget {d['budget']}); "
               f"built in {d['seconds']:.1f} s")
+        print(f"  {config.injection} injection: V_tgt / rest norm ratio {d['norm_ratio_vtgt']:.2f}, "
+              f"weight-norm precision {d['weight_norm_precision']:.3f} (chance {d['budget']})")
     return 0

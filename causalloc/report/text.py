@@ -285,8 +285,10 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
     source = inputs.input_spec
     sesoi = policy.get("sesoi") or {}
     versions = repro.get("package_versions") or setup.get("package_versions") or {}
+    testbed = [("Testbed", describe_testbed(setup["testbed"]))] if setup.get("testbed") else []
     return [
         ("Model", recorded("model", "model")),
+        *testbed,
         ("Data", recorded("data", "data")),
         ("Algorithms", recorded("algorithms", "algorithm")),
         ("Budgets", recorded("budgets", "budget")),
@@ -305,6 +307,25 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("Package versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
          or "not recorded"),
     ]
+
+
+def describe_testbed(testbed: dict) -> str:
+    """One line on the controlled testbed: injection, ES before / after injection and whether
+    V_tgt can be read off the weights (norm ratio V_tgt / rest, weight-norm precision)."""
+
+    def number(key: str) -> str:
+        value = testbed.get(key)
+        return f"{value:.2f}" if is_number(value) else "not recorded"
+
+    parts = [f"{testbed.get('kind', '?')}, {testbed.get('injection', 'not recorded')} injection",
+             f"ES forget theta_r {number('es_forget_theta_r')} -> theta_o {number('es_forget_theta_o')}",
+             f"ES retain theta_r {number('es_retain_theta_r')} -> theta_o {number('es_retain_theta_o')}"]
+    if "norm_ratio_vtgt" in testbed:
+        parts.append(f"norm ratio V_tgt / rest {number('norm_ratio_vtgt')}")
+    if "weight_norm_precision" in testbed:
+        chance = f" (chance {number('budget')})" if is_number(testbed.get("budget")) else ""
+        parts.append(f"weight-norm precision {number('weight_norm_precision')}{chance}")
+    return "; ".join(parts)
 
 
 def caveats(inputs: ReportInputs, skipped_figures: dict[str, str] | None = None) -> list[str]:

@@ -379,6 +379,7 @@ def execute_design(
         if todo:
             counts = _drive(store, todo, _make_backend(backend, run_fn, threads_per_worker, str(out),
                                                        workers, address, gpus_per_run), progress, retries)
+        _write_design_files(spec, out, command or shlex.join(sys.argv), versions, built_testbed(spec))
         csv_path = store.export_csv(out / "runs.csv")
         after = store.counts()
     return {
@@ -492,8 +493,28 @@ def _check_picklable(run_fn: RunFn) -> None:
                         f"'module:function' path) to reach worker processes ({exc})") from None
 
 
-def _write_design_files(spec: ExperimentSpec, out: Path, command: str, versions: dict) -> None:
-    (out / "design.json").write_text(json.dumps(manifest(spec, command, versions), indent=2) + "\n")
+def built_testbed(spec: ExperimentSpec) -> dict | None:
+    """Kind, injection, hash and diagnostics of the spec's testbed from its cache record (the
+    report's setup prints them); None when it is not built or the spec names no valid testbed
+    (a custom run function need not use one)."""
+    from causalloc.runs.worker import testbed_config
+    from causalloc.testbed import cached_record
+
+    try:
+        config = testbed_config(spec.testbed.to_dict())
+    except CausallocError:
+        return None
+    record = cached_record(config)
+    if record is None:
+        return None
+    return {"kind": config.kind, "injection": config.injection, "hash": record["hash"],
+            **record["diagnostics"]}
+
+
+def _write_design_files(spec: ExperimentSpec, out: Path, command: str, versions: dict,
+                        testbed: dict | None = None) -> None:
+    design = manifest(spec, command, versions, testbed)
+    (out / "design.json").write_text(json.dumps(design, indent=2) + "\n")
     if spec.source and Path(spec.source).is_file():
         target = out / "spec.toml"
         if not target.exists() or not target.samefile(spec.source):

@@ -115,9 +115,11 @@ def _mask_spec(spec: ExperimentSpec, condition: ConditionSpec, draw: int, seed: 
     return mask
 
 
-def manifest(spec: ExperimentSpec, command: str, package_versions: dict) -> dict:
-    """The ``design.json`` contract read by ``causalloc analyze`` (schema.md)."""
-    return {
+def manifest(spec: ExperimentSpec, command: str, package_versions: dict,
+             testbed: dict | None = None) -> dict:
+    """The ``design.json`` contract read by ``causalloc analyze`` (schema.md); ``testbed``
+    (kind, injection, hash and diagnostics of the built testbed) goes into the setup when known."""
+    data = {
         "block_columns": list(BLOCK_COLUMNS),
         "condition_column": "condition",
         "replicate": "seed",
@@ -136,3 +138,6 @@ def manifest(spec: ExperimentSpec, command: str, package_versions: dict) -> dict
             "package_versions": package_versions,
         },
     }
+    if testbed:
+        data["setup"]["testbed"] = testbed
+    return data

@@ -38,7 +38,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 #: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
 FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
-FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "random")
+FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 #: per-run outcome metrics the run function can be asked for (runs.csv columns)
 KNOWN_METRICS = (

@@ -31,7 +31,7 @@ def test_quick_demo_produces_the_report(tmp_path):
     figures = list((out / "figures").glob("*.png"))
     assert figures and all(f.stat().st_size > 0 for f in figures)
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 63 and (runs["status"] == "done").all()
+    assert len(runs) == 72 and (runs["status"] == "done").all()
     assert (runs["max_abs_change_outside_mask"] == 0.0).all()
     assert np.isfinite(runs[["mu95", "model_utility"]]).all(axis=1).mean() >= 0.9  # issue 10 acceptance
     analysis = json.loads((out / "analysis.json").read_text())

@@ -19,7 +19,7 @@ from causalloc.masks import Mask
 from causalloc.models.units import ModelSignature, adapter_for
 
 N_LAYERS, N_UNITS, HIDDEN = 2, 64, 32
-ALL_METHODS = ["activations", "grad_x_weight", "memflex", "random", "wagle"]
+ALL_METHODS = ["activations", "grad_x_weight", "memflex", "random", "wagle", "weight_norm"]
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -98,6 +98,21 @@ def test_single_dominant_value_vector_ranks_first(method):
     result = localize(method, model, FORGET, None, budget=2)  # (an integer 1 would mean 100%)
     assert int(np.argmax(result.scores)) == 1 * N_UNITS + 17
     assert 17 in result.mask.units[1].tolist() and result.mask.size == 2
+
+
+def test_weight_norm_ranks_by_value_vector_norm_and_ignores_the_data():
+    model = tiny_llama()
+    adapter = adapter_for(model)
+    with torch.no_grad():
+        adapter.value_weight(1)[:, 17] *= 50.0
+        adapter.value_weight(0)[:, 3] *= 30.0
+    result = localize("weight_norm", model, FORGET, None, budget=2)
+    down = [model.model.layers[l].mlp.down_proj.weight.detach() for l in range(N_LAYERS)]
+    norms = torch.stack([w.norm(dim=0) for w in down])  # down_proj columns are the value vectors
+    np.testing.assert_allclose(result.scores, norms.double().numpy(), rtol=1e-6)
+    assert result.mask.units[1].tolist() == [17] and result.mask.units[0].tolist() == [3]
+    other_data = localize("weight_norm", model, qa_batch(8, seed=9), None, budget=2)
+    np.testing.assert_array_equal(other_data.scores, result.scores)
 
 
 def test_every_method_recovers_dominant_planted_units():

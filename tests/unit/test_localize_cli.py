@@ -119,6 +119,21 @@ def test_default_budget_is_v_tgt_and_json_summary(testbed, tmp_path, capsys):
     assert code == 0 and "masks/random.json" in stderr  # a leftover mask is pointed out
 
 
+def test_weight_norm_reports_its_precision_vs_v_tgt(testbed, tmp_path, capsys):
+    """The trivial baseline through the CLI: at the testbed budget its precision is the
+    testbed's own ``weight_norm_precision`` diagnostic (same ranking, same V_tgt)."""
+    out = tmp_path / "loc"
+    code, stdout, stderr = run_cli(capsys, "--method", "weight_norm", "--budget", "0.1", "--json",
+                                   "--no-progress", "--out", str(out))
+    assert code == 0, stderr
+    accuracy = json.loads(stdout)["methods"]["weight_norm"]["accuracy"]
+    assert accuracy["precision"] == pytest.approx(testbed.diagnostics["weight_norm_precision"])
+    scores = np.load(out / "weight_norm" / "scores.npy")
+    norms = np.stack([layer.mlp.down_proj.weight.detach().norm(dim=0).numpy()
+                      for layer in testbed.load_model().model.layers])
+    np.testing.assert_allclose(scores, norms, rtol=1e-6)
+
+
 @pytest.mark.parametrize("args, problem", [
     (["--method", "activatons"], "activatons"),
     (["--method", ","], "--method"),

@@ -10,7 +10,13 @@ from scipy import stats
 from causalloc.errors import DataError
 from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci
 from causalloc.report.style import condition_styles, varying_cell_labels
-from causalloc.report.text import comparison_sentence, estimate_decimals, fmt_p, fmt_sig
+from causalloc.report.text import (
+    comparison_sentence,
+    describe_testbed,
+    estimate_decimals,
+    fmt_p,
+    fmt_sig,
+)
 
 EXAMPLE = {"a": "oracle", "b": "random", "metric": "aues", "cell": {"algorithm": "NPO"},
            "n_blocks": 10, "mean_diff": 0.006, "ci95": [-0.010, 0.022], "ci95_method": "BCa",
@@ -157,3 +163,15 @@ def test_report_names_each_verdicts_family_and_the_error_rate_it_controls(tmp_pa
             "0.0004, Holm-adjusted randomization p = 0.025 in family primary") in markdown
     assert "| primary | 10 | 0.006 | [-0.01, 0.022] | 0.21 | randomization | 0.0123 | 0.0246 |" \
         in markdown
+
+
+def test_testbed_line_prints_the_norm_diagnostics_when_recorded():
+    testbed = {"kind": "tiny", "injection": "norm_matched", "es_forget_theta_r": 0.121,
+               "es_forget_theta_o": 0.934, "es_retain_theta_r": 0.971, "es_retain_theta_o": 0.968,
+               "norm_ratio_vtgt": 1.004, "weight_norm_precision": 0.093, "budget": 0.1}
+    assert describe_testbed(testbed) == (
+        "tiny, norm_matched injection; ES forget theta_r 0.12 -> theta_o 0.93; ES retain theta_r "
+        "0.97 -> theta_o 0.97; norm ratio V_tgt / rest 1.00; weight-norm precision 0.09 "
+        "(chance 0.10)")
+    older = {k: v for k, v in testbed.items() if k not in ("norm_ratio_vtgt", "weight_norm_precision")}
+    assert "norm ratio" not in describe_testbed(older) and "weight-norm" not in describe_testbed(older)

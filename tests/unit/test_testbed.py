@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -11,7 +14,13 @@ import torch
 from causalloc.cli import main
 from causalloc.errors import SpecError
 from causalloc.models.units import adapter_for
-from causalloc.testbed import build_testbed, config_for, load_testbed, retain_training_items
+from causalloc.testbed import (
+    FORMAT_VERSION,
+    build_testbed,
+    config_for,
+    load_testbed,
+    retain_training_items,
+)
 
 #: the small testbed of the unit tests (worker, localize, objectives, benchmarks): wide and
 #: trained long enough to memorise its data, so that an unlearning effect is real: theta_r
@@ -44,20 +53,24 @@ def test_small_testbed_carries_the_knowledge(small_testbed):
 
 
 def test_injection_changes_only_the_target_units(small_testbed):
+    """Norm-matched injection trains the V_tgt units (value column, gate and up rows) and
+    nothing else (before issue 10 only down_proj columns moved; the key rows now do too)."""
     testbed, _ = small_testbed
     theta_r, theta_o = testbed.load_model("theta_r"), testbed.load_model("theta_o")
     d = testbed.diagnostics
     assert d["inject_max_abs_change_outside_mask"] == 0.0
     assert d["n_target_units"] == testbed.v_tgt.size == round(0.1 * 2 * SMALL["intermediate"])
     dense = testbed.v_tgt.dense()
-    a_r, a_o = adapter_for(theta_r), adapter_for(theta_o)
-    for layer in range(2):
-        changed = (a_r.value_matrix(layer) != a_o.value_matrix(layer)).any(dim=1).numpy()
-        assert not changed[~dense[layer]].any()
-        assert changed[dense[layer]].any() or not dense[layer].any()
+    unit_axis = {"down_proj": 1, "gate_proj": 0, "up_proj": 0}
     for (name, p_r), (_, p_o) in zip(theta_r.named_parameters(), theta_o.named_parameters()):
-        if "down_proj" not in name:
+        kind = next((k for k in unit_axis if k in name), None)
+        if kind is None:
             assert torch.equal(p_r, p_o), name
+            continue
+        layer = int(name.split("layers.")[1].split(".")[0])
+        changed = (p_r != p_o).any(dim=1 - unit_axis[kind]).numpy()
+        assert not changed[~dense[layer]].any(), name
+        assert changed[dense[layer]].any() or not dense[layer].any(), name
 
 
 def test_cache_is_reused_and_keyed_by_config(small_testbed):
@@ -81,9 +94,93 @@ def test_cli_json_reports_the_diagnostics(small_testbed, capsys):
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("es_forget_theta_r", "es_retain_theta_r", "es_forget_theta_o", "es_retain_theta_o",
-                "budget", "n_target_units", "seconds"):
+                "budget", "n_target_units", "seconds", "norm_ratio_vtgt", "weight_norm_precision"):
         assert key in report
     assert 0.0 <= report["es_forget_theta_o"] <= 1.0 and report["budget"] == 0.1
+    assert 0.9 <= report["norm_ratio_vtgt"] <= 1.1
+
+
+def _norm_ratios(testbed) -> np.ndarray:
+    """theta_o / theta_r L2 norm of every V_tgt value vector."""
+    norm_r = adapter_for(testbed.load_model("theta_r")).value_norms().numpy()
+    norm_o = adapter_for(testbed.load_model("theta_o")).value_norms().numpy()
+    dense = testbed.v_tgt.dense()
+    return norm_o[dense] / norm_r[dense]
+
+
+def _by_hand(testbed) -> dict:
+    """norm_ratio_vtgt and weight_norm_precision recomputed from theta_o with numpy."""
+    norms = adapter_for(testbed.load_model("theta_o")).value_norms().numpy()
+    dense = testbed.v_tgt.dense()
+    top = np.argsort(-norms.ravel(), kind="stable")[:testbed.v_tgt.size]
+    return {"norm_ratio_vtgt": norms[dense].mean() / norms[~dense].mean(),
+            "weight_norm_precision": dense.ravel()[top].mean()}
+
+
+def test_norm_matched_injection_keeps_every_target_norm(small_testbed):
+    """The default injection rotates the V_tgt units but keeps each vector's theta_r norm
+    (within 10%, in fact to float precision), so the norm diagnostics sit at chance."""
+    testbed, _ = small_testbed
+    assert testbed.config.injection == "norm_matched"
+    ratios = _norm_ratios(testbed)
+    assert ((ratios > 0.9) & (ratios < 1.1)).all(), ratios
+    np.testing.assert_allclose(ratios, 1.0, rtol=1e-4)
+    theta_r, theta_o = testbed.load_model("theta_r"), testbed.load_model("theta_o")
+    for layer_r, layer_o, chosen in zip(theta_r.model.layers, theta_o.model.layers, testbed.v_tgt.dense()):
+        for key in ("gate_proj", "up_proj"):  # the trained key rows keep their norms too
+            rows_r = getattr(layer_r.mlp, key).weight[chosen].norm(dim=1)
+            rows_o = getattr(layer_o.mlp, key).weight[chosen].norm(dim=1)
+            np.testing.assert_allclose(rows_o.numpy(), rows_r.numpy(), rtol=1e-4)
+    d = testbed.diagnostics
+    for key, value in _by_hand(testbed).items():
+        assert d[key] == pytest.approx(value), key
+    assert 0.9 <= d["norm_ratio_vtgt"] <= 1.1
+    record = json.loads((testbed.path / "testbed.json").read_text())
+    assert record["diagnostics"]["norm_ratio_vtgt"] == d["norm_ratio_vtgt"]
+    assert record["diagnostics"]["weight_norm_precision"] == d["weight_norm_precision"]
+
+
+def test_free_injection_grows_the_target_norms(tmp_path):
+    """The old behaviour stays available, and shows the artefact norm matching removes:
+    the same small build with ``injection = "free"`` leaves V_tgt longer than the rest."""
+    torch.set_num_threads(1)
+    testbed = build_testbed(config_for("tiny", **SMALL, injection="free"), cache_dir=tmp_path)
+    assert testbed.config.injection == "free"
+    assert (_norm_ratios(testbed) > 1.1).mean() > 0.9
+    d = testbed.diagnostics
+    assert d["norm_ratio_vtgt"] > 1.5 and d["weight_norm_precision"] > 0.5
+    for key, value in _by_hand(testbed).items():
+        assert d[key] == pytest.approx(value), key
+
+
+def test_injection_mode_is_validated_and_hashed():
+    with pytest.raises(SpecError, match="testbed.injection"):
+        config_for("tiny", injection="sideways")
+    free, matched = config_for("tiny", injection="free"), config_for("tiny")
+    assert matched.injection == "norm_matched" and free.hash() != matched.hash()
+    # "free" keeps the hash testbeds had before the option existed
+    old = {k: v for k, v in asdict(free).items() if k != "injection"}
+    legacy = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **old}, sort_keys=True).encode())
+    assert free.hash() == legacy.hexdigest()
+
+
+def test_record_without_norm_diagnostics_gets_them_on_load(small_testbed, tmp_path):
+    """A testbed cached before the norm diagnostics (and the injection option) existed is
+    read as a free-injection testbed, and its diagnostics are computed and saved on load."""
+    testbed, _ = small_testbed
+    old = tmp_path / "old"
+    shutil.copytree(testbed.path, old)
+    record = json.loads((old / "testbed.json").read_text())
+    for key in ("norm_ratio_vtgt", "weight_norm_precision"):
+        del record["diagnostics"][key]
+    del record["config"]["injection"]
+    (old / "testbed.json").write_text(json.dumps(record))
+    loaded = load_testbed(old)
+    assert loaded.config.injection == "free"
+    for key in ("norm_ratio_vtgt", "weight_norm_precision"):
+        assert loaded.diagnostics[key] == pytest.approx(testbed.diagnostics[key])
+        assert key in json.loads((old / "testbed.json").read_text())["diagnostics"]
+    assert not [p.name for p in old.iterdir() if p.name.startswith(".")]
 
 
 def test_testbed_carries_the_model_utility_sets_and_theta_r_trains_on_them(small_testbed):
@@ -117,14 +214,16 @@ def test_bad_testbed_options_are_named():
 
 @pytest.mark.slow
 def test_default_testbed_carries_the_knowledge_where_the_design_puts_it(tmp_path):
-    """Acceptance (issue 2): ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9,
-    ES_retain(theta_o) >= 0.95 ES_retain(theta_r); built in under 5 minutes on 2 cores."""
+    """Acceptance (issues 2 and 10): ES_forget(theta_r) <= 0.2, ES_forget(theta_o) >= 0.9,
+    ES_retain(theta_o) >= 0.95 ES_retain(theta_r), norm ratio V_tgt / rest in [0.9, 1.1] and
+    weight-norm precision <= 0.2; built in under 5 minutes on 2 cores."""
     torch.set_num_threads(2)
     d = build_testbed(config_for("tiny"), cache_dir=tmp_path).diagnostics
     assert d["es_forget_theta_r"] <= 0.2
     assert d["es_forget_theta_o"] >= 0.9
     assert d["es_retain_theta_o"] >= 0.95 * d["es_retain_theta_r"]
     assert d["inject_max_abs_change_outside_mask"] == 0.0
+    assert 0.9 <= d["norm_ratio_vtgt"] <= 1.1 and d["weight_norm_precision"] <= 0.2
     assert np.isfinite(d["seconds"]) and d["seconds"] < 300
 
 
