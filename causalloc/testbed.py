@@ -168,9 +168,7 @@ class TestbedConfig:
 
     def hash(self) -> str:
         """sha256 of what the testbed is: every field except those in ``_NOT_HASHED``, and
-        the fields of ``_HASHED_WHEN_SET`` only when they differ from the value given there
-        (``injection = "free"`` is left out, so testbeds cached before the option existed, all
-        built with free injection, keep their names)."""
+        the fields of ``_HASHED_WHEN_SET`` only when they differ from their default."""
         payload = {"format": FORMAT_VERSION, **{
             key: value for key, value in asdict(self).items()
             if key not in _NOT_HASHED and _HASHED_WHEN_SET.get(key, _ALWAYS) != value}}
@@ -181,7 +179,7 @@ class TestbedConfig:
 _NOT_HASHED = ("device", "gradient_checkpointing")
 #: fields added after format 1, hashed only when set away from these defaults (testbeds
 #: cached before they existed keep their hash)
-_HASHED_WHEN_SET = {"model": None, "dtype": "float32", "grad_accum": 1, "injection": "free"}
+_HASHED_WHEN_SET = {"model": None, "dtype": "float32", "grad_accum": 1}
 _ALWAYS = object()
 
 #: defaults of the kinds that start from a pretrained model
@@ -487,20 +485,15 @@ def inject_units_norm_matched(model, v_tgt: Mask, loss_fn, config: TestbedConfig
         losses.append(float(loss.detach()))
     model.train(was_training)
     model.requires_grad_(False)
-    outside = _max_change_outside_units(model, snapshot, masks)
+    outside = _max_change_outside_units(model, snapshot, slices)
     return {"inject_max_abs_change_outside_mask": outside, "inject_final_loss": losses[-1]}
 
 
-def _max_change_outside_units(model, snapshot: ParameterSnapshot, masks: dict) -> float:
+def _max_change_outside_units(model, snapshot: ParameterSnapshot, slices) -> float:
     """max |theta_o - theta_r| over every coordinate outside the V_tgt units' columns / rows."""
-    worst = 0.0
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            diff = (param - snapshot.values[name]).abs()
-            if id(param) in masks:
-                diff = diff.masked_fill(masks[id(param)], 0.0)
-            worst = max(worst, float(diff.max()) if diff.numel() else 0.0)
-    return worst
+    names = {id(p): name for name, p in model.named_parameters()}
+    exclude = {names[id(w)]: (axis, chosen.nonzero().flatten().cpu()) for w, axis, chosen in slices}
+    return max(snapshot.max_abs_change(model, exclude).values(), default=0.0)
 
 
 def norm_diagnostics(model, v_tgt: Mask) -> dict:

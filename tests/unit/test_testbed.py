@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ from causalloc.cli import main
 from causalloc.errors import SpecError
 from causalloc.models.units import adapter_for
 from causalloc.testbed import (
-    FORMAT_VERSION,
     build_testbed,
     config_for,
     load_testbed,
@@ -158,10 +155,6 @@ def test_injection_mode_is_validated_and_hashed():
         config_for("tiny", injection="sideways")
     free, matched = config_for("tiny", injection="free"), config_for("tiny")
     assert matched.injection == "norm_matched" and free.hash() != matched.hash()
-    # "free" keeps the hash testbeds had before the option existed
-    old = {k: v for k, v in asdict(free).items() if k != "injection"}
-    legacy = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, **old}, sort_keys=True).encode())
-    assert free.hash() == legacy.hexdigest()
 
 
 def test_record_without_norm_diagnostics_gets_them_on_load(small_testbed, tmp_path):
