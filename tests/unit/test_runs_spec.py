@@ -150,3 +150,15 @@ def test_file_errors_name_the_file(tmp_path):
     broken.write_text("budgets = [0.1\nseeds = [0]\n")
     with pytest.raises(SpecError, match=r"broken\.toml: not valid TOML \(.*line"):
         load_spec(broken)
+
+
+_REPO = Path(__file__).resolve().parents[2]
+SHIPPED_SPECS = sorted((_REPO / "analyses").glob("*.toml")) + sorted(
+    (_REPO / "causalloc" / "demo_data").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
+def test_every_shipped_spec_parses(path):
+    """The specs in analyses/ and the demo's designs load (a key one of them uses can be
+    refused after a change to the parser; the full demo only runs in the slow suite)."""
+    assert load_spec(path).conditions
