@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from executor import add_testbed_arguments, testbed_sizes
+from executor import add_testbed_arguments, tiny_testbed_state
 
 
 def main(argv=None) -> dict:
@@ -42,13 +42,8 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from causalloc.cli.testbed import parse_overrides
-    from causalloc.runs.worker import TestbedState
-    from causalloc.testbed import build_testbed, config_for
-
     torch.set_num_threads(args.threads)
-    testbed = build_testbed(config_for("tiny", **testbed_sizes(args), **parse_overrides(args.set)), progress=True)
-    state = TestbedState(testbed, testbed.config.max_length)
+    state = tiny_testbed_state(args)
     state.scores_with_utility()  # builds the probes (once per testbed in a worker) and theta_r's ratios
     variants = {
         "es": lambda: state.scores(),
@@ -65,7 +60,7 @@ def main(argv=None) -> dict:
     report = {
         **{f"ms_{name}": value for name, value in ms.items()},
         "ratio_es_utility_to_es": ms["es_utility"] / ms["es"],
-        "utility_items": testbed.diagnostics.get("utility_sets"),
+        "utility_items": state.testbed.diagnostics.get("utility_sets"),
         "n_forget": len(state.forget), "n_retain": len(state.retain),
         "values": state.scores_with_utility(),
         "settings": vars(args),

@@ -212,6 +212,18 @@ def testbed_sizes(args: argparse.Namespace) -> dict:
     return {key: value for key, value in given if value is not None}
 
 
+def tiny_testbed_state(args: argparse.Namespace):
+    """The worker's shared state (theta_o, data, scoring batches) of the tiny testbed that the
+    command line describes (:func:`add_testbed_arguments`), built or taken from the cache."""
+    from causalloc.cli.testbed import parse_overrides
+    from causalloc.runs.worker import TestbedState
+    from causalloc.testbed import build_testbed, config_for
+
+    config = config_for("tiny", **testbed_sizes(args), **parse_overrides(args.set))
+    testbed = build_testbed(config, progress=True)
+    return TestbedState(testbed, testbed.config.max_length)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Runs/hour of causalloc's executor vs a naive masked-unlearning reference on "

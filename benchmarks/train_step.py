@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from executor import add_testbed_arguments, testbed_sizes
+from executor import add_testbed_arguments, tiny_testbed_state
 
 
 def main(argv=None) -> dict:
@@ -49,18 +49,13 @@ def main(argv=None) -> dict:
     from causalloc.data.collate import stack_batches
     from causalloc.masks import uniform_random
     from causalloc.models.positions import scored_positions, scored_positions_only
-    from causalloc.runs.worker import TestbedState
-    from causalloc.testbed import build_testbed, config_for
     from causalloc.unlearn import make_objective
     from causalloc.unlearn.base import StepContext
     from causalloc.unlearn.runner import split_output
     from causalloc.unlearn.trainer import BatchStream, MaskedColumns
 
     torch.set_num_threads(args.threads)
-    from causalloc.cli.testbed import parse_overrides
-
-    testbed = build_testbed(config_for("tiny", **testbed_sizes(args), **parse_overrides(args.set)), progress=True)
-    state = TestbedState(testbed, testbed.config.max_length)
+    state = tiny_testbed_state(args)
     model = state.model
     mask = uniform_random(state.signature, 0.1, np.random.default_rng(0))
     objective = make_objective("npo")
