@@ -15,8 +15,8 @@ from causalloc import __version__
 from causalloc.errors import CausallocError
 
 #: subcommand module names, in the order ``--help`` lists them
-COMMANDS = ("demo", "testbed", "localize", "run", "status", "export", "analyze", "report")
-COMMANDS += ("audit", "import_")
+COMMANDS = ("demo", "testbed", "localize", "run", "status", "export", "analyze", "report", "audit",
+            "import_")
 
 EPILOG = """examples:
   causalloc demo --quick --out demo-out          # the whole pipeline on the embedded default
