@@ -167,20 +167,14 @@ class TestbedConfig:
             raise SpecError(f"testbed.utility_items: must be >= 1, got {self.utility_items}")
 
     def hash(self) -> str:
-        """sha256 of what the testbed is: every field except those in ``_NOT_HASHED``, and
-        the fields of ``_HASHED_WHEN_SET`` only when they differ from their default."""
-        payload = {"format": FORMAT_VERSION, **{
-            key: value for key, value in asdict(self).items()
-            if key not in _NOT_HASHED and _HASHED_WHEN_SET.get(key, _ALWAYS) != value}}
+        """sha256 of what the testbed is: every field except those in ``_NOT_HASHED``."""
+        payload = {"format": FORMAT_VERSION,
+                   **{key: value for key, value in asdict(self).items() if key not in _NOT_HASHED}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 #: how a testbed is computed, not what it is: not hashed
 _NOT_HASHED = ("device", "gradient_checkpointing")
-#: fields added after format 1, hashed only when set away from these defaults (testbeds
-#: cached before they existed keep their hash)
-_HASHED_WHEN_SET = {"model": None, "dtype": "float32", "grad_accum": 1}
-_ALWAYS = object()
 
 #: defaults of the kinds that start from a pretrained model
 _PRETRAINED_DEFAULTS = {"retain_epochs": 3, "retain_lr": 5e-5, "retain_batch": 8,
