@@ -38,7 +38,7 @@ def register(sub) -> None:
                        help="kind hf: a hub model id (needs the network) or a local model "
                             "directory")
     build.add_argument("--tofu-path",
-                       help="directory of the TOFU files (kind tofu; kind hf: TOFU data)")
+                       help="directory of the TOFU files (kinds tofu, smollm2 and hf; kind tiny refuses it)")
     build.add_argument("--data", choices=("generated", "tofu"),
                        help="kind hf: generated authors or TOFU (default: tofu when "
                             "--tofu-path is given)")

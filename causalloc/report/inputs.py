@@ -44,6 +44,11 @@ class ReportInputs:
         return self.analysis.get("input") or {}
 
     @property
+    def fingerprints(self) -> list[str]:
+        """The sha256 fingerprints of the theta_o weights the analysed runs started from."""
+        return list(self.input_spec.get("theta_o_fingerprints") or [])
+
+    @property
     def replicate(self) -> str:
         return self.input_spec.get("replicate") or "seed"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from causalloc.provenance import describe_environment
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.style import cell_label, metric_label
 
@@ -304,6 +305,11 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
                        f"{_distinct(c.get('adj_method') for c in inputs.comparisons)}, SESOI: "
                        + (", ".join(f"{metric_label(m)} {v:g}" for m, v in sesoi.items()
                                     if is_number(v)) or "not recorded")),
+        ("Runs made with", "; ".join(f"{describe_environment(env)} ({env.get('runs', '?')} runs)"
+                                     for env in repro.get("run_environments") or []) or "not recorded"),
+        ("Testbed fingerprint", _distinct(f"sha256 {f[:16]}" for f in inputs.fingerprints) if inputs.fingerprints else "not recorded"),
+        ("Analysis made with", describe_environment({"causalloc": versions.get("causalloc"),
+                                                     "commit": repro.get("commit", "unknown")})),
         ("Package versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
          or "not recorded"),
     ]

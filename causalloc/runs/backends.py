@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from causalloc.errors import CausallocError, SpecError
+from causalloc.provenance import run_environment
 from causalloc.runs.design import expand, manifest
 from causalloc.runs.spec import ExperimentSpec, canonical_json, load_spec, sha256_json
 from causalloc.runs.store import RunStore, last_line, package_versions
@@ -68,7 +69,7 @@ class WorkerContext:
     threads: int
     cache: dict = field(default_factory=dict)
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    versions: dict = field(default_factory=package_versions)
+    versions: dict = field(default_factory=run_environment)  # after the worker set its threads
 
 
 def resolve_run_fn(run_fn: str | RunFn | None) -> RunFn:
@@ -379,7 +380,8 @@ def execute_design(
         if todo:
             counts = _drive(store, todo, _make_backend(backend, run_fn, threads_per_worker, str(out),
                                                        workers, address, gpus_per_run), progress, retries)
-        _write_design_files(spec, out, command or shlex.join(sys.argv), versions, built_testbed(spec))
+        _write_design_files(spec, out, command or shlex.join(sys.argv), versions, built_testbed(spec),
+                            store.environments())
         csv_path = store.export_csv(out / "runs.csv")
         after = store.counts()
     return {
@@ -512,8 +514,8 @@ def built_testbed(spec: ExperimentSpec) -> dict | None:
 
 
 def _write_design_files(spec: ExperimentSpec, out: Path, command: str, versions: dict,
-                        testbed: dict | None = None) -> None:
-    design = manifest(spec, command, versions, testbed)
+                        testbed: dict | None = None, environments: list[dict] | None = None) -> None:
+    design = manifest(spec, command, versions, testbed, environments)
     (out / "design.json").write_text(json.dumps(design, indent=2) + "\n")
     if spec.source and Path(spec.source).is_file():
         target = out / "spec.toml"

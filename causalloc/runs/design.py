@@ -116,9 +116,11 @@ def _mask_spec(spec: ExperimentSpec, condition: ConditionSpec, draw: int, seed: 
 
 
 def manifest(spec: ExperimentSpec, command: str, package_versions: dict,
-             testbed: dict | None = None) -> dict:
+             testbed: dict | None = None, environments: list[dict] | None = None) -> dict:
     """The ``design.json`` contract read by ``causalloc analyze`` (schema.md); ``testbed``
-    (kind, injection, hash and diagnostics of the built testbed) goes into the setup when known."""
+    (kind, injection, hash and diagnostics of the built testbed) goes into the setup when known,
+    ``environments`` (:meth:`~causalloc.runs.store.RunStore.environments`: the source commits,
+    torch builds and thread counts the done runs were made with) into ``environments``."""
     data = {
         "block_columns": list(BLOCK_COLUMNS),
         "condition_column": "condition",
@@ -140,4 +142,6 @@ def manifest(spec: ExperimentSpec, command: str, package_versions: dict,
     }
     if testbed:
         data["setup"]["testbed"] = testbed
+    if environments is not None:
+        data["environments"] = environments
     return data

@@ -359,6 +359,9 @@ def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
     tofu_path = check.path(table, "tofu_path", "testbed.tofu_path", must_exist=True)
     if kind == "tofu" and tofu_path is None:
         check.fail("testbed.tofu_path", "required when kind = 'tofu' (the TOFU data directory)")
+    if kind == "tiny" and tofu_path is not None:
+        check.fail("testbed.tofu_path", "kind 'tiny' trains on generated authors; for TOFU data use "
+                                        "kind 'tofu' (the tiny model), 'smollm2' or 'hf'")
     n_authors = check.integer(table, "n_authors", "testbed.n_authors", default=20, low=2)
     n_forget = check.integer(table, "n_forget_authors", "testbed.n_forget_authors", default=2, low=1)
     if n_forget >= n_authors:

@@ -227,6 +227,15 @@ class RunStore:
             out.append(record)
         return out
 
+    def environments(self) -> list[dict]:
+        """The distinct environments (:func:`causalloc.provenance.run_environment`) the done
+        runs recorded, each with its run count ``runs``, most runs first."""
+        counts: dict[str, int] = {}
+        for (versions,) in self._db.execute("SELECT versions FROM runs WHERE status = 'done'"):
+            key = versions or "{}"
+            counts[key] = counts.get(key, 0) + 1
+        return [{**json.loads(key), "runs": n} for key, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+
     def failed(self) -> list[dict]:
         """Failed runs: run_id, condition, block columns and the error's last line."""
         return [{"run_id": r["run_id"], "condition": r["run"]["condition"],

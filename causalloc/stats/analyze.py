@@ -31,6 +31,7 @@ import pandas as pd
 
 from causalloc import __version__
 from causalloc.errors import SpecError, TableError
+from causalloc.provenance import source_commit
 from causalloc.stats import table as table_module
 from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
@@ -374,6 +375,8 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "draw_column": table.draw_column,
             "metrics": metrics,
             "n_rows": table.n_rows,
+            "theta_o_fingerprints": sorted(table.runs[table_module.FINGERPRINT_COLUMN].dropna().astype(str).unique())
+            if table_module.FINGERPRINT_COLUMN in table.runs else [],
         },
         "setup": table.design.get("setup", {}),
         "reproducibility": {
@@ -384,6 +387,8 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "seeds": replicates,
             "stats_seed": spec.seed,
             "package_versions": package_versions(),
+            "commit": source_commit(),
+            "run_environments": table.design.get("environments", []),
         },
         "policy": {
             "drop_unmatched": spec.drop_unmatched,
