@@ -38,6 +38,7 @@ METRIC_LABELS = {
     "es_retain_final": "final retain ES",
     "log_forget_quality": "log forget quality",
     "relearn_es": "relearning ES",
+    "relearn_recovery": "relearning recovery",
     "mu95": "MU95",
     "model_utility": "model utility",
 }

@@ -43,7 +43,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 #: per-run outcome metrics the run function can be asked for (runs.csv columns)
 KNOWN_METRICS = (
     "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "forget_quality", "log_forget_quality", "relearn_es", "mu95", "model_utility",
+    "forget_quality", "log_forget_quality", "relearn_es", "relearn_recovery", "mu95", "model_utility",
 )
 DEFAULT_METRICS = (
     "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
@@ -573,8 +573,8 @@ def _parse_eval(check: _Checker, raw: Any, relearn: RelearnSpec | None) -> EvalS
                        f"{', '.join(KNOWN_METRICS)}){_suggest(metric, KNOWN_METRICS)}")
         if metric in metrics[:i]:
             check.fail(f"eval.metrics[{i}]", f"duplicate metric {metric!r}")
-        if metric == "relearn_es" and relearn is None:
-            check.fail(f"eval.metrics[{i}]", "'relearn_es' needs a [relearn] table")
+        if metric in ("relearn_es", "relearn_recovery") and relearn is None:
+            check.fail(f"eval.metrics[{i}]", f"{metric!r} needs a [relearn] table")
     return EvalSpec(every=every, metrics=tuple(metrics))
 
 

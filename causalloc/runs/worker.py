@@ -248,8 +248,8 @@ def execute(run: dict, context=None) -> dict:
             tr = truth_ratio(state.model, state.tokenizer, state.testbed.splits.forget)
         p, log_p = forget_quality(tr, state.truth_ratio_reference())
         metrics.update(forget_quality=p, log_forget_quality=log_p)
-    if run.get("relearn") and "relearn_es" in wanted:
-        metrics["relearn_es"] = _relearn(run["relearn"], state, columns)
+    if run.get("relearn") and wanted & {"relearn_es", "relearn_recovery"}:
+        metrics["relearn_es"], metrics["relearn_recovery"] = _relearn(run["relearn"], state, columns)
     overlap = mask.overlap(state.testbed.v_tgt) / mask.size
     return {
         "metrics": {k: float(v) for k, v in metrics.items() if k in wanted},
@@ -268,10 +268,12 @@ def execute(run: dict, context=None) -> dict:
     }
 
 
-def _relearn(spec: dict, state: TestbedState, columns) -> float:
+def _relearn(spec: dict, state: TestbedState, columns) -> tuple[float, float]:
     """Relearning attack on the unlearned model: fine-tune all weights on a seeded
     ``fraction`` of the forget items (the same split for every run of a block), ES on the
-    rest. The trained columns are merged into the shared model itself and the attack trains
+    rest: ``(relearn_es, relearn_recovery)``, the held-out ES after the attack and what the
+    attack gained on those items (ES after minus ES of the unlearned model before it; the
+    resurfacing Lacuna measures). The trained columns are merged into the shared model itself and the attack trains
     it in place (no copy of the model); it is then restored bitwise from the saved theta_o
     and checked against the snapshot's digests."""
     n_train = max(1, round(spec["fraction"] * len(state.forget)))
@@ -284,4 +286,4 @@ def _relearn(spec: dict, state: TestbedState, columns) -> float:
         columns.merge_into(state.model)
         outcome = relearning_attack(state.model, train, held_out, int(spec["steps"]), float(spec["lr"]),
                                     int(spec["seed"]) % 2**32, in_place=True)
-    return outcome.es
+    return outcome.es, outcome.es - outcome.curve[0][1]

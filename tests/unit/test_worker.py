@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from causalloc.data.collate import eval_batches
+from causalloc.metrics import extraction_strength
 from causalloc.runs import RunStore, execute_design
 from causalloc.runs import worker as worker_module
 from causalloc.runs.backends import WorkerContext
@@ -61,7 +63,7 @@ batch_size = 4
 [eval]
 every = 2
 metrics = ["aues", "fs_at_rs95", "fs_final", "rs_final", "log_forget_quality", "mu95",
-           "model_utility", "relearn_es"]
+           "model_utility", "relearn_es", "relearn_recovery"]
 
 [relearn]
 steps = 2
@@ -156,6 +158,22 @@ def test_relearning_attack_leaves_the_shared_theta_o_bitwise_intact(spec_file):
     assert state.snapshot.changed(state.model) == []  # every tensor bitwise theta_o again
     assert not any(p.requires_grad for p in state.model.parameters()) and not state.model.training
     assert result["theta_o_fingerprint"] == state.testbed.theta_o_fingerprint
+    _check_relearn_recovery(run, state)
+
+
+def _check_relearn_recovery(run, state):
+    """relearn_recovery = held-out forget ES after the attack minus before it; with nothing
+    unlearned (columns that merge nothing) "before" is theta_o's ES on the held-out items."""
+    class NothingLearned:
+        def merge_into(self, model):
+            pass
+
+    spec = run["relearn"]
+    order = np.random.default_rng(spec["seed"]).permutation(len(state.forget))
+    held_out = [state.forget[i] for i in order[round(spec["fraction"] * len(state.forget)):]]
+    before = float(np.mean(extraction_strength(state.model, eval_batches(held_out, state.pad))))
+    after, recovery = worker_module._relearn(spec, state, NothingLearned())
+    assert recovery == pytest.approx(after - before, abs=1e-12) and after > 0.5  # not "after" alone
 
 
 def test_a_run_on_a_modified_theta_o_fails_before_it_trains(spec_file, tmp_path, monkeypatch):
