@@ -15,13 +15,14 @@ from causalloc import __version__
 from causalloc.errors import CausallocError
 
 #: subcommand module names, in the order ``--help`` lists them
-COMMANDS = ("demo", "testbed", "localize", "run", "status", "export", "analyze", "report", "audit",
-            "import_")
+COMMANDS = ("demo", "testbed", "localize", "layerfit", "run", "status", "export", "analyze", "report",
+            "audit", "import_")
 
 EPILOG = """examples:
   causalloc demo --quick --out demo-out          # the whole pipeline on the embedded default
   causalloc testbed build --json                 # build (or reuse) the tiny controlled testbed
   causalloc localize --method activations --budget 0.1 --out masks/
+  causalloc layerfit --draws 3 --out layerfit/   # per-layer fits: oracle vs random regions
   causalloc run analyses/example_tiny.toml --out runs/ --workers 2
   causalloc analyze runs/ --out runs/analysis
   causalloc report runs/analysis

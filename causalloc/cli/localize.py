@@ -160,15 +160,9 @@ def _check_options(args) -> None:
 # sources of model and data ---------------------------------------------------------------
 def _testbed_source(args, say) -> dict:
     """theta_o, tokenizer, splits and V_tgt of the testbed named by the arguments."""
-    from causalloc.cli.testbed import parse_overrides
-    from causalloc.testbed import build_testbed, config_for
+    from causalloc.cli.testbed import testbed_from_args
 
-    overrides = parse_overrides(args.set)
-    if args.tofu_path is not None:
-        overrides["tofu_path"] = args.tofu_path
-    config = config_for(args.testbed, **overrides)
-    say(f"testbed {config.kind} {config.hash()[:16]}: building or loading")
-    testbed = build_testbed(config, cache_dir=args.cache_dir, progress=not args.no_progress)
+    config, testbed = testbed_from_args(args, say)
     return {"model": testbed.load_model("theta_o", device=args.device),
             "tokenizer": testbed.tokenizer(), "splits": testbed.splits,
             "max_length": config.max_length, "reference": testbed.v_tgt,

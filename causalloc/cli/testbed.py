@@ -81,6 +81,19 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def testbed_from_args(args, say):
+    """``(config, testbed)`` named by the ``--testbed``, ``--set``, ``--tofu-path`` and
+    ``--cache-dir`` options of a command that works on a testbed (built or reused)."""
+    from causalloc.testbed import build_testbed, config_for
+
+    overrides = parse_overrides(args.set)
+    if args.tofu_path is not None:
+        overrides["tofu_path"] = args.tofu_path
+    config = config_for(args.testbed, **overrides)
+    say(f"testbed {config.kind} {config.hash()[:16]}: building or loading")
+    return config, build_testbed(config, cache_dir=args.cache_dir, progress=not args.no_progress)
+
+
 def run_build(args) -> int:
     from causalloc.errors import SpecError
     from causalloc.testbed import build_testbed, config_for

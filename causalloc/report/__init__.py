@@ -17,7 +17,7 @@ from pathlib import Path
 from causalloc.report.figures import (
     dose_response,
     forest_plot,
-    layer_residuals,
+    layerfit_residuals,
     mask_anatomy,
     null_distribution,
     paired_slopes,
@@ -30,7 +30,7 @@ __all__ = [
     "ReportInputs",
     "dose_response",
     "forest_plot",
-    "layer_residuals",
+    "layerfit_residuals",
     "load_inputs",
     "mask_anatomy",
     "null_distribution",

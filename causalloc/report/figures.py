@@ -478,32 +478,40 @@ def mask_anatomy(masks: list[dict]) -> Figure:
     return fig
 
 
-def layer_residuals(analysis: dict) -> Figure:
-    """Per-layer L2 norm of the weight change outside the mask (``layer_residuals``), mean
-    over seeds with 95% CI per condition."""
-    entries = analysis.get("layer_residuals") or []
-    if not entries:
-        raise DataError("analysis.json has no layer_residuals")
-    frame = pd.DataFrame(entries)
-    missing = {"layer", "condition", "residual"} - set(frame.columns)
+def layerfit_residuals(layers: pd.DataFrame) -> Figure:
+    """Residual fraction of the per-layer least-squares fit (``causalloc layerfit``, the seed
+    paper's Figure 1) against layer: the oracle region, and the random regions' mean with
+    their range (min to max over draws) as a band and each draw as a dot.
+
+    ``layers``: one row per region, draw and layer with columns ``region`` (``oracle`` /
+    ``random``), ``draw``, ``layer``, ``residual_fraction``
+    (:data:`causalloc.layerfit.LAYER_COLUMNS`)."""
+    missing = {"region", "draw", "layer", "residual_fraction"} - set(layers.columns)
     if missing:
-        raise DataError(f"analysis.json: layer_residuals lack key(s) {', '.join(sorted(missing))}")
-    if "seed" not in frame:
-        frame["seed"] = 0
-    styles = condition_styles(frame["condition"].astype(str))
+        raise DataError(f"layer fit table lacks column(s) {', '.join(sorted(missing))}")
+    if layers.empty:
+        raise DataError("layer fit table has no rows")
+    regions = condition_order(layers["region"].astype(str))
+    styles = condition_styles(regions)
     with paper_style():
         fig = Figure(figsize=(SINGLE_COLUMN, 2.3), layout="constrained")
         ax = fig.subplots()
-        for condition in condition_order(frame["condition"].astype(str)):
-            table = frame[frame["condition"].astype(str) == condition].pivot_table(
-                index="seed", columns="layer", values="residual", aggfunc="mean")
-            mean, lo, hi = mean_ci(table.to_numpy(dtype=float))
-            style = styles[condition]
-            ax.plot(table.columns, mean, marker=style["marker"], color=style["color"],
-                    label=condition)
-            ax.fill_between(table.columns, lo, hi, color=style["color"], alpha=0.15, lw=0)
+        for region in regions:
+            table = layers[layers["region"].astype(str) == region].pivot_table(
+                index="draw", columns="layer", values="residual_fraction", aggfunc="mean")
+            values, style = table.to_numpy(dtype=float), styles[region]
+            label = f"{region} (mean of {len(table)} draws, range)" if len(table) > 1 else region
+            ax.plot(table.columns, np.nanmean(values, axis=0), marker=style["marker"],
+                    color=style["color"], label=label)
+            if len(table) > 1:
+                ax.fill_between(table.columns, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                                color=style["color"], alpha=0.2, lw=0)
+                ax.scatter(np.tile(table.columns, len(table)), values.ravel(), s=6,
+                           color=style["color"], alpha=0.6, lw=0)
         ax.set_xlabel("layer")
-        ax.set_ylabel("L2 residual outside the mask")
+        ax.set_ylabel("residual fraction of the fit")
+        ax.set_xticks(sorted(layers["layer"].unique()))
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=6)
     return fig
 
@@ -540,9 +548,6 @@ def build_figures(inputs: ReportInputs) -> tuple[list[ReportFigure], dict[str, s
         ("mask_anatomy", "Mask anatomy",
          ("Units per layer of each mask (random masks: mean and range) and Jaccard overlap "
          "between masks."), lambda: mask_anatomy(inputs.masks)),
-        ("layer_residuals", "Per-layer L2 residuals",
-         ("L2 norm of the weight change outside the mask per layer, mean and 95% CI over "
-         "seeds."), lambda: layer_residuals(analysis)),
     ]
     figures, skipped = [], {}
     for name, title, caption, draw in plans:

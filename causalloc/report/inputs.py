@@ -151,7 +151,7 @@ def _read_analysis(path: Path) -> dict:
         if not isinstance(comparison["cell"], dict):
             raise DataError(f"{path}: comparisons[{i}].cell must be an object")
     for key in ("mixed_models", "dose_response", "dropped_blocks", "excluded_runs",
-                "failed_runs", "warnings", "layer_residuals"):
+                "failed_runs", "warnings"):
         if not isinstance(analysis.get(key) or [], list):
             raise DataError(f"{path}: key {key!r} must be a list")
     return analysis

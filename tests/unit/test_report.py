@@ -23,7 +23,7 @@ from tests.fixtures.report.synthetic import build_output
 
 EXPECTED_FIGURES = {"forest_aues", "forest_fs_final", "tradeoff", "paired_slopes",
                     "null_distribution", "dose_response_budget", "dose_response_overlap",
-                    "mask_anatomy", "layer_residuals"}
+                    "mask_anatomy"}
 RUN_TABLE_FIGURES = {"tradeoff", "paired_slopes", "null_distribution"}
 
 
