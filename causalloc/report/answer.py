@@ -115,17 +115,23 @@ def metric_header(metric: str, comparisons: list[dict]) -> str:
     return f"{metric_label(metric)} (a - b{', lower is better' if lower else ''})"
 
 
-def answer_cell(comparison: dict | None) -> str:
-    """``oracle better: +0.199 [0.162, 0.247], n=8`` (``not compared`` for None)."""
+def answer_cell_parts(comparison: dict | None) -> tuple[str, str]:
+    """(verdict words, the rest) of an answer cell: ``("oracle better",
+    ": +0.199 [0.162, 0.247], n=8")``; ``("", "not compared")`` for None."""
     if comparison is None:
-        return NOT_COMPARED
+        return "", NOT_COMPARED
     c = comparison
     lo, hi = (list(c["ci95"] or []) + [None, None])[:2]
     decimals = estimate_decimals(lo, hi, c["mean_diff"])
     estimate = (f"{c['mean_diff']:+.{decimals}f}" if is_number(c["mean_diff"])
                 else fmt_fixed(None, decimals))
-    return (f"{verdict_word(c)}: {estimate} [{fmt_fixed(lo, decimals)}, "
-            f"{fmt_fixed(hi, decimals)}], n={c['n_blocks']}")
+    return verdict_word(c), (f": {estimate} [{fmt_fixed(lo, decimals)}, "
+                             f"{fmt_fixed(hi, decimals)}], n={c['n_blocks']}")
+
+
+def answer_cell(comparison: dict | None) -> str:
+    """``oracle better: +0.199 [0.162, 0.247], n=8`` (``not compared`` for None)."""
+    return "".join(answer_cell_parts(comparison))
 
 
 def is_decided(comparison: dict | None) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from causalloc.report.answer import (
     VERDICT_LEGEND,
-    answer_cell,
+    answer_cell_parts,
     answer_metrics,
     answer_notes,
     answer_rows,
@@ -54,7 +54,6 @@ from causalloc.report.text import (
     setup_items,
     verdict_row,
     verdict_summary,
-    verdict_word,
 )
 
 
@@ -97,13 +96,10 @@ def answer_blocks(inputs: ReportInputs) -> list[Block]:
     for row in rows:
         cells = []
         for comparison in row.comparisons:
-            text = answer_cell(comparison)
+            word, rest = answer_cell_parts(comparison)
             css = verdict_class(comparison["verdict"]) if comparison else ""
-            if is_decided(comparison):
-                word = verdict_word(comparison)
-                cells.append(Cell(text[len(word):], bold=word, css_class=css))
-            else:
-                cells.append(Cell(text, css_class=css))
+            cells.append(Cell(rest, bold=word, css_class=css) if is_decided(comparison)
+                         else Cell(word + rest, css_class=css))
         items.append([row.pair, row.cell][:len(labels)] + cells)
     legend = [(verdict_class(v), label) for v, label in VERDICT_LEGEND.items()]
     return [Block("table", columns=columns, items=items), Block("legend", items=legend),
@@ -120,9 +116,9 @@ def localization_blocks(inputs: ReportInputs) -> list[Block]:
     left_out = len(inputs.masks) - len(table)
     note = (f"Against V_tgt, the oracle region of the testbed ({size} of {n_layers * n_units} "
             f"units, {inputs.target_mask_path.name}): precision = share of the mask inside "
-            f"V_tgt, recall = share of V_tgt inside the mask, Jaccard = units in both / units "
-            f"in either. A "
-            f"uniformly random mask has expected precision {size / (n_layers * n_units):.3f}."
+            "V_tgt, recall = share of V_tgt inside the mask, Jaccard = units in both / units "
+            f"in either. A uniformly random mask has expected precision "
+            f"{size / (n_layers * n_units):.3f}."
             + (f" {plural(left_out, 'mask')} made for another model left out."
                if left_out else ""))
     return [Block("heading", "Localization accuracy"), Block("paragraph", note),
@@ -130,9 +126,10 @@ def localization_blocks(inputs: ReportInputs) -> list[Block]:
                   items=[localization_row(row) for row in table.to_dict("records")])]
 
 
-def figure_blocks(figures: list[ReportFigure], level: int = 3) -> list[Block]:
+def figure_blocks(figures: list[ReportFigure]) -> list[Block]:
+    """Each figure under its own level-3 heading."""
     return [block for figure in figures
-            for block in (Block("heading", figure.title, level=level),
+            for block in (Block("heading", figure.title, level=3),
                           Block("figure", items=[figure]))]
 
 
