@@ -254,7 +254,6 @@ th { border-top: 2px solid #222; border-bottom: 1px solid #222; }
 figure { margin: 1em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; }
 pre { background: #f4f4f4; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-td[class^="verdict-"] { white-space: nowrap; }
 .legend { font-size: 0.85em; }
 .swatch { display: inline-block; width: 1.1em; height: 0.9em; margin: 0 0.3em 0 0.8em;
           vertical-align: middle; border: 1px solid #888; }

@@ -23,7 +23,7 @@ from causalloc.errors import DataError
 from causalloc.report import load_inputs, write_report
 from causalloc.report.answer import VERDICT_LEGEND
 from causalloc.report.figures import build_figures
-from causalloc.report.style import varying_cell_labels
+from causalloc.report.style import metric_label, varying_cell_labels
 from causalloc.report.text import (
     LOCALIZATION_COLUMNS,
     VERDICT_COLUMNS,
@@ -124,10 +124,8 @@ def check_answer_table(markdown: str, analysis: dict) -> tuple[list[str], list[l
     """The first table of the report (above the Setup) against analysis.json: every cell's
     verdict, difference, CI bounds and n, and that each compared metric's cell is there."""
     (header, rows), *_ = markdown_tables(markdown.split("## Setup", 1)[0])
-    metrics = {label: m for m in {c["metric"] for c in analysis["comparisons"]}
-               for label in [h for h in header if h.split(" (a - b")[0] ==
-                             {"aues": "AUES", "fs_final": "final FS", "mu95": "MU95",
-                              "relearn_es": "relearning ES"}.get(m, m)]}
+    metrics = {column: m for m in {c["metric"] for c in analysis["comparisons"]}
+               for column in header if column.split(" (a - b")[0] == metric_label(m)}
     assert header[:2] == ["comparison", "algorithm"] and len(metrics) == len(header) - 2
     found = set()
     for row in rows:
