@@ -648,7 +648,7 @@ def _progress(enabled: bool, total: int, desc: str):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step")
+    return tqdm(total=total, desc=desc, unit="step", disable=None)  # None: off unless a tty
 
 
 __all__ = ["Testbed", "TestbedConfig", "build_testbed", "cached_record", "config_for", "load_testbed"]

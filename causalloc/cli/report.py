@@ -8,9 +8,15 @@ import json
 
 DESCRIPTION = """Write the report of an analysis: report.md, one self-contained report.html
 (figures embedded, no external references), booktabs tables.tex and figures/*.pdf plus
-figures/*.png (300 dpi). DIR holds analysis.json (from `causalloc analyze`); runs.csv is
-looked up in DIR or its parent and masks in DIR/masks or DIR/../masks. Figures whose data are
-absent are skipped with a note in the report. Works on analyses of external CSV tables too."""
+figures/*.png (300 dpi). The report opens with the answer: one table, a row per comparison
+and cell, a column per primary metric, each cell the verdict, the difference a - b with its
+95% CI and the blocks used (coloured by verdict in HTML); then the setup, the localization
+accuracy, the figures, and every comparison's sentence in an appendix.
+
+DIR holds analysis.json (from `causalloc analyze`); runs.csv is looked up in DIR or its
+parent and masks in DIR/masks or DIR/../masks (v_tgt.json there, the testbed's oracle region,
+adds the localization-accuracy table). Figures whose data are absent are skipped with a note
+in the report. Works on analyses of external CSV tables too."""
 
 EPILOG = """examples:
   causalloc report runs/analysis                 # writes next to analysis.json

@@ -2,6 +2,11 @@
 paper figures (figures/*.pdf, figures/*.png at 300 dpi), from analysis.json plus, when found,
 runs.csv and the mask files. Never imports torch.
 
+A report opens with the answer (``causalloc.report.answer``: one table of verdicts,
+differences with their CI and blocks used, per comparison x cell and primary metric), then
+the setup, the localization accuracy against V_tgt, the figures and the other tables; every
+comparison's pasteable sentence is in the appendix.
+
     >>> from causalloc.report import write_report
     >>> paths = write_report("runs/analysis")          # doctest: +SKIP
     >>> paths["report_html"]                             # doctest: +SKIP

@@ -22,11 +22,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Polygon
+from matplotlib.ticker import AutoMinorLocator
 from scipy import stats
 
 from causalloc.errors import DataError
 from causalloc.report.inputs import ReportInputs
+from causalloc.report.localization import flat_units, jaccard, signature
 from causalloc.report.style import (
     DOUBLE_COLUMN,
     SINGLE_COLUMN,
@@ -45,6 +48,8 @@ from causalloc.report.text import fmt_interval, fmt_p, fmt_sig, is_number
 MAX_GRID_POINTS = 200
 #: panels per row in small-multiple figures
 PANEL_COLUMNS = 3
+#: panels per row of the trade-off figure (square-ish panels, one per algorithm)
+TRADEOFF_COLUMNS = 4
 
 
 @dataclass
@@ -83,8 +88,9 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.nda
     return mean, mean - half, mean + half
 
 
-def _grid(n_panels: int, width: float = DOUBLE_COLUMN, panel_height: float = 1.9):
-    cols = min(PANEL_COLUMNS, max(n_panels, 1))
+def _grid(n_panels: int, width: float = DOUBLE_COLUMN, panel_height: float = 1.9,
+          columns: int = PANEL_COLUMNS):
+    cols = min(columns, max(n_panels, 1))
     rows = math.ceil(max(n_panels, 1) / cols)
     fig = Figure(figsize=(width if n_panels > 1 else SINGLE_COLUMN, panel_height * rows + 0.3),
                  layout="constrained")
@@ -228,13 +234,74 @@ def _trajectory_frame(runs: pd.DataFrame) -> list[dict]:
     return parsed
 
 
-def tradeoff_curves(runs: pd.DataFrame, analysis: dict) -> Figure:
-    """FS-RS trade-off per cell: for each condition, the mean (RS, FS) path over unlearning
-    steps with a 95% CI band of FS across seeds.
+def frontier(rs, fs, at) -> np.ndarray:
+    """The forget-retain frontier of one run at the retain levels ``at``:
+    F(r) = max{FS_t : RS_t >= r} over its checkpoints t, 0 where no checkpoint reaches r.
 
-    Each run's curve is linearly interpolated (numpy.interp, holding the end values) onto
-    the union of its panel's steps, thinned to MAX_GRID_POINTS; random draws are averaged
-    within a block before the across-seed interval.
+    This is the curve whose area over [0, 1] is AUES (``causalloc.metrics.aues``, restated
+    here because that module needs torch). F is a non-increasing step function, constant on
+    each interval (r_(i-1), r_(i)] between consecutive sorted RS values.
+    """
+    rs, fs = np.asarray(rs, dtype=float), np.asarray(fs, dtype=float)
+    order = np.argsort(rs, kind="stable")
+    sorted_rs = rs[order]
+    best_above = np.maximum.accumulate(fs[order][::-1])[::-1]
+    index = np.searchsorted(sorted_rs, np.asarray(at, dtype=float), side="left")
+    return np.where(index < sorted_rs.size, best_above[np.minimum(index, sorted_rs.size - 1)],
+                    0.0)
+
+
+def mean_tradeoff(curves: list[tuple[object, pd.DataFrame]]) -> dict:
+    """Mean trajectory of one condition and its frontier, from ``(replicate, points)`` per run
+    (points: ``step``, ``rs``, ``fs`` sorted by step).
+
+    Each run's RS and FS are linearly interpolated (numpy.interp, holding the end values) onto
+    the union of the steps (thinned to MAX_GRID_POINTS); the runs of one block (the K random
+    draws) are averaged first, so that each block counts once, as in the analysis, then the
+    blocks. The frontier is ``frontier`` of that mean trajectory: its area is the AUES of
+    the mean trajectory, which is not the mean of the runs' AUES that the analysis tests
+    (the maximum does not commute with the mean).
+
+    Returns steps, rs, fs (the mean trajectory), edges (0 and the sorted distinct RS values)
+    and frontier (F on each interval (edges[i], edges[i + 1]]), and n_blocks.
+    """
+    steps = np.unique(np.concatenate([points["step"].to_numpy() for _, points in curves]))
+    if steps.size > MAX_GRID_POINTS:
+        steps = np.linspace(steps[0], steps[-1], MAX_GRID_POINTS)
+    by_block: dict = {}
+    for replicate, points in curves:
+        by_block.setdefault(replicate, []).append(np.concatenate([
+            np.interp(steps, points["step"], points["rs"]),
+            np.interp(steps, points["step"], points["fs"])]))
+    mean = np.mean([np.mean(rows, axis=0) for rows in by_block.values()], axis=0)
+    rs, fs = mean[:steps.size], mean[steps.size:]
+    edges = np.unique(np.r_[0.0, rs])
+    return {"steps": steps, "rs": rs, "fs": fs, "edges": edges,
+            "frontier": frontier(rs, fs, edges[1:]), "n_blocks": len(by_block)}
+
+
+def _retain_axis(ax, lowest_rs: float) -> None:
+    """x from the lowest RS drawn, rounded down to a tick, to 1, with the widest tick step of
+    0.2, 0.1 or 0.05 that still labels 3 ticks; y is FS from 0 to 1 in steps of 0.2."""
+    for step in (0.2, 0.1, 0.05):
+        low = max(0.0, math.floor(round((lowest_rs - 0.005) / step, 6)) * step)
+        if round((1 - low) / step) >= 2:
+            break
+    ax.set_xlim(low - 0.03 * (1 - low), 1 + 0.03 * (1 - low))
+    ax.set_xticks(np.round(np.arange(low, 1 + step / 2, step), 2))
+    ax.xaxis.set_minor_locator(AutoMinorLocator(2 if step == 0.2 else 5))
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_yticks(np.round(np.arange(0, 1.01, 0.2), 1))
+    ax.grid(True, which="major", color="0.9", lw=0.4)
+    ax.set_axisbelow(True)
+
+
+def tradeoff_curves(runs: pd.DataFrame, analysis: dict) -> Figure:
+    """FS-RS trade-off per cell (one panel per algorithm, budget ...), as in the seed paper:
+    per condition, the mean (RS, FS) trajectory over the unlearning checkpoints (thin line,
+    small markers at the checkpoints, the start marked) and its frontier
+    F(r) = max FS_t over checkpoints with RS_t >= r (thick step line; see ``mean_tradeoff``).
+    The lines carry ``gid = "trajectory:<condition>"`` and ``"frontier:<condition>"``.
     """
     inputs = _inputs(analysis, runs)
     runs = _require_columns(inputs.done_runs(), ["trajectory", inputs.replicate,
@@ -243,49 +310,51 @@ def tradeoff_curves(runs: pd.DataFrame, analysis: dict) -> Figure:
     cells = _cells(inputs.comparisons) or [{}]
     titles = _titles(cells)
     styles = condition_styles(runs[inputs.condition_column].astype(str))
-    drawn = 0
+    drawn = set()
     with paper_style():
-        fig, axes = _grid(len(cells))
+        fig, axes = _grid(len(cells), columns=TRADEOFF_COLUMNS, panel_height=2.0)
         for ax, cell in zip(axes, cells):
             rows = _select_cell(runs, cell)
             curves = _trajectory_frame(rows)
             if not curves:
                 ax.set_title(f"{_title(titles, cell)}: no trajectories", fontsize=7)
                 continue
-            steps = np.unique(np.concatenate([c["points"]["step"].to_numpy() for c in curves]))
-            if steps.size > MAX_GRID_POINTS:
-                steps = np.linspace(steps[0], steps[-1], MAX_GRID_POINTS)
-            per_run = []
-            for curve in curves:
-                row = rows.loc[curve["index"]]
-                points = curve["points"]
-                per_run.append({"condition": str(row[inputs.condition_column]),
-                                "replicate": row[inputs.replicate],
-                                "rs": np.interp(steps, points["step"], points["rs"]),
-                                "fs": np.interp(steps, points["step"], points["fs"])})
-            frame = pd.DataFrame(per_run)
-            for condition in condition_order(frame["condition"]):
-                subset = frame[frame["condition"] == condition]
-                by_block = [np.mean(np.stack(g[key].to_list()), axis=0)
-                            for _, g in subset.groupby("replicate") for key in ("rs", "fs")]
-                rs = np.stack(by_block[0::2])
-                fs = np.stack(by_block[1::2])
-                rs_mean = rs.mean(axis=0)
-                fs_mean, fs_lo, fs_hi = mean_ci(fs)
+            conditions = rows.loc[[c["index"] for c in curves],
+                                  inputs.condition_column].astype(str).to_numpy()
+            replicates = rows.loc[[c["index"] for c in curves], inputs.replicate].to_numpy()
+            lowest = 1.0
+            for condition in condition_order(conditions):
+                mean = mean_tradeoff([(replicate, curve["points"]) for curve, replicate, name
+                                      in zip(curves, replicates, conditions)
+                                      if name == condition])
                 style = styles[condition]
-                ax.plot(rs_mean, fs_mean, color=style["color"], label=condition, lw=1)
-                ax.plot(rs_mean[-1], fs_mean[-1], style["marker"], color=style["color"], ms=3.5)
-                band = np.column_stack([np.r_[rs_mean, rs_mean[::-1]], np.r_[fs_lo, fs_hi[::-1]]])
-                ax.add_patch(Polygon(band, closed=True, facecolor=style["color"], alpha=0.15,
-                                     edgecolor="none"))
-            drawn += 1
-            ax.set_title(_title(titles, cell), fontsize=7)
-            ax.set_xlabel("retain score (RS)")
-            ax.set_ylabel("forget score (FS)")
+                ax.plot(mean["rs"], mean["fs"], color=style["color"], lw=0.6, alpha=0.9,
+                        marker=style["marker"], ms=2.2, markevery=max(1, mean["steps"].size // 25),
+                        gid=f"trajectory:{condition}")
+                ax.step(mean["edges"], np.r_[mean["frontier"][:1], mean["frontier"]],
+                        where="pre", color=style["color"], lw=1.5, gid=f"frontier:{condition}")
+                ax.plot(mean["rs"][0], mean["fs"][0], "o", ms=5, mfc="white", mec="0.15",
+                        mew=0.8, zorder=5)
+                lowest = min(lowest, float(np.min(mean["rs"])))
+                drawn.add(condition)
+            _retain_axis(ax, lowest)
+            ax.set_title(_title(titles, cell), fontsize=8)
         if not drawn:
             raise DataError("the trade-off figure needs trajectories in runs.csv "
                             "(column 'trajectory' is empty)")
-        _shared_legend(fig, axes)
+        for index, ax in enumerate(axes):
+            ax.set_xlabel("retain score RS (ES on retain)", fontsize=7)
+            if index % TRADEOFF_COLUMNS == 0:
+                ax.set_ylabel("forget score FS (1 - ES on forget)", fontsize=7)
+        handles = [Line2D([], [], color=styles[c]["color"], lw=1.5, marker=styles[c]["marker"],
+                          ms=3, label=c) for c in condition_order(drawn)]
+        handles += [Line2D([], [], color="0.45", lw=0.6, marker="o", ms=2.2,
+                           label="mean trajectory (markers: checkpoints)"),
+                    Line2D([], [], color="0.45", lw=1.5, drawstyle="steps-pre",
+                           label="its frontier F(r) (area: AUES)"),
+                    Line2D([], [], ls="none", marker="o", ms=5, mfc="white", mec="0.15",
+                           label="start (step 0)")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=6.5)
     return fig
 
 
@@ -419,10 +488,6 @@ def dose_response(analysis: dict, predictor: str | None = None) -> Figure:
     return fig
 
 
-def _mask_sets(mask: dict) -> set[tuple[int, int]]:
-    return {(layer, unit) for layer, units in enumerate(mask["units"]) for unit in units}
-
-
 def mask_anatomy(masks: list[dict]) -> Figure:
     """Where the masks sit: units per layer of each mask (random-like masks summarised by
     their mean and range), and the Jaccard overlap |A & B| / |A | B| between masks (mean over
@@ -433,10 +498,8 @@ def mask_anatomy(masks: list[dict]) -> Figure:
     """
     if not masks:
         raise DataError("the mask-anatomy figure needs mask files (masks/*.json)")
-    signature = pd.Series([(m["signature"]["n_layers"], m["signature"]["n_units"])
-                           for m in masks]).mode()[0]
-    masks = [m for m in masks
-             if (m["signature"]["n_layers"], m["signature"]["n_units"]) == signature]
+    common = pd.Series([signature(m) for m in masks]).mode()[0]
+    masks = [m for m in masks if signature(m) == common]
     groups: dict[str, list[dict]] = {}
     for mask in masks:
         group = random_group(mask["name"])
@@ -446,15 +509,15 @@ def mask_anatomy(masks: list[dict]) -> Figure:
     labels = [f"{name} (n={len(groups[name])})" if len(groups[name]) > 1 else name
               for name in names]
     styles = condition_styles(names)
-    sets = {name: [_mask_sets(m) for m in groups[name]] for name in names}
-    jaccard = np.zeros((len(names), len(names)))
+    sets = {name: [flat_units(m) for m in groups[name]] for name in names}
+    overlap = np.zeros((len(names), len(names)))
     for i, first in enumerate(names):
         for j, second in enumerate(names):
-            scores = [len(a & b) / max(len(a | b), 1)
+            scores = [jaccard(a, b)
                       for ia, a in enumerate(sets[first]) for ib, b in enumerate(sets[second])
                       if not (i == j and ia == ib)]
-            jaccard[i, j] = np.mean(scores) if scores else 1.0
-    layers = np.arange(signature[0])
+            overlap[i, j] = np.mean(scores) if scores else 1.0
+    layers = np.arange(common[0])
     with paper_style():
         fig = Figure(figsize=(DOUBLE_COLUMN, 2.6), layout="constrained")
         ax_counts, ax_heat = fig.subplots(1, 2, width_ratios=[1.2, 1])
@@ -470,7 +533,7 @@ def mask_anatomy(masks: list[dict]) -> Figure:
         ax_counts.set_ylabel("units in mask")
         ax_counts.set_xticks(layers)
         ax_counts.legend(fontsize=6)
-        sns.heatmap(pd.DataFrame(jaccard, index=labels, columns=labels), ax=ax_heat,
+        sns.heatmap(pd.DataFrame(overlap, index=labels, columns=labels), ax=ax_heat,
                     vmin=0, vmax=1, cmap="viridis", annot=len(names) <= 8, fmt=".2f",
                     annot_kws={"fontsize": 6}, square=True,
                     cbar_kws={"label": "Jaccard overlap", "shrink": 0.8})
@@ -529,8 +592,12 @@ def build_figures(inputs: ReportInputs) -> tuple[list[ReportFigure], dict[str, s
         plans.append(("forest", "Forest plot", "", lambda: forest_plot(analysis)))
     plans += [
         ("tradeoff", "FS-RS trade-off curves",
-         ("Mean forget score against mean retain score over unlearning steps per condition; "
-         "bands: 95% CI of FS across seeds."), lambda: tradeoff_curves(runs, analysis)),
+         ("Per condition (random draws averaged within each block first), the mean (RS, FS) "
+          "trajectory over the unlearning checkpoints (thin line, markers at checkpoints, "
+          "open circle: start) and its frontier F(r) = max FS over checkpoints with RS >= r "
+          "(thick step line; F = 0 beyond the largest RS). The area under F is the AUES of "
+          "the mean trajectory; the tested AUES is the mean of each run's area (forest plot)."),
+         lambda: tradeoff_curves(runs, analysis)),
         ("paired_slopes", "Seed-wise paired slopes",
          (f"{metric_label(headline or '')} per block (grey lines) and condition means with "
          "95% CI."), lambda: paired_slopes(runs, analysis)),

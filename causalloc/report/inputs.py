@@ -2,7 +2,9 @@
 
 ``causalloc report DIR`` reads ``DIR/analysis.json`` (the contract is docs/analysis_json.md),
 looks for ``runs.csv`` in DIR, its parent, or at the analysis' recorded input path, and for
-mask files (``causalloc.masks.Mask.to_dict()`` JSON) in ``DIR/masks`` or ``DIR/../masks``.
+mask files (``causalloc.masks.Mask.to_dict()`` JSON) in ``DIR/masks`` or ``DIR/../masks``;
+``v_tgt.json`` there is the testbed's oracle region V_tgt (``causalloc demo`` saves it), the
+reference of the localization-accuracy table, and is kept apart from the masks that were run.
 Only analysis.json is required; figures whose data are absent are skipped with a note.
 Masks are read as plain JSON (no import of causalloc.masks) so the report stays independent
 of the model side of the package.
@@ -18,6 +20,8 @@ import pandas as pd
 
 from causalloc.errors import DataError
 
+#: file name of the oracle region V_tgt among the mask files
+TARGET_MASK_FILE = "v_tgt.json"
 #: keys every comparison needs for the verdict table and the forest plot
 REQUIRED_COMPARISON_KEYS = ("a", "b", "metric", "cell", "n_blocks", "mean_diff", "ci95", "verdict")
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -33,6 +37,8 @@ class ReportInputs:
     runs_path: Path | None = None
     masks: list[dict] = field(default_factory=list)
     mask_paths: list[Path] = field(default_factory=list)
+    target_mask: dict | None = None
+    target_mask_path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -188,7 +194,10 @@ def _read_masks(mask_dir: Path, inputs: ReportInputs) -> None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             inputs.notes.append(f"mask file {mask_path} skipped: {exc!r}")
             continue
-        inputs.masks.append({"name": str(mask.get("name") or mask_path.stem),
-                             "signature": {"n_layers": n_layers, "n_units": n_units},
-                             "units": units})
-        inputs.mask_paths.append(mask_path)
+        plain = {"name": str(mask.get("name") or mask_path.stem),
+                 "signature": {"n_layers": n_layers, "n_units": n_units}, "units": units}
+        if mask_path.name == TARGET_MASK_FILE:
+            inputs.target_mask, inputs.target_mask_path = plain, mask_path
+        else:
+            inputs.masks.append(plain)
+            inputs.mask_paths.append(mask_path)

@@ -15,12 +15,30 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from causalloc.report.answer import (
+    VERDICT_LEGEND,
+    answer_cell_parts,
+    answer_metrics,
+    answer_notes,
+    answer_rows,
+    is_decided,
+    label_columns,
+    metric_header,
+)
 from causalloc.report.figures import ReportFigure, build_figures
 from causalloc.report.inputs import ReportInputs
-from causalloc.report.style import PNG_DPI, metric_label, paper_style, varying_cell_labels
+from causalloc.report.localization import flat_units, signature, target_accuracy
+from causalloc.report.style import (
+    PNG_DPI,
+    VERDICT_COLORS,
+    metric_label,
+    paper_style,
+    varying_cell_labels,
+)
 from causalloc.report.tables import tables_tex
 from causalloc.report.text import (
     DOSE_RESPONSE_COLUMNS,
+    LOCALIZATION_COLUMNS,
     MIXED_MODEL_COLUMNS,
     VERDICT_COLUMNS,
     caveats,
@@ -28,7 +46,10 @@ from causalloc.report.text import (
     design_status,
     dose_response_row,
     family_lines,
+    localization_row,
     mixed_model_row,
+    plural,
+    report_title,
     reproducibility_lines,
     setup_items,
     verdict_row,
@@ -38,8 +59,9 @@ from causalloc.report.text import (
 
 @dataclass
 class Block:
-    """One piece of the report: kind is heading, status, paragraph, list, table, code or
-    figure; ``items`` holds list items, table rows or, for a figure, its ReportFigure."""
+    """One piece of the report: kind is heading, status, paragraph, list, table, legend, code
+    or figure; ``items`` holds list items, table rows (strings or Cells), legend entries
+    ``(css class, label)`` or, for a figure, its ReportFigure."""
 
     kind: str
     text: str = ""
@@ -48,38 +70,92 @@ class Block:
     columns: tuple = ()
 
 
+@dataclass(frozen=True)
+class Cell:
+    """A table cell whose ``bold`` part comes first in bold, and whose HTML ``<td>`` gets
+    ``css_class`` (e.g. a verdict's background colour)."""
+
+    text: str
+    bold: str = ""
+    css_class: str = ""
+
+
+def verdict_class(verdict: str) -> str:
+    return f"verdict-{verdict}"
+
+
+def answer_blocks(inputs: ReportInputs) -> list[Block]:
+    """The answer table, its colour legend (HTML) and the sentences under it."""
+    metrics = answer_metrics(inputs)
+    rows = answer_rows(inputs, metrics)
+    if not rows:
+        return []
+    labels = label_columns(rows)
+    columns = (*labels, *(metric_header(m, inputs.comparisons) for m in metrics))
+    items = []
+    for row in rows:
+        cells = []
+        for comparison in row.comparisons:
+            word, rest = answer_cell_parts(comparison)
+            css = verdict_class(comparison["verdict"]) if comparison else ""
+            cells.append(Cell(rest, bold=word, css_class=css) if is_decided(comparison)
+                         else Cell(word + rest, css_class=css))
+        items.append([row.pair, row.cell][:len(labels)] + cells)
+    legend = [(verdict_class(v), label) for v, label in VERDICT_LEGEND.items()]
+    return [Block("table", columns=columns, items=items), Block("legend", items=legend),
+            *(Block("paragraph", note) for note in answer_notes(inputs, rows))]
+
+
+def localization_blocks(inputs: ReportInputs) -> list[Block]:
+    """The localization-accuracy table against V_tgt, when masks/v_tgt.json was found."""
+    table = target_accuracy(inputs)
+    if table is None:
+        return []
+    n_layers, n_units = signature(inputs.target_mask)
+    size = flat_units(inputs.target_mask).size
+    left_out = len(inputs.masks) - len(table)
+    note = (f"Against V_tgt, the oracle region of the testbed ({size} of {n_layers * n_units} "
+            f"units, {inputs.target_mask_path.name}): precision = share of the mask inside "
+            "V_tgt, recall = share of V_tgt inside the mask, Jaccard = units in both / units "
+            f"in either. A uniformly random mask has expected precision "
+            f"{size / (n_layers * n_units):.3f}."
+            + (f" {plural(left_out, 'mask')} made for another model left out."
+               if left_out else ""))
+    return [Block("heading", "Localization accuracy"), Block("paragraph", note),
+            Block("table", columns=LOCALIZATION_COLUMNS,
+                  items=[localization_row(row) for row in table.to_dict("records")])]
+
+
+def figure_blocks(figures: list[ReportFigure]) -> list[Block]:
+    """Each figure under its own level-3 heading."""
+    return [block for figure in figures
+            for block in (Block("heading", figure.title, level=3),
+                          Block("figure", items=[figure]))]
+
+
 def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: dict[str, str],
                   report_command: str) -> list[Block]:
-    """The report in reading order; the design status comes first, never buried."""
+    """The report in reading order: the answer table first (after the design status when
+    the design is partial or failed, which is never buried), then the setup, the
+    localization accuracy, the figures, the pooled and dose-response tables, caveats and
+    reproducibility; every comparison's sentence, grouped by metric, in the appendix."""
     status, status_text = design_status(inputs)
-    blocks = [Block("heading", "causalloc report", level=1),
-              Block("status", status_text, level={"complete": 0}.get(status, 1))]
-    if inputs.comparisons:
-        blocks.append(Block("paragraph", verdict_summary(inputs)))
-    by_name = {f.name: f for f in figures}
-    headline = by_name.get(f"forest_{inputs.headline_metric}")
-    if headline:
-        blocks += [Block("heading", "Headline"), Block("figure", items=[headline])]
+    status_block = Block("status", status_text, level={"complete": 0}.get(status, 1))
+    blocks = [Block("heading", report_title(inputs), level=1)]
+    if status != "complete":
+        blocks.append(status_block)
+    blocks += answer_blocks(inputs)
+    if status == "complete":
+        blocks.append(status_block)
     blocks += [Block("heading", "Setup"),
                Block("list", items=[f"{label}: {value}" for label, value in setup_items(inputs)])]
-    blocks.append(Block("heading", "Results"))
-    cell_texts = varying_cell_labels([c["cell"] for c in inputs.comparisons])
-    for metric in inputs.metrics:
-        blocks += [Block("heading", metric_label(metric), level=3),
-                   Block("list", items=[comparison_sentence(c, cell_text)
-                                        for c, cell_text in zip(inputs.comparisons, cell_texts)
-                                        if c["metric"] == metric])]
-    if not inputs.comparisons:
-        blocks.append(Block("paragraph", "No comparison was made."))
-    families = family_lines(inputs)
-    if families:
-        blocks += [Block("heading", "Families of hypotheses"),
-                   Block("paragraph", "Each verdict's p (and TOST p) is adjusted within its "
-                                      "family; the verdict table names the family."),
-                   Block("list", items=families)]
-    blocks += [Block("heading", "Verdict table"),
-               Block("table", columns=VERDICT_COLUMNS,
-                     items=[verdict_row(c) for c in inputs.comparisons])]
+    blocks += localization_blocks(inputs)
+    answer_forests = [f"forest_{metric}" for metric in answer_metrics(inputs)]
+    by_name = {f.name: f for f in figures}
+    main = [by_name[name] for name in answer_forests if name in by_name]
+    main += [f for f in figures if not f.name.startswith("forest")]
+    if main:
+        blocks += [Block("heading", "Figures"), *figure_blocks(main)]
     models = inputs.analysis.get("mixed_models") or []
     if models:
         blocks += [Block("heading", "Pooled estimates (mixed models)"),
@@ -90,11 +166,6 @@ def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: di
         blocks += [Block("heading", "Dose-response slopes"),
                    Block("table", columns=DOSE_RESPONSE_COLUMNS,
                          items=[dose_response_row(d) for d in entries])]
-    others = [f for f in figures if f is not headline]
-    if others:
-        blocks.append(Block("heading", "Figures"))
-        for figure in others:
-            blocks += [Block("heading", figure.title, level=3), Block("figure", items=[figure])]
     notes = caveats(inputs, skipped)
     blocks += [Block("heading", "Caveats"),
                Block("list", items=notes) if notes else
@@ -103,11 +174,45 @@ def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: di
                                   "comparison is inconclusive.")]
     blocks += [Block("heading", "Reproducibility"),
                Block("code", "\n".join(reproducibility_lines(inputs, report_command)))]
+    return blocks + appendix_blocks(inputs, [f for f in figures if f not in main])
+
+
+def appendix_blocks(inputs: ReportInputs, figures: list[ReportFigure]) -> list[Block]:
+    """Every comparison: the verdict count, the families, one sentence per comparison under
+    its metric (with the metric's forest plot when it is not in the Figures section), and
+    the full verdict table with 4 significant digits."""
+    blocks = [Block("heading", "Appendix: every comparison")]
+    if not inputs.comparisons:
+        return blocks + [Block("paragraph", "No comparison was made."),
+                         *figure_blocks(figures)]
+    blocks.append(Block("paragraph", verdict_summary(inputs)))
+    families = family_lines(inputs)
+    if families:
+        blocks += [Block("heading", "Families of hypotheses", level=3),
+                   Block("paragraph", "Each verdict's p (and TOST p) is adjusted within its "
+                                      "family; the verdict table names the family."),
+                   Block("list", items=families)]
+    by_name = {f.name: f for f in figures}
+    cell_texts = varying_cell_labels([c["cell"] for c in inputs.comparisons])
+    for metric in inputs.metrics:
+        blocks += [Block("heading", metric_label(metric), level=3),
+                   Block("list", items=[comparison_sentence(c, cell_text)
+                                        for c, cell_text in zip(inputs.comparisons, cell_texts)
+                                        if c["metric"] == metric])]
+        forest = by_name.pop(f"forest_{metric}", None)
+        if forest:
+            blocks.append(Block("figure", items=[forest]))
+    blocks += figure_blocks(list(by_name.values()))
+    blocks += [Block("heading", "Verdict table", level=3),
+               Block("table", columns=VERDICT_COLUMNS,
+                     items=[verdict_row(c) for c in inputs.comparisons])]
     return blocks
 
 
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md_cell(value) -> str:
+    if isinstance(value, Cell):
+        value = f"**{value.bold}**{value.text}" if value.bold else value.text
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -122,10 +227,12 @@ def to_markdown(blocks: list[Block]) -> str:
         elif block.kind == "list":
             out.append("\n".join(f"- {item}" for item in block.items))
         elif block.kind == "table":
-            lines = ["| " + " | ".join(block.columns) + " |",
+            lines = ["| " + " | ".join(_md_cell(c) for c in block.columns) + " |",
                      "|" + "|".join("---" for _ in block.columns) + "|"]
             lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in block.items]
             out.append("\n".join(lines))
+        elif block.kind == "legend":  # colours only in HTML; the verdict words say it all
+            continue
         elif block.kind == "code":
             out.append(f"```\n{block.text}\n```")
         elif block.kind == "figure":
@@ -147,7 +254,20 @@ th { border-top: 2px solid #222; border-bottom: 1px solid #222; }
 figure { margin: 1em 0; } figure img { max-width: 100%; }
 figcaption { font-size: 0.9em; color: #444; }
 pre { background: #f4f4f4; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
-"""
+.legend { font-size: 0.85em; }
+.swatch { display: inline-block; width: 1.1em; height: 0.9em; margin: 0 0.3em 0 0.8em;
+          vertical-align: middle; border: 1px solid #888; }
+.swatch:first-child { margin-left: 0; }
+""" + "".join(f".{verdict_class(v)} {{ background: {color}; }}\n"
+              for v, color in VERDICT_COLORS.items())
+
+
+def _html_cell(value) -> str:
+    if not isinstance(value, Cell):
+        return f"<td>{html.escape(str(value))}</td>"
+    css = f' class="{html.escape(value.css_class)}"' if value.css_class else ""
+    bold = f"<strong>{html.escape(value.bold)}</strong>" if value.bold else ""
+    return f"<td{css}>{bold}{html.escape(value.text)}</td>"
 
 
 def to_html(blocks: list[Block], png: dict[str, bytes]) -> str:
@@ -166,9 +286,13 @@ def to_html(blocks: list[Block], png: dict[str, bytes]) -> str:
             out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block.items) + "</ul>")
         elif block.kind == "table":
             head = "".join(f"<th>{esc(c)}</th>" for c in block.columns)
-            body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>"
+            body = "".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>"
                            for row in block.items)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif block.kind == "legend":
+            out.append('<p class="legend">' + "".join(
+                f'<span class="swatch {esc(css)}"></span>{esc(label)} '
+                for css, label in block.items) + "</p>")
         elif block.kind == "code":
             out.append(f"<pre>{esc(block.text)}</pre>")
         elif block.kind == "figure":

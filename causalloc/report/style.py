@@ -28,6 +28,17 @@ _RANDOM_COLOR = "#949494"  # the palette's grey
 _CYCLE = [c for c in _PALETTE if c not in (_RANDOM_COLOR, "#fbafe4", "#ece133")]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 
+#: background of each verdict's cells in the HTML answer table: Paul Tol's "light" scheme
+#: (Tol 2021, "Colour Schemes", SRON/EPS/TN/09-002), made for cells behind black text and
+#: distinct under the common colour-vision deficiencies
+VERDICT_COLORS = {
+    "a_better": "#77AADD",      # light blue
+    "b_better": "#EE8866",      # orange
+    "equivalent": "#44BB99",    # mint
+    "negligible": "#EEDD88",    # light yellow
+    "inconclusive": "#DDDDDD",  # pale grey
+}
+
 #: readable names for the metrics of the run table (unknown metrics keep their column name)
 METRIC_LABELS = {
     "aues": "AUES",

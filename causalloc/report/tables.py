@@ -1,13 +1,29 @@
-"""Booktabs LaTeX tables (``tables.tex``): verdicts, pooled mixed-model estimates and
-dose-response slopes, written with pandas' Styler (``\\toprule``/``\\midrule``/``\\bottomrule``
+"""Booktabs LaTeX tables (``tables.tex``): the answer table (decided verdicts in bold), the
+localization accuracy, verdicts, pooled mixed-model estimates and dose-response slopes,
+written with pandas' Styler (``\\toprule``/``\\midrule``/``\\bottomrule``
 need ``\\usepackage{booktabs}``); cell text is LaTeX-escaped by pandas."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from causalloc.report.answer import (
+    answer_cell,
+    answer_metrics,
+    answer_rows,
+    is_decided,
+    label_columns,
+    metric_header,
+)
 from causalloc.report.inputs import ReportInputs
-from causalloc.report.text import dose_response_row, mixed_model_row, verdict_row
+from causalloc.report.localization import target_accuracy
+from causalloc.report.text import (
+    LOCALIZATION_COLUMNS,
+    dose_response_row,
+    localization_row,
+    mixed_model_row,
+    verdict_row,
+)
 
 #: LaTeX headers of the verdict table, one per ``text.VERDICT_COLUMNS`` entry
 VERDICT_HEADERS = ("Comparison", "Cell", "Metric", "Family", "$n$", r"$\bar{\Delta}$",
@@ -16,14 +32,51 @@ VERDICT_HEADERS = ("Comparison", "Cell", "Metric", "Family", "$n$", r"$\bar{\Del
 
 
 def latex_table(rows: list[list[str]], headers: list[str] | tuple[str, ...], caption: str,
-                label: str, align: str, wide: bool = False) -> str:
-    """A floating booktabs table; ``headers`` are LaTeX already, ``rows`` plain text."""
+                label: str, align: str, wide: bool = False, bold: list[list[bool]] | None = None,
+                escape_headers: bool = False) -> str:
+    """A floating booktabs table of plain-text ``rows``; ``headers`` are LaTeX already unless
+    ``escape_headers``; cells where ``bold`` is true are set in ``\\textbf``."""
     frame = pd.DataFrame(rows, columns=list(headers))
-    tabular = (frame.style.hide(axis="index").format(escape="latex")
-               .to_latex(hrules=True, column_format=align))
+    styler = frame.style.hide(axis="index").format(escape="latex")
+    if escape_headers:
+        styler = styler.format_index(escape="latex", axis=1)
+    if bold is not None:
+        css = pd.DataFrame([["textbf: --rwrap;" if b else "" for b in row] for row in bold],
+                           index=frame.index, columns=frame.columns)
+        styler = styler.apply(lambda _: css, axis=None)
+    tabular = styler.to_latex(hrules=True, column_format=align)
     environment = "table*" if wide else "table"
     return (f"\\begin{{{environment}}}\n\\centering\n\\small\n\\caption{{{caption}}}\n"
             f"\\label{{{label}}}\n{tabular}\\end{{{environment}}}\n")
+
+
+def answer_table(inputs: ReportInputs) -> str | None:
+    """The answer table of the report's opening, one column per primary metric."""
+    metrics = answer_metrics(inputs)
+    rows = answer_rows(inputs, metrics)
+    if not rows:
+        return None
+    labels = label_columns(rows)
+    cells = [[row.pair, row.cell][:len(labels)] + [answer_cell(c) for c in row.comparisons]
+             for row in rows]
+    bold = [[False] * len(labels) + [is_decided(c) for c in row.comparisons] for row in rows]
+    return latex_table(cells, [*labels, *(metric_header(m, inputs.comparisons) for m in metrics)],
+                       "Verdicts (bold: decided), mean difference $a - b$ over blocks with its "
+                       "95\\% CI, and the number of blocks $n$; the report names the test, "
+                       "SESOI and family behind each verdict.",
+                       "tab:answer", "l" * (len(labels) + len(metrics)), wide=True, bold=bold,
+                       escape_headers=True)
+
+
+def localization_table(inputs: ReportInputs) -> str | None:
+    table = target_accuracy(inputs)
+    if table is None:
+        return None
+    return latex_table([localization_row(row) for row in table.to_dict("records")],
+                       LOCALIZATION_COLUMNS,
+                       "Localization accuracy against the testbed's oracle region V\\_tgt: "
+                       "precision, recall and Jaccard overlap of each mask.",
+                       "tab:localization", "lrrrrr", escape_headers=True)
 
 
 def verdict_table(inputs: ReportInputs) -> str:
@@ -59,6 +112,7 @@ def dose_response_table(inputs: ReportInputs) -> str | None:
 
 def tables_tex(inputs: ReportInputs) -> str:
     """The content of tables.tex: every table of the report, ready to ``\\input``."""
-    parts = ["% causalloc report tables; needs \\usepackage{booktabs}\n", verdict_table(inputs)]
-    parts += [t for t in (mixed_model_table(inputs), dose_response_table(inputs)) if t]
+    parts = ["% causalloc report tables; needs \\usepackage{booktabs}\n"]
+    parts += [t for t in (answer_table(inputs), localization_table(inputs), verdict_table(inputs),
+                          mixed_model_table(inputs), dose_response_table(inputs)) if t]
     return "\n".join(parts)

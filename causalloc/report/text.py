@@ -22,10 +22,11 @@ VERDICT_COLUMNS = ("comparison", "cell", "metric", "family", "n", "mean_diff", "
 MIXED_MODEL_COLUMNS = ("metric", "contrast", "estimate", "ci95", "p", "n_obs", "method",
                        "converged", "formula")
 DOSE_RESPONSE_COLUMNS = ("metric", "predictor", "cell", "slope", "ci95", "p", "n")
+LOCALIZATION_COLUMNS = ("mask", "units", "in V_tgt", "precision", "recall", "Jaccard")
 MISSING = "n/a"
 #: how many failed / excluded runs the caveats list one by one before summarising the rest
 MAX_LISTED = 20
-_ADJUSTMENT_NAMES = {"holm": "Holm", "fdr_bh": "BH", "bonferroni": "Bonferroni"}
+ADJUSTMENT_NAMES = {"holm": "Holm", "fdr_bh": "BH", "bonferroni": "Bonferroni"}
 #: the p-value key behind each verdict test (analysis.json ``verdict_test``)
 _VERDICT_P = {"sign_flip": "p_perm", "randomization": "p_rand"}
 _TEST_NAMES = {"sign_flip": "sign-flip", "randomization": "randomization"}
@@ -87,19 +88,23 @@ def comparison_label(comparison: dict, cell_text: str | None = None) -> str:
     return f"{cell_text}, {comparison['a']} vs {comparison['b']}"
 
 
+def verdict_word(comparison: dict) -> str:
+    """The verdict in one or two words: ``oracle better``, ``equivalent``, ``inconclusive``."""
+    verdict = comparison["verdict"]
+    if verdict in ("a_better", "b_better"):
+        return f"{comparison[verdict[0]]} better"
+    return str(verdict)
+
+
 def verdict_phrase(comparison: dict) -> str:
     """The verdict in words; an inconclusive one says how many blocks would settle it."""
     verdict = comparison["verdict"]
-    if verdict == "a_better":
-        return f"{comparison['a']} better"
-    if verdict == "b_better":
-        return f"{comparison['b']} better"
     if verdict == "negligible":
         return "different but negligible (inside the SESOI)"
     if verdict == "inconclusive":
         needed = comparison.get("blocks_needed")
         return ("inconclusive" + (f", about {needed} blocks needed" if is_number(needed) else ""))
-    return str(verdict)
+    return verdict_word(comparison)
 
 
 def comparison_sentence(comparison: dict, cell_text: str | None = None) -> str:
@@ -140,7 +145,7 @@ def comparison_sentence(comparison: dict, cell_text: str | None = None) -> str:
         parts.append(f"randomization {fmt_p(c['p_rand'])} against K = {c['k_random']} "
                      f"random masks per block{_mc_note(c, 'p_rand')}")
     if "p_adj" in c:
-        adjust = _ADJUSTMENT_NAMES.get(c.get("adj_method"), c.get("adj_method") or "adjusted")
+        adjust = ADJUSTMENT_NAMES.get(c.get("adj_method"), c.get("adj_method") or "adjusted")
         test = f" {_TEST_NAMES[verdict_test(c)]}" if c.get("verdict_test") else ""
         family = f" in family {c['family']}" if c.get("family") else ""
         parts.append(f"{adjust}-adjusted{test} {fmt_p(c['p_adj'])}{family}")
@@ -175,7 +180,7 @@ def family_lines(inputs: ReportInputs) -> list[str]:
     for family in inputs.analysis.get("families") or []:
         role = ("the primary hypotheses" if family.get("role") == "primary"
                 else "secondary: not adjusted against the primary family")
-        lines.append(f"{family['name']} ({role}; {_plural(family['n_comparisons'], 'comparison')}"
+        lines.append(f"{family['name']} ({role}; {plural(family['n_comparisons'], 'comparison')}"
                      f"): controls the {family['controls']}")
     return lines
 
@@ -195,8 +200,16 @@ def dose_response_row(entry: dict) -> list[str]:
             fmt_interval(entry.get("ci95")), fmt_sig(entry.get("p")), fmt_sig(entry.get("n"))]
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def localization_row(row: dict) -> list[str]:
+    """One row of the localization-accuracy table (``localization.localization_accuracy``),
+    in the order of ``LOCALIZATION_COLUMNS``."""
+    return [row["mask"], fmt_sig(row["size"]), fmt_sig(row["hits"]),
+            *(fmt_fixed(row[key], 3) for key in ("precision", "recall", "jaccard"))]
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 run``, ``2 runs``; ``plural_form`` for irregular nouns (``hypotheses``)."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
 def failed_runs(inputs: ReportInputs) -> list[dict]:
@@ -223,11 +236,11 @@ def design_status(inputs: ReportInputs) -> tuple[str, str]:
     n_excluded = len(analysis.get("excluded_runs") or [])
     problems = []
     if n_failed:
-        problems.append(f"{_plural(n_failed, 'run')} failed")
+        problems.append(f"{plural(n_failed, 'run')} failed")
     if n_dropped:
-        problems.append(f"{_plural(n_dropped, 'block')} dropped for missing conditions")
+        problems.append(f"{plural(n_dropped, 'block')} dropped for missing conditions")
     if n_excluded:
-        problems.append(f"{_plural(n_excluded, 'run')} excluded (non-finite metrics)")
+        problems.append(f"{plural(n_excluded, 'run')} excluded (non-finite metrics)")
     total = len(inputs.runs) if inputs.runs is not None else None
     of_total = f" of {total}" if total else ""
     if not inputs.comparisons:
@@ -237,7 +250,7 @@ def design_status(inputs: ReportInputs) -> tuple[str, str]:
     if problems:
         text = "; ".join(problems)
         if n_failed and of_total:
-            text = text.replace(f"{_plural(n_failed, 'run')} failed",
+            text = text.replace(f"{plural(n_failed, 'run')} failed",
                                 f"{n_failed}{of_total} runs failed", 1)
         return "partial", (f"PARTIAL design: {text}. The comparisons use only the complete "
                            "blocks that remain, so they have less power than planned; "
@@ -249,12 +262,12 @@ def design_status(inputs: ReportInputs) -> tuple[str, str]:
 def verdict_summary(inputs: ReportInputs) -> str:
     """``12 comparisons: 3 equivalent, 2 oracle better, 7 inconclusive.`` plus model warnings."""
     counts = Counter(verdict_phrase(c).split(",")[0] for c in inputs.comparisons)
-    text = (f"{_plural(len(inputs.comparisons), 'comparison')}: "
+    text = (f"{plural(len(inputs.comparisons), 'comparison')}: "
             + ", ".join(f"{n} {v}" for v, n in counts.most_common()) + ".")
     unconverged = [m for m in inputs.analysis.get("mixed_models") or []
                    if m.get("converged") is False]
     if unconverged:
-        text += (f" {_plural(len(unconverged), 'mixed model')} did not converge "
+        text += (f" {plural(len(unconverged), 'mixed model')} did not converge "
                  "(pooled estimates are unreliable; see Caveats).")
     return text
 
@@ -262,6 +275,16 @@ def verdict_summary(inputs: ReportInputs) -> str:
 def _distinct(values) -> str:
     values = list(dict.fromkeys(str(v) for v in values))
     return ", ".join(values) if values else "not recorded"
+
+
+def report_title(inputs: ReportInputs) -> str:
+    """``causalloc report: tiny model, generated data``, from the design's setup, else the
+    name of the analysed table."""
+    setup = inputs.analysis.get("setup") or {}
+    what = ", ".join(f"{setup[key]} {key}" for key in ("model", "data")
+                     if isinstance(setup.get(key), str) and setup[key])
+    source = str(inputs.input_spec.get("source") or "").rstrip("/").rsplit("/", 1)[-1]
+    return f"causalloc report: {what or source}" if what or source else "causalloc report"
 
 
 def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:

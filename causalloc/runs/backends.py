@@ -411,8 +411,8 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: 
     lost: dict[str, list[str]] = {}  # run id -> last line of each lost attempt's error
     recorded = store.meta("matched", {})  # result key -> {scope: first value reported}
     counts = {"done": 0, "failed": 0}
-    bar = tqdm(total=len(todo), unit="run", desc="runs", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="run", desc="runs", file=sys.stderr,
+               disable=None if progress else True, dynamic_ncols=True)  # None: off unless a tty
     try:
         while queue or in_flight:
             while queue and len(in_flight) < backend.capacity:

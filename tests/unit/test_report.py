@@ -1,14 +1,18 @@
-"""Acceptance tests of the report layer on a synthetic causalloc output folder (issue 5):
-the verdict table matches analysis.json, every figure is written, the HTML is self-contained,
-a partial or failed design is reported plainly at the top, and torch is never imported."""
+"""Acceptance tests of the report layer on a synthetic causalloc output folder (issues 5, 14):
+the report opens with the answer table, whose every number matches analysis.json, coloured by
+verdict in HTML; the verdict table and the sentences sit in the appendix; every figure is
+written, the HTML is self-contained, a partial or failed design is reported plainly at the
+top, and torch is never imported."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,16 @@ from PIL import Image
 from causalloc.cli import main
 from causalloc.errors import DataError
 from causalloc.report import load_inputs, write_report
+from causalloc.report.answer import VERDICT_LEGEND
 from causalloc.report.figures import build_figures
-from causalloc.report.text import VERDICT_COLUMNS, caveats, design_status
+from causalloc.report.style import metric_label, varying_cell_labels
+from causalloc.report.text import (
+    LOCALIZATION_COLUMNS,
+    VERDICT_COLUMNS,
+    caveats,
+    comparison_sentence,
+    design_status,
+)
 from tests.fixtures.report.synthetic import build_output
 
 EXPECTED_FIGURES = {"forest_aues", "forest_fs_final", "tradeoff", "paired_slopes",
@@ -36,13 +48,26 @@ def partial_report(tmp_path_factory):
     return analysis_dir, written, analysis
 
 
+def split_row(line: str) -> list[str]:
+    """Cells of a markdown table line, unescaping ``\\|``."""
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every markdown table of ``text`` in order, as (header, rows)."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            block = [split_row(x) for x in itertools.takewhile(lambda x: x.startswith("|"),
+                                                                lines[i:])]
+            tables.append((block[0], block[2:]))
+    return tables
+
+
 def parse_verdict_table(markdown: str) -> list[dict]:
-    """Rows of the markdown table under '## Verdict table' as dicts keyed by its header."""
-    section = markdown.split("## Verdict table", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    split = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-             for line in lines]
-    header, rows = split[0], split[2:]
+    """Rows of the markdown table under '### Verdict table' as dicts keyed by its header."""
+    section = markdown.split("### Verdict table", 1)[1].split("\n## ", 1)[0]
+    (header, rows), = markdown_tables(section)
     assert tuple(header) == VERDICT_COLUMNS
     return [dict(zip(header, row)) for row in rows]
 
@@ -82,6 +107,149 @@ def test_verdict_table_matches_analysis_json(partial_report):
     assert {r["verdict"] for r in rows} >= {"a_better", "equivalent", "inconclusive"}
 
 
+ANSWER_CELL = re.compile(r"(?P<bold>\*\*)?(?P<word>.+?)(?(bold)\*\*): (?P<diff>\S+) "
+                         r"\[(?P<lo>\S+), (?P<hi>\S+)\], n=(?P<n>\d+)")
+
+
+def assert_rounded(text: str, expected, what: str) -> None:
+    """``text`` is ``expected`` rounded to the decimals it shows (``n/a`` for null)."""
+    if expected is None:
+        assert text == "n/a", what
+        return
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    assert abs(float(text) - expected) <= 0.5 * 10 ** -decimals + 1e-12, f"{what}: {text}"
+
+
+def check_answer_table(markdown: str, analysis: dict) -> tuple[list[str], list[list[str]]]:
+    """The first table of the report (above the Setup) against analysis.json: every cell's
+    verdict, difference, CI bounds and n, and that each compared metric's cell is there."""
+    (header, rows), *_ = markdown_tables(markdown.split("## Setup", 1)[0])
+    metrics = {column: m for m in {c["metric"] for c in analysis["comparisons"]}
+               for column in header if column.split(" (a - b")[0] == metric_label(m)}
+    assert header[:2] == ["comparison", "algorithm"] and len(metrics) == len(header) - 2
+    found = set()
+    for row in rows:
+        pair, algorithm = row[0], row[1]
+        for column, text in zip(header[2:], row[2:]):
+            comparison = [c for c in analysis["comparisons"]
+                          if f"{c['a']} vs {c['b']}" == pair and c["cell"]["algorithm"] == algorithm
+                          and c["metric"] == metrics[column]]
+            if not comparison:
+                assert text == "not compared"
+                continue
+            (c,) = comparison
+            found.add(c["id"])
+            match = ANSWER_CELL.fullmatch(text)
+            assert match, text
+            word = {"a_better": f"{c['a']} better",
+                    "b_better": f"{c['b']} better"}.get(c["verdict"], c["verdict"])
+            assert match["word"] == word, c["id"]
+            assert bool(match["bold"]) == (c["verdict"] != "inconclusive"), c["id"]
+            assert_rounded(match["diff"], c["mean_diff"], c["id"] + " diff")
+            assert_rounded(match["lo"], c["ci95"][0], c["id"] + " lo")
+            assert_rounded(match["hi"], c["ci95"][1], c["id"] + " hi")
+            assert int(match["n"]) == c["n_blocks"], c["id"]
+    assert found == {c["id"] for c in analysis["comparisons"] if c["metric"] in metrics.values()}
+    return header, rows
+
+
+def test_answer_table_opens_the_report_and_matches_analysis_json(partial_report):
+    analysis_dir, _, analysis = partial_report
+    markdown = (analysis_dir / "report.md").read_text()
+    header, rows = check_answer_table(markdown, analysis)
+    assert header == ["comparison", "algorithm", "AUES (a - b)"]  # no declared primary metric
+    assert [r[:2] for r in rows[:2]] == [["oracle vs random", "graddiff"],
+                                         ["oracle vs random", "npo"]]
+    assert rows[0][2] == "**oracle better**: +0.093 [0.083, 0.104], n=8"
+    notes = markdown.split("\n\n## Setup", 1)[0].split("\n\n")[-2:]
+    assert notes[0].endswith("Verdicts rest on the exact sign-flip permutation test of the "
+                             "paired differences over blocks, at alpha = 0.05.")
+    assert notes[1].startswith("Equivalent: TOST puts the difference inside +-SESOI (AUES "
+                               "0.02). The p-values (and TOST p) are Holm-adjusted")
+
+
+def test_answer_table_follows_the_declared_primary_metric_and_family(tmp_path):
+    """policy.primary_metric first, then the primary family's metrics, then AUES / MU95,
+    at most 3 columns; primary pairs first; a metric a pair lacks reads 'not compared'."""
+    analysis_dir = build_output(tmp_path, partial=False)
+    analysis = json.loads((analysis_dir / "analysis.json").read_text())
+    extra = []
+    for c in analysis["comparisons"]:
+        if c["metric"] == "aues":
+            extra.append({**c, "id": c["id"].replace("aues", "mu95"), "metric": "mu95"})
+            if c["b"] == "random" and c["a"].startswith("attributed"):
+                extra.append({**c, "id": c["id"].replace("aues", "relearn_es"),
+                              "metric": "relearn_es", "family": "primary",
+                              "higher_is_better": False, "mean_diff": -c["mean_diff"],
+                              "ci95": [-c["ci95"][1], -c["ci95"][0]], "verdict": "a_better"})
+    analysis["comparisons"] = [c for c in analysis["comparisons"] + extra
+                               if c["id"] != "aues:npo:oracle-vs-random"]
+    analysis["policy"]["primary_metric"] = "fs_final"
+    analysis["families"] = [{"name": "primary", "role": "primary", "n_comparisons": 2,
+                             "adjust": "holm", "controls": "family-wise error rate (Holm) "
+                                                           "<= 0.05 within the family"}]
+    (analysis_dir / "analysis.json").write_text(json.dumps(analysis))
+    markdown = write_report(analysis_dir)["report_md"].read_text()
+    header, rows = check_answer_table(markdown, analysis)
+    assert header[2:] == ["final FS (a - b)", "relearning ES (a - b, lower is better)",
+                          "AUES (a - b)"]
+    assert [r[0] for r in rows[:2]] == ["attributed:activations vs random"] * 2
+    assert rows[3][:2] == ["oracle vs random", "npo"] and rows[3][4] == "not compared"
+    assert rows[3][3] == "not compared"  # relearning ES only for the primary pair
+    assert ("the primary family (2 hypotheses: relearning ES of attributed:activations vs "
+            "random) controls the family-wise error rate (Holm) <= 0.05 within the family; "
+            "the other cells belong to secondary families") in markdown
+
+
+def test_html_colours_each_answer_cell_by_its_verdict_with_a_legend(partial_report):
+    _, written, analysis = partial_report
+    page = written["report_html"].read_text()
+    answer = page.split("<table>", 1)[1].split("</table>", 1)[0]
+    shown = Counter(c["verdict"] for c in analysis["comparisons"] if c["metric"] == "aues")
+    assert Counter(re.findall(r'<td class="verdict-(\w+)">', answer)) == shown
+    assert '<td class="verdict-a_better"><strong>oracle better</strong>: +0.093' in answer
+    colours = dict(re.findall(r"\.verdict-(\w+) \{ background: (#[0-9A-Fa-f]{6}); \}", page))
+    assert set(colours) == set(VERDICT_LEGEND) and len(set(colours.values())) == 5
+    legend = re.search(r'<p class="legend">(.*?)</p>', page).group(1)
+    assert re.findall(r'class="swatch verdict-(\w+)"></span>([^<]+)', legend) == [
+        (verdict, label + " ") for verdict, label in VERDICT_LEGEND.items()]
+    assert page.index('class="legend"') < page.index("<h2>Setup</h2>")
+
+
+def test_appendix_holds_every_comparison_sentence(partial_report):
+    analysis_dir, _, analysis = partial_report
+    body, appendix = (analysis_dir / "report.md").read_text().split(
+        "\n## Appendix: every comparison\n", 1)
+    labels = varying_cell_labels([c["cell"] for c in analysis["comparisons"]])
+    for c, label in zip(analysis["comparisons"], labels):
+        sentence = comparison_sentence(c, label)
+        assert f"- {sentence}" in appendix, c["id"]
+        assert sentence.removeprefix(f"{label}, ") not in body, c["id"]  # whatever the label
+    assert appendix.index("### AUES") < appendix.index("### final FS") < appendix.index(
+        "### Verdict table")
+    assert "figures/forest_aues.png" in body and "figures/forest_fs_final.png" in appendix
+    assert body.index("## Figures") < body.index("## Caveats") < body.index("## Reproducibility")
+
+
+def test_localization_accuracy_against_v_tgt(partial_report):
+    analysis_dir, _, _ = partial_report
+    markdown = (analysis_dir / "report.md").read_text()
+    section = markdown.split("## Localization accuracy", 1)[1].split("\n## ", 1)[0]
+    assert "(6 of 64 units, v_tgt.json)" in section and "expected precision 0.094" in section
+    (header, rows), = markdown_tables(section)
+    assert tuple(header) == LOCALIZATION_COLUMNS
+    table = {row[0]: row[1:] for row in rows}
+    assert table["oracle"] == ["6", "6", "1.000", "1.000", "1.000"]
+    assert table["attributed:activations"] == ["6", "4", "0.667", "0.667", "0.500"]
+    assert table["disjoint:oracle"][1:] == ["0", "0.000", "0.000", "0.000"]
+    assert list(table)[-4:] == [f"random_{k}" for k in range(4)]
+    assert markdown.index("## Setup") < markdown.index("## Localization accuracy") < \
+        markdown.index("## Figures")
+    inputs = load_inputs(analysis_dir)
+    assert inputs.target_mask_path.name == "v_tgt.json"
+    assert "v_tgt.json" not in {p.name for p in inputs.mask_paths}  # not drawn as a run mask
+
+
 def test_every_figure_written_as_pdf_and_300dpi_png(partial_report):
     analysis_dir, written, _ = partial_report
     assert written["skipped_figures"] == {}
@@ -104,15 +272,20 @@ def test_html_is_self_contained(partial_report):
     assert not re.search(r"<link\b|<script\b[^>]*\bsrc|@import|url\(", page, re.IGNORECASE)
     assert page.count('src="data:image/png;base64,') == len(EXPECTED_FIGURES)
     assert "Verdict table" in page and "Reproducibility" in page
+    assert page.index("<table>") < page.index("<h2>Setup</h2>")
 
 
 def test_partial_design_is_reported_plainly_at_the_top(partial_report):
     analysis_dir, _, analysis = partial_report
     markdown = (analysis_dir / "report.md").read_text()
-    top = markdown.split("## Headline", 1)[0]
+    top = markdown.split("\n|", 1)[0]  # everything above the answer table
+    assert markdown.startswith("# causalloc report: tiny model, forget01 data\n")
     assert "PARTIAL design" in top
     assert "2 of 112 runs failed" in top and "1 block dropped" in top
-    assert "1 run excluded" in top and "did not converge" in top
+    assert "1 run excluded" in top
+    pooled = markdown.split("## Pooled estimates (mixed models)", 1)[1].split("\n## ", 1)[0]
+    assert "| disjoint:oracle vs random | -0.05 | [-0.06, -0.04] |" in pooled
+    assert "| NO | aues ~ C(condition) + C(algorithm) |" in pooled
     caveats = markdown.split("## Caveats", 1)[1].split("\n## ", 1)[0]
     for run in analysis["failed_runs"]:
         assert f"Failed run {run['run_id']}" in caveats
@@ -134,7 +307,9 @@ def test_sentences_and_setup_and_reproducibility(partial_report):
     assert f"spec hash: {analysis['reproducibility']['spec_hash']}" in markdown
     assert "analysis command: causalloc analyze runs/ --out runs/analysis" in markdown
     tex = (analysis_dir / "tables.tex").read_text()
-    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 3
+    # answer, localization, verdict, mixed-model and dose-response tables
+    assert tex.count(r"\toprule") == tex.count(r"\bottomrule") == 5
+    assert r"\label{tab:answer}" in tex and r"\textbf{oracle better: +0.093" in tex
     assert r"fs\_final" in tex and "fs_final" not in tex.replace(r"fs\_final", "")
 
 

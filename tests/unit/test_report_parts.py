@@ -1,14 +1,20 @@
-"""Fast checks of the report's parts: number formatting, the pasteable sentence, labels,
-interval arithmetic and the content of single figures (no file rendering)."""
+"""Fast checks of the report's parts: number formatting, the pasteable sentence, the answer
+cell, labels, interval arithmetic, localization accuracy and the content of single figures
+(no file rendering)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from causalloc.errors import DataError
-from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci
+from causalloc.report.answer import answer_cell
+from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci, tradeoff_curves
+from causalloc.report.localization import localization_accuracy
 from causalloc.report.style import condition_styles, varying_cell_labels
 from causalloc.report.text import (
     comparison_sentence,
@@ -115,8 +121,6 @@ def test_mask_anatomy_counts_and_jaccard():
 
 def test_nulls_and_nans_in_analysis_json_do_not_crash(tmp_path):
     """analysis.json may hold null / NaN where a statistic was undefined (n = 1, zero sd)."""
-    import json
-
     from causalloc.report import write_report
 
     degenerate = {**EXAMPLE, "ci95": [None, None], "d_z": float("nan"), "tost_p": None,
@@ -138,8 +142,6 @@ def test_nulls_and_nans_in_analysis_json_do_not_crash(tmp_path):
 
 
 def test_report_names_each_verdicts_family_and_the_error_rate_it_controls(tmp_path):
-    import json
-
     from causalloc.report import write_report
 
     primary = {**EXAMPLE, "family": "primary", "verdict_test": "randomization", "p_rand": 0.0123,
@@ -175,3 +177,93 @@ def test_testbed_line_prints_the_norm_diagnostics_when_recorded():
         "(chance 0.10)")
     older = {k: v for k, v in testbed.items() if k not in ("norm_ratio_vtgt", "weight_norm_precision")}
     assert "norm ratio" not in describe_testbed(older) and "weight-norm" not in describe_testbed(older)
+
+
+def _tradeoff_runs() -> tuple[pd.DataFrame, dict]:
+    """Two blocks of npo runs: oracle once per block, random twice in block 0 and once in
+    block 1, so that averaging within blocks first differs from averaging the runs."""
+    def run(seed, condition, draw, rs, fs):
+        points = [{"step": s, "rs": r, "fs": f} for s, r, f in zip((0, 10, 20), rs, fs)]
+        return {"status": "done", "algorithm": "npo", "seed": seed, "condition": condition,
+                "mask_draw": draw, "trajectory": json.dumps(points)}
+
+    runs = pd.DataFrame([
+        run(0, "oracle", 0, (0.98, 0.90, 0.50), (0.0, 0.60, 0.90)),
+        run(1, "oracle", 0, (0.96, 0.80, 0.70), (0.0, 0.70, 0.80)),
+        run(0, "random", 0, (0.98, 0.94, 0.60), (0.0, 0.30, 0.50)),
+        run(0, "random", 1, (0.98, 0.90, 0.40), (0.0, 0.50, 0.70)),
+        run(1, "random", 0, (0.96, 0.70, 0.92), (0.0, 0.20, 0.40))])
+    analysis = {"comparisons": [{**EXAMPLE, "cell": {"algorithm": "npo"}}],
+                "input": {"replicate": "seed", "condition_column": "condition"}}
+    return runs, analysis
+
+
+def test_tradeoff_draws_each_mean_trajectory_and_its_frontier():
+    from causalloc.metrics import aues
+
+    runs, analysis = _tradeoff_runs()
+    ax = tradeoff_curves(runs, analysis).axes[0]
+    lines = {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+    block_means = {"oracle": [[(0.98, 0.90, 0.50), (0.0, 0.60, 0.90)],
+                              [(0.96, 0.80, 0.70), (0.0, 0.70, 0.80)]],
+                   "random": [[(0.98, 0.92, 0.50), (0.0, 0.40, 0.60)],  # the two draws of block 0
+                              [(0.96, 0.70, 0.92), (0.0, 0.20, 0.40)]]}
+    for condition, blocks in block_means.items():
+        rs, fs = np.mean(np.array(blocks), axis=0)
+        trajectory = lines[f"trajectory:{condition}"]
+        assert trajectory.get_xdata() == pytest.approx(rs)
+        assert trajectory.get_ydata() == pytest.approx(fs)
+        step = lines[f"frontier:{condition}"]
+        assert step.get_drawstyle() == "steps-pre" and step.get_linewidth() > 1
+        edges = np.array(step.get_xdata())
+        values = np.array(step.get_ydata())[1:]  # value on (edges[i-1], edges[i]]
+        assert edges.tolist() == pytest.approx([0.0, *sorted(rs)])
+        # F(r) = max FS_t over checkpoints with RS_t >= r, checked point by point
+        assert values.tolist() == pytest.approx([fs[rs >= r].max() for r in edges[1:]])
+        assert np.sum(np.diff(edges) * values) == pytest.approx(aues(rs, fs))
+    assert ax.get_ylim() == pytest.approx((-0.03, 1.03))
+    assert ax.get_xticks().tolist() == pytest.approx([0.4, 0.6, 0.8, 1.0])
+    assert ax.get_xlabel() == "retain score RS (ES on retain)"
+    assert ax.get_ylabel() == "forget score FS (1 - ES on forget)"
+    legend = ax.figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["oracle", "random"]
+
+
+def test_tradeoff_panels_wrap_at_four_per_row():
+    runs, analysis = _tradeoff_runs()
+    cells = [f"alg{i}" for i in range(5)]
+    runs = pd.concat([runs.assign(algorithm=cell) for cell in cells], ignore_index=True)
+    analysis["comparisons"] = [{**EXAMPLE, "cell": {"algorithm": cell}} for cell in cells]
+    axes = [ax for ax in tradeoff_curves(runs, analysis).axes if ax.get_visible()]
+    assert len(axes) == 5
+    assert len({round(ax.get_position().y0, 3) for ax in axes}) == 2  # rows of 4 and 1
+    assert len({round(ax.get_position().x0, 3) for ax in axes}) == 4
+
+
+def test_localization_accuracy_equals_the_attribution_helper():
+    """The report's torch-free copy agrees with causalloc.attribution.accuracy."""
+    from causalloc.attribution.accuracy import mask_accuracy
+    from causalloc.masks import Mask
+    from causalloc.models.units import ModelSignature
+
+    def plain(name, units):
+        return {"name": name, "signature": {"n_layers": 3, "n_units": 5}, "units": units}
+
+    target = plain("oracle", [[0, 1], [2], []])
+    masks = [plain("attributed:x", [[1], [2, 3], [4]]), plain("random", [[], [], [0, 1, 2]]),
+             plain("empty", [[], [], []])]
+    signature = ModelSignature("tiny", 3, 5, 8)
+    expected = mask_accuracy({m["name"]: Mask(tuple(m["units"]), signature) for m in masks},
+                             Mask(tuple(target["units"]), signature))
+    got = localization_accuracy(masks + [{**masks[0], "signature": {"n_layers": 2,
+                                                                    "n_units": 5}}], target)
+    pd.testing.assert_frame_equal(got, expected[got.columns.tolist()], check_dtype=False)
+
+
+def test_answer_cell_rounds_to_the_interval_and_says_the_verdict():
+    assert answer_cell(EXAMPLE) == "equivalent: +0.006 [-0.010, 0.022], n=10"
+    assert answer_cell({**EXAMPLE, "verdict": "b_better", "mean_diff": -12.34,
+                        "ci95": [-14.5, -10.1]}) == "random better: -12.3 [-14.5, -10.1], n=10"
+    assert answer_cell({**EXAMPLE, "ci95": None, "mean_diff": None}) == \
+        "equivalent: n/a [n/a, n/a], n=10"
+    assert answer_cell(None) == "not compared"
