@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,25 +26,6 @@ def demo_spec(quick: bool = False):
     return parse_spec(tomllib.loads(text), source=f"embedded {name}", default_name=Path(name).stem)
 
 
-def save_block_masks(spec, folder: Path) -> list[Path]:
-    """Save the masks of the first block (one per condition, draw 0) for the mask-anatomy
-    figure; the report reads them from ``<analysis folder>/masks``."""
-    from causalloc.runs.design import expand
-    from causalloc.runs.worker import TestbedState, build_mask, testbed_config
-    from causalloc.testbed import build_testbed
-
-    runs = expand(spec)
-    first = [r for r in runs if r["block_id"] == runs[0]["block_id"] and r["mask_draw"] == 0]
-    config = testbed_config(first[0]["testbed"])
-    state = TestbedState(build_testbed(config), config.max_length)
-    paths = [state.testbed.v_tgt.save(folder / "v_tgt.json")]
-    for run in first:
-        mask = build_mask(run["mask"], run["budget"], state)
-        name = run["condition"].replace(":", "_")
-        paths.append(replace(mask, name=run["condition"]).save(folder / f"{name}.json"))
-    return paths
-
-
 def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: bool = True,
              log=print) -> dict:
     """Build, run, analyse and report, all into ``out``: the run store and ``runs.csv``,
@@ -53,7 +33,7 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: b
     ``masks/``. Returns the paths and the run summary. Rerunning skips finished runs."""
     from causalloc.report import write_report
     from causalloc.runs import execute_design
-    from causalloc.runs.worker import testbed_config
+    from causalloc.runs.worker import save_block_masks, testbed_config
     from causalloc.stats import analyze, load_runs, write_analysis
     from causalloc.testbed import build_testbed
 

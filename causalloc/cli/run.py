@@ -15,6 +15,7 @@ DIR/runs.csv. Exit status 1 if any run of the design has failed."""
 EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/tiny --workers 2
   causalloc run analyses/example_tiny.toml --out runs/tiny --retry-failed
+  causalloc run analyses/localization_methods.toml --out runs/loc --workers 2 --save-masks
   causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address auto
   causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address HEAD_IP:6379 --gpus-per-run 1
   causalloc run analyses/example_tiny.toml --out runs/tiny --json > summary.json
@@ -58,6 +59,10 @@ def register(subparsers) -> None:
                         help="torch threads per worker (default: CPUs / workers; 1 on Ray)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="run failed runs again (they are kept and skipped otherwise)")
+    parser.add_argument("--save-masks", action="store_true",
+                        help="also save V_tgt and the first block's mask of every condition in "
+                             "DIR/masks (for the report's mask-anatomy figure and localization-"
+                             "accuracy table)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)
@@ -74,5 +79,12 @@ def handle(args) -> int:
         threads_per_worker=args.threads_per_worker, progress=not args.no_progress,
         gpus_per_run=args.gpus_per_run, retries=args.retries,
         command=shlex.join(["causalloc", *sys.argv[1:]]))
+    if args.save_masks:
+        from pathlib import Path
+
+        from causalloc.runs.spec import load_spec
+        from causalloc.runs.worker import save_block_masks
+
+        summary["masks"] = [str(p) for p in save_block_masks(load_spec(args.spec), Path(args.out) / "masks")]
     print(json.dumps(summary, indent=2) if args.json else summary_text(summary))
     return 1 if summary["status"]["failed"] else 0

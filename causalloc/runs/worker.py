@@ -16,6 +16,8 @@ A run then only attaches its trainable masked columns, trains and evaluates.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -187,6 +189,25 @@ def build_mask(spec: dict, budget: float, state: TestbedState) -> Mask:
     if kind == "layer_matched":
         return layer_matched_random(reference, rng)
     raise SpecError(f"mask.kind: unknown {kind!r}")
+
+
+def save_block_masks(spec, folder: Path) -> list[Path]:
+    """Save the masks of the spec's first block (one per condition, draw 0) and V_tgt as
+    ``folder/<condition>.json`` and ``folder/v_tgt.json``: the report reads them from
+    ``<analysis folder>/masks`` for the mask-anatomy figure and the localization-accuracy
+    table (precision and recall of V_tgt)."""
+    from causalloc.runs.design import expand
+
+    runs = expand(spec)
+    first = [r for r in runs if r["block_id"] == runs[0]["block_id"] and r["mask_draw"] == 0]
+    config = testbed_config(first[0]["testbed"])
+    state = TestbedState(build_testbed(config), config.max_length)
+    paths = [state.testbed.v_tgt.save(folder / "v_tgt.json")]
+    for run in first:
+        mask = build_mask(run["mask"], run["budget"], state)
+        name = run["condition"].replace(":", "_")
+        paths.append(replace(mask, name=run["condition"]).save(folder / f"{name}.json"))
+    return paths
 
 
 def _attributed(spec: dict, budget: float, state: TestbedState) -> Mask:

@@ -206,3 +206,21 @@ def _check_model_utility_and_mu95(table):
         assert row["model_utility"] == pytest.approx(points[-1]["mu"])
     assert len(theta_o) == 1  # step 0 is theta_o for every run, scored once per testbed
     assert 0 < next(iter(theta_o))[0] <= 1
+
+
+def test_run_save_masks_writes_the_masks_the_first_block_ran(tmp_path):
+    from causalloc.cli import main
+    from causalloc.masks import Mask
+
+    spec = tmp_path / "one_block.toml"
+    spec.write_text(ONE_BLOCK)
+    out = tmp_path / "out"
+    assert main(["run", str(spec), "--out", str(out), "--workers", "0", "--no-progress", "--save-masks"]) == 0
+    v_tgt = Mask.load(out / "masks" / "v_tgt.json")
+    with RunStore(out) as store:
+        ran = {r["run"]["condition"]: r["extra"]["mask_hash"] for r in store.rows("done")}
+    for condition, mask_hash in ran.items():
+        saved = Mask.load(out / "masks" / f"{condition.replace(':', '_')}.json")
+        assert saved.hash() == mask_hash and saved.name == condition
+    assert Mask.load(out / "masks" / "oracle.json").overlap(v_tgt) == v_tgt.size
+    assert Mask.load(out / "masks" / "disjoint_oracle.json").overlap(v_tgt) == 0
