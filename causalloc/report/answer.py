@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 
+from causalloc.errors import DataError
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.style import metric_label, varying_cell_labels
 from causalloc.report.text import (
@@ -210,3 +211,31 @@ def _family_sentence(inputs: ReportInputs, shown: list[dict]) -> str:
         sentence += (f"; the other cells belong to secondary families "
                      f"({', '.join(map(str, others))}), adjusted apart from the primary one")
     return sentence + "."
+
+
+def side_by_side(labelled: dict[str, ReportInputs], metric: str) -> str:
+    """Markdown: analyses of one design (e.g. on two testbeds) side by side on ``metric``.
+
+    One header line per analysis with its testbed diagnostics (whether V_tgt can be read off
+    the weights), then one row per comparison x cell that every analysis compared on the
+    metric and one column per analysis, each cell as in the reports' answer table.
+    """
+    from causalloc.report.text import describe_testbed
+
+    if len(labelled) < 2:
+        raise DataError(f"side by side: needs at least two analyses, got {len(labelled)}")
+    rows = {label: answer_rows(inputs, [metric]) for label, inputs in labelled.items()}
+    keyed = {label: {(row.pair, row.cell): row.comparisons[0] for row in r} for label, r in rows.items()}
+    first = next(iter(rows.values()))
+    keys = [(row.pair, row.cell) for row in first if all((row.pair, row.cell) in k for k in keyed.values())]
+    if not keys:
+        raise DataError(f"side by side: no comparison on {metric!r} is in every analysis "
+                        f"({', '.join(labelled)})")
+    header = [*label_columns(first), *(f"{label}: {metric_label(metric)} (a - b)" for label in labelled)]
+    lines = [f"- {label}: {describe_testbed((inputs.analysis.get('setup') or {}).get('testbed') or {})}"
+             for label, inputs in labelled.items()]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for pair, cell in keys:
+        cells = [answer_cell(keyed[label][(pair, cell)]) for label in labelled]
+        lines.append("| " + " | ".join([pair, *([cell] if cell else []), *cells]) + " |")
+    return "\n".join(lines) + "\n"

@@ -398,3 +398,24 @@ def test_report_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_compare_puts_two_analyses_side_by_side(tmp_path, capsys):
+    from causalloc.cli import main
+    from causalloc.report.answer import answer_cell, answer_rows
+
+    first = build_output(tmp_path / "a", partial=False, seed=0)
+    second = build_output(tmp_path / "b", partial=False, seed=1)
+    assert main(["compare", f"one={first}", f"two={second}", "--metric", "aues"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert table[0].endswith("| one: AUES (a - b) | two: AUES (a - b) |")
+    expected = {}
+    for folder in (first, second):
+        for row in answer_rows(load_inputs(folder), ["aues"]):
+            expected.setdefault((row.pair, row.cell), []).append(answer_cell(row.comparisons[0]))
+    body = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
+    assert len(body) == len(expected) > 0
+    for cells in body:
+        assert cells[-2:] == expected[(cells[0], cells[1] if len(cells) == 4 else "")]
+    assert main(["compare", f"one={first}"]) == 2  # one analysis: nothing to put beside it
+    assert main(["compare", f"one={first}", f"two={second}", "--metric", "nope"]) == 2
