@@ -129,6 +129,8 @@ CYCLE = [{"name": "a", "strategy": "disjoint:b"}, {"name": "b", "strategy": "lay
     ("algorithms", [{"name": "npo"}, {"name": "npo"}], "algorithms[1].label: duplicate algorithm label"),
     ("eval.metrics", ["aeus"], "eval.metrics[0]: unknown metric 'aeus'"),
     ("eval.metrics", ["relearn_es"], "eval.metrics[0]: 'relearn_es' needs a [relearn] table"),
+    ("eval.metrics", ["relearn_recovery"], "eval.metrics[0]: 'relearn_recovery' needs a [relearn] table"),
+    ("testbed.tofu_path", ".", "testbed.tofu_path: kind 'tiny' trains on generated authors"),
     ("eval.every", 0, "eval.every: must be >= 1"),
     ("relearn.fraction", 1.0, "relearn.fraction: must be in (0.0, 1.0), got 1.0"),
     ("localization.magic", {}, "localization.magic: unknown attribution method"),

@@ -15,6 +15,7 @@ from causalloc.models.units import adapter_for
 from causalloc.testbed import (
     build_testbed,
     config_for,
+    load_splits,
     load_testbed,
     retain_training_items,
 )
@@ -202,7 +203,18 @@ def test_bad_testbed_options_are_named():
         config_for("huge")
     with pytest.raises(SpecError, match="utility_items"):
         config_for("tiny", utility_items=0)
+    with pytest.raises(SpecError, match="testbed.tofu_path: kind 'tiny' trains on generated authors"):
+        config_for("tiny", tofu_path="/data/tofu")  # once silently ignored
     assert main(["testbed", "build", "--set", "nonsense"]) == 2
+
+
+def test_smollm2_and_hf_take_a_tofu_path(tofu_dir):
+    """kind smollm2 used to ignore tofu_path and train on generated authors: the data must
+    be the TOFU subset (read without loading any model)."""
+    for kind, extra in (("smollm2", {}), ("hf", {"model": "some/model"})):
+        splits = load_splits(config_for(kind, n_authors=4, n_forget_authors=2, tofu_path=str(tofu_dir), **extra))
+        assert splits.source.startswith("TOFU") and len(splits.forget) == 40 and len(splits.retain) == 40
+    assert load_splits(config_for("smollm2", n_authors=4, n_forget_authors=2)).source.startswith("generated")
 
 
 @pytest.mark.slow
