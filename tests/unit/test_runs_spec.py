@@ -155,8 +155,10 @@ def test_file_errors_name_the_file(tmp_path):
 
 
 _REPO = Path(__file__).resolve().parents[2]
-SHIPPED_SPECS = sorted((_REPO / "analyses").glob("*.toml")) + sorted(
-    (_REPO / "causalloc" / "demo_data").glob("*.toml"))
+SHIPPED_SPECS = sorted(p for p in (_REPO / "analyses").glob("*.toml") if not p.name.endswith(".analysis.toml")) \
+    + sorted((_REPO / "causalloc" / "demo_data").glob("*.toml"))
+#: analysis specs (causalloc analyze --spec) beside the experiment specs they analyse
+SHIPPED_ANALYSIS_SPECS = sorted((_REPO / "analyses").glob("*.analysis.toml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
@@ -164,3 +166,13 @@ def test_every_shipped_spec_parses(path):
     """The specs in analyses/ and the demo's designs load (a key one of them uses can be
     refused after a change to the parser; the full demo only runs in the slow suite)."""
     assert load_spec(path).conditions
+
+
+@pytest.mark.parametrize("path", SHIPPED_ANALYSIS_SPECS, ids=lambda p: p.name)
+def test_every_shipped_analysis_spec_parses_and_names_conditions_of_its_design(path):
+    from causalloc.stats.spec import load_spec as load_analysis_spec
+
+    design = load_spec(path.with_name(path.name.replace(".analysis.toml", ".toml")))
+    names = {c.name for c in design.conditions}
+    comparisons = load_analysis_spec(path).comparisons
+    assert comparisons and all({c.a, c.b} <= names for c in comparisons)
