@@ -21,6 +21,7 @@ from scipy import stats
 from causalloc.data.collate import IGNORE_INDEX, encode_qa, eval_batches, pad_id
 from causalloc.data.types import QAItem
 from causalloc.errors import DataError
+from causalloc.frontier import aues, checked_scores, fs_at_rs
 from causalloc.models.positions import scored_positions_only
 from causalloc.unlearn.losses import per_example_nll
 
@@ -150,45 +151,6 @@ def rs_fs(model: torch.nn.Module, forget_batches: Batch | Iterable[Batch],
     return rs, fs
 
 
-def _checked_scores(rs, fs) -> tuple[np.ndarray, np.ndarray]:
-    rs, fs = np.asarray(rs, dtype=np.float64), np.asarray(fs, dtype=np.float64)
-    if rs.ndim != 1 or rs.shape != fs.shape or rs.size == 0:
-        raise ValueError(f"rs and fs must be equal-length non-empty 1-D sequences, got shapes "
-                         f"{rs.shape} and {fs.shape}")
-    for name, values in (("rs", rs), ("fs", fs)):
-        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
-            raise ValueError(f"{name} values must be finite and lie in [0, 1], got {values.tolist()}")
-    return rs, fs
-
-
-def aues(rs: Sequence[float], fs: Sequence[float]) -> float:
-    """Area under the forget-retain frontier of a set of checkpoints.
-
-    F(r) = max{FS_t : RS_t >= r} over the evaluated checkpoints t (pass the starting model
-    too), with F(r) = 0 where no checkpoint reaches r; AUES = integral of F(r) dr over
-    [0, 1]. The seed paper reports an "area under the FS-RS curve" without saying what is
-    swept; this makes it precise: an upper envelope, so a method scores the best forgetting
-    it reached at each retain level, and dominated checkpoints do not lower it. F is a
-    non-increasing step function, so the integral is exact: with the RS values sorted
-    r_(1) <= ... <= r_(n) and r_(0) = 0, AUES = sum_i (r_(i) - r_(i-1)) * max_{j >= i} FS_(j).
-    Range [0, 1]; 1 means perfect forgetting at full retain ES.
-    """
-    rs, fs = _checked_scores(rs, fs)
-    order = np.argsort(rs, kind="stable")
-    frontier = np.maximum.accumulate(fs[order][::-1])[::-1]
-    widths = np.diff(rs[order], prepend=0.0)
-    return float(np.sum(widths * frontier))
-
-
-def fs_at_rs(rs: Sequence[float], fs: Sequence[float], rs0: float,
-             fraction: float = 0.95) -> float:
-    """FS@RS95: max FS_t over checkpoints with RS_t >= fraction * RS_0 (NaN if none does;
-    never the case when the starting model, RS_t = RS_0, is among the checkpoints)."""
-    rs, fs = _checked_scores(rs, fs)
-    eligible = rs >= fraction * float(rs0)
-    return float(fs[eligible].max()) if eligible.any() else float("nan")
-
-
 @dataclass
 class Trajectory:
     """(step, RS, FS) at evaluation steps of one unlearning run; entry 0 is the starting model.
@@ -207,13 +169,13 @@ class Trajectory:
         if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
             raise ValueError(f"trajectory: steps must increase strictly, got {self.steps}")
         if self.steps:
-            _checked_scores(self.rs, self.fs)
+            checked_scores(self.rs, self.fs)
 
     def add(self, step: int, rs: float, fs: float) -> None:
         """Append one evaluation (steps must increase; RS and FS in [0, 1])."""
         if self.steps and step <= self.steps[-1]:
             raise ValueError(f"trajectory: step {step} does not follow step {self.steps[-1]}")
-        _checked_scores([rs], [fs])
+        checked_scores([rs], [fs])
         self.steps.append(int(step))
         self.rs.append(float(rs))
         self.fs.append(float(fs))

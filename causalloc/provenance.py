@@ -11,6 +11,7 @@ every report prints them. Importing this module imports neither torch nor the st
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import importlib.util
 import platform
 import subprocess
@@ -18,6 +19,26 @@ from pathlib import Path
 
 #: the checkout whose commit is recorded: the folder holding the ``causalloc`` package
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+#: the distributions a run's numbers depend on (recorded by :func:`run_environment`)
+RUN_PACKAGES = ("torch", "transformers", "tokenizers", "numpy", "scipy", "pandas", "statsmodels",
+                "pingouin", "ray")
+
+
+def package_versions(names=RUN_PACKAGES) -> dict[str, str]:
+    """Python's version, causalloc's (``__version__`` of this source) and the installed
+    version of each named distribution (importlib.metadata, nothing imported; ``not
+    installed`` where absent)."""
+    from causalloc import __version__
+
+    versions = {"python": platform.python_version(), "causalloc": __version__}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,8 +74,6 @@ def torch_build() -> dict:
 def run_environment() -> dict:
     """What a run's numbers depend on besides its spec: package versions, the source commit
     and the torch build with its thread count (call after the worker set its threads)."""
-    from causalloc.runs.store import package_versions
-
     return {**package_versions(), "commit": source_commit(), **torch_build()}
 
 

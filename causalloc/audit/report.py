@@ -21,10 +21,11 @@ from matplotlib.figure import Figure
 from causalloc import __version__
 from causalloc.audit.claims import Claim
 from causalloc.audit.published import audit_figures
+from causalloc.provenance import package_versions
 from causalloc.report.figures import ReportFigure
 from causalloc.report.render import Block, save_figure, to_html, to_markdown
 from causalloc.report.style import DOUBLE_COLUMN, metric_label, paper_style
-from causalloc.stats.analyze import _json_clean, package_versions
+from causalloc.stats.analyze import STATS_PACKAGES, _json_clean
 
 VERDICTS = ("consistent", "contradicted", "inconclusive")
 
@@ -236,7 +237,7 @@ def write_audit(claims: list[Claim], claims_path: str | Path, out_dir: str | Pat
         "command": command, "claims_file": str(claims_path),
         "claims_sha256": hashlib.sha256(raw).hexdigest(), "alpha": alpha,
         "runs": {"source": str(runs_source)} if runs_source else None,
-        "package_versions": package_versions(),
+        "package_versions": package_versions(STATS_PACKAGES),
         "summary": summary(entries), "claims": entries,
     }
     figures = forest_plots(entries)

@@ -28,6 +28,7 @@ from matplotlib.ticker import AutoMinorLocator
 from scipy import stats
 
 from causalloc.errors import DataError
+from causalloc.frontier import frontier
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.localization import flat_units, jaccard, signature
 from causalloc.report.style import (
@@ -232,23 +233,6 @@ def _trajectory_frame(runs: pd.DataFrame) -> list[dict]:
                             f'{{"step", "rs", "fs"}} ({exc})') from None
         parsed.append({"index": index, "points": points.sort_values("step")})
     return parsed
-
-
-def frontier(rs, fs, at) -> np.ndarray:
-    """The forget-retain frontier of one run at the retain levels ``at``:
-    F(r) = max{FS_t : RS_t >= r} over its checkpoints t, 0 where no checkpoint reaches r.
-
-    This is the curve whose area over [0, 1] is AUES (``causalloc.metrics.aues``, restated
-    here because that module needs torch). F is a non-increasing step function, constant on
-    each interval (r_(i-1), r_(i)] between consecutive sorted RS values.
-    """
-    rs, fs = np.asarray(rs, dtype=float), np.asarray(fs, dtype=float)
-    order = np.argsort(rs, kind="stable")
-    sorted_rs = rs[order]
-    best_above = np.maximum.accumulate(fs[order][::-1])[::-1]
-    index = np.searchsorted(sorted_rs, np.asarray(at, dtype=float), side="left")
-    return np.where(index < sorted_rs.size, best_above[np.minimum(index, sorted_rs.size - 1)],
-                    0.0)
 
 
 def mean_tradeoff(curves: list[tuple[object, pd.DataFrame]]) -> dict:

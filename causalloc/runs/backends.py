@@ -50,10 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from causalloc.errors import CausallocError, SpecError
-from causalloc.provenance import run_environment
+from causalloc.provenance import package_versions, run_environment
 from causalloc.runs.design import expand, manifest
 from causalloc.runs.spec import ExperimentSpec, canonical_json, load_spec, sha256_json
-from causalloc.runs.store import RunStore, last_line, package_versions
+from causalloc.runs.store import RunStore, last_line
 
 DEFAULT_RUN_FN = "causalloc.runs.worker:execute"
 BACKENDS = ("local", "ray")

@@ -11,10 +11,8 @@ rows keep their traceback and are only retried on request.
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import math
-import platform
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,9 +23,6 @@ from causalloc.errors import DataError
 DB_NAME = "runs.sqlite"
 STATUSES = ("pending", "running", "done", "failed")
 #: packages whose versions are recorded with every run and in design.json
-VERSIONED_PACKAGES = ("causalloc", "torch", "transformers", "tokenizers", "numpy", "scipy",
-                      "pandas", "statsmodels", "pingouin", "ray")
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -55,20 +50,6 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, position);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions (importlib.metadata, nothing imported) plus Python's."""
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            if name == "causalloc":
-                from causalloc import __version__
-
-                versions[name] = __version__
-    return versions
 
 
 def _now() -> str:

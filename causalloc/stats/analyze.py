@@ -23,7 +23,6 @@ import math
 import shlex
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import pandas as pd
 
 from causalloc import __version__
 from causalloc.errors import SpecError, TableError
-from causalloc.provenance import source_commit
+from causalloc.provenance import package_versions, source_commit
 from causalloc.stats import table as table_module
 from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
@@ -67,7 +66,8 @@ CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched"
 #: the random baseline's condition name
 RANDOM = "random"
 #: stats packages whose versions are recorded
-_PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "pingouin")
+#: the distributions the analysis' numbers depend on
+STATS_PACKAGES = ("numpy", "scipy", "pandas", "statsmodels", "pingouin")
 
 
 def compare_paired(
@@ -386,7 +386,7 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "design_command": table.design.get("command"),
             "seeds": replicates,
             "stats_seed": spec.seed,
-            "package_versions": package_versions(),
+            "package_versions": package_versions(STATS_PACKAGES),
             "commit": source_commit(),
             "run_environments": table.design.get("environments", []),
         },
@@ -417,16 +417,6 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
         "warnings": warnings_out,
     }
     return AnalysisResult(comparisons, mixed, dose, meta)
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0], "causalloc": __version__}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def _block_values(table: RunTable, metric: str):

@@ -12,15 +12,14 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from causalloc.data.collate import collate
 from causalloc.data.types import QAItem
 from causalloc.errors import DataError
+from causalloc.frontier import aues, frontier, fs_at_rs
 from causalloc.metrics import (
     Trajectory,
     TruthRatio,
-    aues,
     extraction_strength,
     extraction_strength_by_generation,
     extraction_strength_from_logits,
     forget_quality,
-    fs_at_rs,
     relearning_attack,
     rs_fs,
     truth_ratio,
@@ -159,13 +158,15 @@ def test_aues_of_a_known_staircase():
     assert aues([0.95, 0.95], [0.2, 0.7]) == pytest.approx(0.95 * 0.7)
 
 
-def test_aues_equals_dense_numerical_integral():
+def test_frontier_matches_its_definition_and_aues_its_dense_integral():
     rng = np.random.default_rng(0)
     grid = (np.arange(200_000) + 0.5) / 200_000
     for _ in range(5):
         rs, fs = rng.uniform(size=8), rng.uniform(size=8)
-        frontier = np.array([fs[rs >= r].max() if (rs >= r).any() else 0.0 for r in grid[::100]])
-        assert aues(rs, fs) == pytest.approx(frontier.mean(), abs=2e-3)
+        levels = np.r_[grid[::100], rs, 0.0, 1.0]  # the RS values themselves are edges of F
+        brute = np.array([fs[rs >= r].max() if (rs >= r).any() else 0.0 for r in levels])
+        assert frontier(rs, fs, levels).tolist() == brute.tolist()
+        assert aues(rs, fs) == pytest.approx(brute[:2000].mean(), abs=2e-3)
 
 
 @pytest.mark.parametrize("rs, fs", [([], []), ([0.5], [0.5, 0.1]), ([1.2], [0.1]),

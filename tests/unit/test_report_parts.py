@@ -199,7 +199,7 @@ def _tradeoff_runs() -> tuple[pd.DataFrame, dict]:
 
 
 def test_tradeoff_draws_each_mean_trajectory_and_its_frontier():
-    from causalloc.metrics import aues
+    from causalloc.frontier import aues
 
     runs, analysis = _tradeoff_runs()
     ax = tradeoff_curves(runs, analysis).axes[0]
