@@ -110,7 +110,7 @@ def handle(args) -> int:
     figure.savefig(out / "layerfit.png", dpi=PNG_DPI)
     record = {
         "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "command")},
-        "testbed": {"kind": config.kind, "hash": config.hash(), "path": str(testbed.path),
+        "testbed": {"kind": config.kind, "hash": config.hash(),
                     "theta_o_fingerprint": testbed.theta_o_fingerprint,
                     "diagnostics": testbed.diagnostics},
         "tokens": "every non-pad token of the forget split (teacher-forced question + answer)",
@@ -202,7 +202,7 @@ def report_markdown(layers, summary, record: dict) -> str:
         "",
         "## Setup",
         "",
-        (f"- testbed: {testbed['kind']} `{testbed['hash'][:16]}` at `{testbed['path']}`; theta_o "
+        (f"- testbed: {testbed['kind']} `{testbed['hash'][:16]}`; theta_o "
          f"fingerprint `{testbed['theta_o_fingerprint'][:16]}`"),
         (f"- V_tgt: {diagnostics['n_target_units']} of {diagnostics['total_units']} value vectors; "
          f"norm_ratio_vtgt {diagnostics['norm_ratio_vtgt']:.3f}, weight_norm_precision "
