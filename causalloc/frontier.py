@@ -14,13 +14,19 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def checked_scores(rs, fs) -> tuple[np.ndarray, np.ndarray]:
-    """``rs`` and ``fs`` as float64 arrays; ValueError unless they are equal-length,
-    non-empty, 1-D, finite and in [0, 1]."""
+def _as_curve(rs, fs) -> tuple[np.ndarray, np.ndarray]:
+    """``rs`` and ``fs`` as float64 arrays; ValueError unless equal-length, non-empty, 1-D."""
     rs, fs = np.asarray(rs, dtype=np.float64), np.asarray(fs, dtype=np.float64)
     if rs.ndim != 1 or rs.shape != fs.shape or rs.size == 0:
         raise ValueError(f"rs and fs must be equal-length non-empty 1-D sequences, got shapes "
                          f"{rs.shape} and {fs.shape}")
+    return rs, fs
+
+
+def checked_scores(rs, fs) -> tuple[np.ndarray, np.ndarray]:
+    """``rs`` and ``fs`` as float64 arrays; ValueError unless they are equal-length,
+    non-empty, 1-D, finite and in [0, 1]."""
+    rs, fs = _as_curve(rs, fs)
     for name, values in (("rs", rs), ("fs", fs)):
         if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
             raise ValueError(f"{name} values must be finite and lie in [0, 1], got {values.tolist()}")
@@ -38,9 +44,10 @@ def frontier(rs: Sequence[float], fs: Sequence[float], at) -> np.ndarray:
     0 where no checkpoint reaches r.
 
     F is a non-increasing step function, constant on each interval (r_(i-1), r_(i)] between
-    consecutive sorted RS values; its area over [0, 1] is :func:`aues`.
+    consecutive sorted RS values; its area over [0, 1] is :func:`aues`. Unlike the scores,
+    it takes values outside [0, 1] as they are: the report draws what a run table holds.
     """
-    sorted_rs, best_above = _upper_envelope(*checked_scores(rs, fs))
+    sorted_rs, best_above = _upper_envelope(*_as_curve(rs, fs))
     index = np.searchsorted(sorted_rs, np.asarray(at, dtype=float), side="left")
     return np.where(index < sorted_rs.size, best_above[np.minimum(index, sorted_rs.size - 1)],
                     0.0)
