@@ -176,6 +176,15 @@ def test_aues_rejects_bad_input(rs, fs):
         aues(rs, fs)
 
 
+def test_frontier_draws_out_of_range_values_that_the_scores_reject():
+    # the report draws a run table as it is; the executor's scores refuse RS > 1
+    assert frontier([1.001, 0.5], [0.2, 0.9], [0.5, 1.0, 1.001, 1.2]).tolist() == [0.9, 0.2, 0.2, 0.0]
+    with pytest.raises(ValueError, match="rs values must be finite and lie in"):
+        aues([1.001, 0.5], [0.2, 0.9])
+    with pytest.raises(ValueError, match="equal-length"):
+        frontier([0.5], [0.1, 0.2], [0.5])
+
+
 def test_fs_at_rs_of_a_known_trajectory():
     rs = [0.80, 0.78, 0.75, 0.70, 0.50]
     fs = [0.05, 0.30, 0.60, 0.90, 1.00]
