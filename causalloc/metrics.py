@@ -1,5 +1,6 @@
-"""Unlearning metrics: extraction strength, forget/retain trajectories, AUES, FS@RS95, TOFU
-truth ratio and forget quality, and the relearning attack.
+"""Unlearning metrics: extraction strength, forget/retain trajectories (scored by AUES and
+FS@RS95, defined in the torch-free :mod:`causalloc.frontier`), TOFU truth ratio and forget
+quality, and the relearning attack.
 
 Every function works on the batch convention of :mod:`causalloc.data.collate`
 (``input_ids``, ``attention_mask``, ``labels`` right-padded; ``labels`` unshifted, -100 off

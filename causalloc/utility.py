@@ -228,7 +228,7 @@ def mu95(log_forget_quality: Sequence[float], utility: Sequence[float], referenc
 
     The seed paper (Lee et al. 2025, Table 2) reports "log forget quality at 95% model
     utility" without a selection rule; this takes the max over qualifying checkpoints of the
-    run, as FS@RS95 does for FS (:func:`causalloc.metrics.fs_at_rs`). NaN when no checkpoint
+    run, as FS@RS95 does for FS (:func:`causalloc.frontier.fs_at_rs`). NaN when no checkpoint
     qualifies (a checkpoint with NaN utility or NaN forget quality never does); never the case
     when the starting model (utility = reference) is among the checkpoints, as in the
     executor's trajectories, where MU95 >= log forget quality of theta_o.
