@@ -8,8 +8,11 @@ Each subcommand lives in its own module of this package and exposes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 
 from causalloc import __version__
 from causalloc.errors import CausallocError
@@ -52,14 +55,34 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    with _sigterm_as_exit():
+        try:
+            return int(args.func(args) or 0)
+        except CausallocError as exc:
+            print(f"causalloc {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """While a command runs, SIGTERM (``kill``, a job scheduler) raises SystemExit(143) in
+    the main thread, so the command cleans up as on Ctrl-C: ``causalloc run`` ends its worker
+    processes instead of leaving them running. Outside the main thread nothing changes."""
+    def terminate(signum, frame):
+        print("terminated", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return int(args.func(args) or 0)
-    except CausallocError as exc:
-        print(f"causalloc {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -213,7 +213,7 @@ class _InProcess:
     def wait(self, handles):
         return [(handle, self._done.pop(handle)) for handle in handles]
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         pass
 
 
@@ -250,9 +250,18 @@ class _ProcessPool:
                                      f"while this run was in flight: {exc!r}"}))
         return out
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down. With ``abort`` (the driver was interrupted: Ctrl-C, SIGTERM,
+        an error), end the workers now instead of after their runs: their results could no
+        longer be stored, and workers left behind would hold the CPUs until their runs end.
+        The pool's processes are reached through CPython's ``_processes`` because
+        ProcessPoolExecutor has no public way to stop them before Python 3.14."""
+        if self.pool is None:
+            return
+        if abort:
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=not abort, cancel_futures=True)
 
 
 class _Ray:
@@ -308,7 +317,9 @@ class _Ray:
                 out.append((ref, {"ok": False, "lost": True, "error": traceback.format_exc()}))
         return out
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Shut down a runtime this backend started (its workers with it); tasks on a
+        cluster it joined end with their driver, as Ray does for a driver's tasks."""
         if self.started:
             self.ray.shutdown()
 
@@ -413,6 +424,7 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: 
     counts = {"done": 0, "failed": 0}
     bar = tqdm(total=len(todo), unit="run", desc="runs", file=sys.stderr,
                disable=None if progress else True, dynamic_ncols=True)  # None: off unless a tty
+    finished = False
     try:
         while queue or in_flight:
             while queue and len(in_flight) < backend.capacity:
@@ -442,9 +454,10 @@ def _drive(store: RunStore, todo: list[dict], backend, progress: bool, retries: 
                     counts["failed"] += 1
                 bar.update(1)
                 bar.set_postfix(failed=counts["failed"], refresh=False)
+        finished = True
     finally:
         bar.close()
-        backend.close()
+        backend.close(abort=not finished)
     return counts
 
 
