@@ -58,14 +58,21 @@ def done_rows(db_path: Path) -> dict:
         db.close()
 
 
-def test_sigkill_mid_design_then_restart(tmp_path):
-    spec = write_spec(tmp_path, SPEC)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "causalloc", "run", str(spec), "--out", str(out),
-               "--workers", "2", "--no-progress", "--run-fn", "tests.runs_helpers:slow_run"]
-    env = {**os.environ, "CAUSALLOC_TEST_SLEEP": "0.4", "PYTHONPATH": str(ROOT)}
+def start_design(tmp_path: Path, out: Path, sleep: float):
+    """`causalloc run` of SPEC into ``out`` with 2 workers whose runs sleep ``sleep`` s, in
+    its own session (so that killpg reaches the workers); returns (process, command, env)."""
+    command = [sys.executable, "-m", "causalloc", "run", str(write_spec(tmp_path, SPEC)),
+               "--out", str(out), "--workers", "2", "--no-progress",
+               "--run-fn", "tests.runs_helpers:slow_run"]
+    env = {**os.environ, "CAUSALLOC_TEST_SLEEP": str(sleep), "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return process, command, env
+
+
+def test_sigkill_mid_design_then_restart(tmp_path):
+    out = tmp_path / "out"
+    process, command, env = start_design(tmp_path, out, sleep=0.4)
     deadline = time.monotonic() + 180
     before = {}
     while len(before) < 4:
@@ -130,13 +137,8 @@ def running_rows(db_path: Path) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads worker processes from /proc")
 def test_sigterm_to_the_executor_ends_its_workers(tmp_path):
-    spec = write_spec(tmp_path, SPEC)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "causalloc", "run", str(spec), "--out", str(out),
-               "--workers", "2", "--no-progress", "--run-fn", "tests.runs_helpers:slow_run"]
-    env = {**os.environ, "CAUSALLOC_TEST_SLEEP": "600", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process, _, _ = start_design(tmp_path, out, sleep=600)
     try:
         deadline = time.monotonic() + 180
         workers: set[int] = set()
