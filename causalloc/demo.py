@@ -33,15 +33,14 @@ def run_demo(out: str | Path, quick: bool = False, workers: int = 2, progress: b
     ``masks/``. Returns the paths and the run summary. Rerunning skips finished runs."""
     from causalloc.report import write_report
     from causalloc.runs import execute_design
-    from causalloc.runs.worker import save_block_masks, testbed_config
+    from causalloc.runs.worker import resolve_testbed, save_block_masks
     from causalloc.stats import analyze, load_runs, write_analysis
-    from causalloc.testbed import build_testbed
 
     out = Path(out)
     start = time.perf_counter()
     spec = demo_spec(quick)
     log(f"[1/4] testbed ({'quick' if quick else 'default'} tiny, generated authors)")
-    testbed = build_testbed(testbed_config(spec.testbed.to_dict()), progress=progress)
+    testbed = resolve_testbed(spec.testbed.to_dict(), progress=progress)
     d = testbed.diagnostics
     log(f"      ES forget theta_r {d['es_forget_theta_r']:.2f} -> theta_o {d['es_forget_theta_o']:.2f}; "
         f"ES retain theta_o {d['es_retain_theta_o']:.2f}; V_tgt {d['n_target_units']} units, norm ratio "

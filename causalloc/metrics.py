@@ -4,8 +4,8 @@ quality, and the relearning attack.
 
 Every function works on the batch convention of :mod:`causalloc.data.collate`
 (``input_ids``, ``attention_mask``, ``labels`` right-padded; ``labels`` unshifted, -100 off
-the answer). Definitions follow ../shared/notes/methods.md ("Metrics"); notation of the seed
-paper (Lee et al. 2025): FS = 1 - ES(forget), RS = ES(retain).
+the answer). Definitions: docs/metrics.md (with their sources); notation of the seed paper
+(Lee et al. 2025): FS = 1 - ES(forget), RS = ES(retain).
 """
 
 from __future__ import annotations

@@ -1,35 +1,79 @@
 #!/usr/bin/env bash
-# Regenerate one committed report from its spec: run (resumable), analyse, report, copy.
+# Regenerate one committed report.
 #
-#   reports/regenerate.sh NAME [WORKERS]     # e.g. reports/regenerate.sh oracle_vs_random 2
+#   reports/regenerate.sh NAME                       # re-analyse and re-render from the committed runs
+#   reports/regenerate.sh --rerun NAME [WORKERS]     # rerun the runs first (only when run code changed)
 #
-# Runs analyses/NAME.toml into runs/NAME (kept out of git; rerunning skips done runs, so an
-# interrupted regeneration resumes), analyses it with analyses/NAME.analysis.toml when that
-# file exists, writes the report and copies what is committed into reports/NAME/:
-# report.md, analysis.json, comparisons.csv, runs.csv, design.json, tables.tex and the PNG
-# figures (the HTML report and the PDF figures stay in runs/NAME). Run from anywhere; paths
-# are relative to the repository root so the report records no machine path.
+# Default: the committed reports/NAME/runs.csv, design.json and masks/ (when committed) are
+# copied into runs/NAME (kept out of git), analysed there with analyses/NAME.analysis.toml when
+# that file exists, reported, and report.md, analysis.json, comparisons.csv, tables.tex and the
+# PNG figures are copied back. No run is repeated: training is chaotic, so runs on another
+# processor, or on a rebuilt testbed, are another instance (docs/testbeds.md).
+#
+# --rerun: runs analyses/NAME.toml into runs/NAME first (resumable; --save-masks), then
+# analyses, reports and copies runs.csv, design.json and masks/ too. Only for a spec whose
+# [testbed] names a pinned testbed file (the same weights everywhere); a spec that builds its
+# testbed needs --new-instance as well, and its README must then say the numbers changed.
+# Paths are relative to the repository root so the report records no machine path.
 set -euo pipefail
+usage="usage: reports/regenerate.sh [--rerun [--new-instance]] NAME [WORKERS]"
+rerun=0
+new_instance=0
+while [[ $# -gt 0 && $1 == --* ]]; do
+    case $1 in
+        --rerun) rerun=1 ;;
+        --new-instance) new_instance=1 ;;
+        *) echo "$usage" >&2; exit 2 ;;
+    esac
+    shift
+done
 if [[ $# -lt 1 || $# -gt 2 ]]; then
-    echo "usage: reports/regenerate.sh NAME [WORKERS]  (NAME: a spec analyses/NAME.toml)" >&2
+    echo "$usage" >&2
     exit 2
 fi
 name=$1
 workers=${2:-2}
 cd "$(dirname "$0")/.."
-if [[ ! -f analyses/$name.toml ]]; then
-    echo "reports/regenerate.sh: analyses/$name.toml does not exist" >&2
-    exit 2
+report=reports/$name
+out=runs/$name
+if [[ $rerun == 1 ]]; then
+    if [[ ! -f analyses/$name.toml ]]; then
+        echo "reports/regenerate.sh: analyses/$name.toml does not exist" >&2
+        exit 2
+    fi
+    if ! grep -qE '^[[:space:]]*file[[:space:]]*=' "analyses/$name.toml" && [[ $new_instance == 0 ]]; then
+        echo "reports/regenerate.sh: analyses/$name.toml names no pinned testbed ([testbed] file):" \
+             "a rerun builds another instance of the testbed; add --new-instance to do it anyway" >&2
+        exit 2
+    fi
+    causalloc run "analyses/$name.toml" --out "$out" --workers "$workers" --save-masks
+else
+    if [[ ! -f $report/runs.csv || ! -f $report/design.json ]]; then
+        echo "reports/regenerate.sh: $report has no committed runs.csv and design.json" >&2
+        exit 2
+    fi
+    rm -rf "$out"
+    mkdir -p "$out"
+    cp "$report"/{runs.csv,design.json} "$out/"
+    if [[ -d $report/masks ]]; then
+        cp -r "$report/masks" "$out/masks"
+    fi
 fi
-causalloc run "analyses/$name.toml" --out "runs/$name" --workers "$workers" --save-masks
 analysis_spec=()
 if [[ -f analyses/$name.analysis.toml ]]; then
     analysis_spec=(--spec "analyses/$name.analysis.toml")
 fi
-causalloc analyze "runs/$name" --out "runs/$name" "${analysis_spec[@]}"
-causalloc report "runs/$name"
-mkdir -p "reports/$name/figures"
-cp "runs/$name"/{report.md,analysis.json,comparisons.csv,runs.csv,design.json,tables.tex} "reports/$name/"
-rm -f "reports/$name"/figures/*.png
-cp "runs/$name"/figures/*.png "reports/$name/figures/"
-echo "reports/$name regenerated from analyses/$name.toml"
+causalloc analyze "$out" --out "$out" "${analysis_spec[@]}"
+causalloc report "$out"
+mkdir -p "$report/figures"
+cp "$out"/{report.md,analysis.json,comparisons.csv,tables.tex} "$report/"
+if [[ $rerun == 1 ]]; then
+    cp "$out"/{runs.csv,design.json} "$report/"
+    if [[ -d $out/masks ]]; then
+        rm -rf "$report/masks"
+        cp -r "$out/masks" "$report/masks"
+    fi
+fi
+rm -f "$report"/figures/*.png
+cp "$out"/figures/*.png "$report/figures/"
+echo "$report regenerated ($([[ $rerun == 1 ]] && echo "runs rerun from analyses/$name.toml" || echo "re-analysed from its committed runs"))"

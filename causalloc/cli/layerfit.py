@@ -29,7 +29,7 @@ EPILOG = """examples:
   causalloc layerfit --out layerfit/                   # default tiny testbed, 3 random draws
   causalloc layerfit --draws 10 --seed 1 --out layerfit/ --json
   causalloc layerfit --set inject_steps=800 --cache-dir /scratch/c --out layerfit/
-  causalloc layerfit --testbed tofu --tofu-path ../shared/data/tofu --out layerfit/
+  causalloc layerfit --testbed tofu --tofu-path "$CAUSALLOC_TOFU_DIR" --out layerfit/
   causalloc layerfit --ridge 1e-4 --device cuda --out layerfit/
 """
 

@@ -31,10 +31,10 @@ EPILOG = """examples:
   causalloc localize --method all --out loc/ --json           # budget = |V_tgt|, summary as JSON
   causalloc localize --method wagle --budget 0.05 --per-layer --seed 3 --out loc/
   causalloc localize --method memflex --hyper memflex.n_copies=5 --budget 200 --out loc/
-  causalloc localize --method activations --testbed tofu --tofu-path ../shared/data/tofu --out loc/
+  causalloc localize --method activations --testbed tofu --tofu-path "$CAUSALLOC_TOFU_DIR" --out loc/
   causalloc localize --method activations --set inject_steps=800 --cache-dir /scratch/c --out loc/
   causalloc localize --method activations --budget 0.1 --model-dir theta_o/ \\
-      --tofu-path ../shared/data/tofu --authors 20 --out loc/   # no testbed: no accuracy
+      --tofu-path "$CAUSALLOC_TOFU_DIR" --authors 20 --out loc/   # no testbed: no accuracy
 """
 
 #: accuracy.csv columns in front of causalloc.attribution.accuracy.ACCURACY_COLUMNS

@@ -1,4 +1,5 @@
-"""``causalloc testbed build``: build (or reuse) the controlled injection testbed."""
+"""``causalloc testbed build|export|import``: build (or reuse) the controlled injection testbed,
+and move a built one between machines as one checked file (:mod:`causalloc.testbed_file`)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import json
 EPILOG = """examples:
   causalloc testbed build                        # tiny default (generated authors)
   causalloc testbed build --json                 # one JSON object with the diagnostics
-  causalloc testbed build --kind tofu --tofu-path ../shared/data/tofu --authors 20
+  causalloc testbed build --kind tofu --tofu-path "$CAUSALLOC_TOFU_DIR" --authors 20
   causalloc testbed build --kind smollm2 --cache-dir /scratch/causalloc
   causalloc testbed build --set inject_steps=800 --set budget=0.05
 
   # any Hugging Face causal LM (LLaMA, Mistral, Qwen2, OLMo2, GPT-NeoX, GPT-2 families):
   # a hub id (downloaded by transformers) or a local directory with its tokenizer
   causalloc testbed build --kind hf --model meta-llama/Llama-3.1-8B-Instruct \\
-      --tofu-path ../shared/data/tofu --dtype bfloat16 --device cuda \\
+      --tofu-path "$CAUSALLOC_TOFU_DIR" --dtype bfloat16 --device cuda \\
       --batch-size 4 --grad-accum 4 --gradient-checkpointing
   causalloc testbed build --kind hf --model ./models/olmo2-7b --data generated --dtype bfloat16
   causalloc testbed build --kind tiny --dtype bfloat16 --device cpu --json
   causalloc testbed build --set injection=free   # the old, unconstrained injection (norm artefact)
+
+  # pin a testbed: one file with theta_o, theta_r, V_tgt, tokenizer, data and record
+  causalloc testbed export ca213c09 --out small.testbed.tgz   # hash or theta_o fingerprint prefix
+  causalloc testbed import small.testbed.tgz                  # checked against its fingerprint
+  # a spec then names the file: [testbed] file = "small.testbed.tgz" (relative to the spec)
 """
 
 
@@ -63,6 +69,30 @@ def register(sub) -> None:
     build.add_argument("--rebuild", action="store_true", help="rebuild even when a cached copy exists")
     build.add_argument("--json", action="store_true", help="print one JSON object")
     build.set_defaults(func=run_build)
+
+    export = actions.add_parser(
+        "export", help="write a built or imported testbed to one file (pinned testbed)",
+        description="Write the testbed whose config hash or theta_o fingerprint starts with KEY to "
+                    "FILE (gzip tar: weights as safetensors, V_tgt, tokenizer, data, record, and a "
+                    "manifest of sha256 checksums). A rebuild on another processor gives another "
+                    "instance; this file lets others rerun on exactly these weights.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("key", metavar="HASH_OR_FINGERPRINT", help="at least 8 hex digits")
+    export.add_argument("--out", required=True, metavar="FILE", help="the testbed file to write (never overwritten)")
+    export.add_argument("--cache-dir", help="testbed cache (default $CAUSALLOC_CACHE/testbeds)")
+    export.add_argument("--json", action="store_true", help="print one JSON object")
+    export.set_defaults(func=run_export)
+
+    imp = actions.add_parser(
+        "import", help="import a testbed file (checked) into the cache",
+        description="Check a testbed file (manifest checksums, member names, theta_o fingerprint) and "
+                    "unpack it into $CAUSALLOC_CACHE/testbeds/pinned/<fingerprint>. A foreign or damaged "
+                    "file is refused with the reason; nothing is left behind.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--cache-dir", help="testbed cache (default $CAUSALLOC_CACHE/testbeds)")
+    imp.add_argument("--json", action="store_true", help="print one JSON object")
+    imp.set_defaults(func=run_import)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -129,4 +159,35 @@ def run_build(args) -> int:
               f"built in {d['seconds']:.1f} s")
         print(f"  {config.injection} injection: V_tgt / rest norm ratio {d['norm_ratio_vtgt']:.2f}, "
               f"weight-norm precision {d['weight_norm_precision']:.3f} (chance {d['budget']})")
+    return 0
+
+
+def run_export(args) -> int:
+    from causalloc.testbed_file import export_testbed, find_testbed
+
+    folder = find_testbed(args.key, args.cache_dir)
+    manifest = export_testbed(folder, args.out)
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    report = {"file": str(args.out), "hash": manifest["hash"], "kind": manifest["kind"],
+              "theta_o_fingerprint": manifest["theta_o_fingerprint"], "files": len(manifest["files"]),
+              "unpacked_bytes": size}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"testbed {manifest['hash'][:16]} ({manifest['kind']}, theta_o {manifest['theta_o_fingerprint'][:16]}) "
+              f"-> {args.out}: {len(manifest['files'])} files, {size / 1e6:.1f} MB unpacked")
+    return 0
+
+
+def run_import(args) -> int:
+    from causalloc.testbed_file import import_testbed
+
+    testbed = import_testbed(args.file, args.cache_dir)
+    record = {"path": str(testbed.path), "hash": testbed.config.hash(), "kind": testbed.config.kind,
+              "theta_o_fingerprint": testbed.theta_o_fingerprint}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"imported {args.file}: testbed {record['hash'][:16]} ({record['kind']}), theta_o "
+              f"{record['theta_o_fingerprint'][:16]} at {testbed.path}")
     return 0

@@ -371,6 +371,10 @@ def execute_design(
         _check_picklable(run_fn)
     if threads_per_worker is None:
         threads_per_worker = 1 if backend == "ray" else max(1, (os.cpu_count() or 1) // max(workers, 1))
+    if spec.testbed.file:  # once, before any worker looks for it
+        from causalloc.testbed_file import import_testbed
+
+        import_testbed(spec.testbed.file)
     runs = expand(spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -515,6 +519,13 @@ def built_testbed(spec: ExperimentSpec) -> dict | None:
     from causalloc.runs.worker import testbed_config
     from causalloc.testbed import cached_record
 
+    if spec.testbed.file:
+        from causalloc.testbed_file import read_record
+
+        record = read_record(spec.testbed.file)
+        return {"kind": record["config"]["kind"], "injection": record["config"].get("injection", "free"),
+                "hash": record["hash"], "pinned_file": Path(spec.testbed.file).name,
+                "theta_o_fingerprint": record["theta_o_fingerprint"], **record["diagnostics"]}
     try:
         config = testbed_config(spec.testbed.to_dict())
     except CausallocError:

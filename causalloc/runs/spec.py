@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from causalloc.devices import DEVICE_FORMS, DTYPES, check_device
-from causalloc.errors import SpecError
+from causalloc.errors import CausallocError, SpecError
 
 TESTBED_KINDS = ("tiny", "tofu", "smollm2", "hf")
 #: a Hugging Face hub model id: ``name`` or ``owner/name``
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+#: ``$NAME`` or ``${NAME}`` in a path
+_ENV_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 #: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
 FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
@@ -89,6 +92,9 @@ class TestbedSpec:
     grad_accum: int | None = None
     gradient_checkpointing: bool | None = None
     max_length: int | None = None
+    #: a pinned testbed: the file (``[testbed] file``, resolved path) and its theta_o fingerprint
+    file: str | None = None
+    pinned: str | None = None
 
     @property
     def model_label(self) -> str:
@@ -104,7 +110,10 @@ class TestbedSpec:
         return "tofu" if self.tofu_path else "generated"
 
     def to_dict(self) -> dict:
-        return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
+        """The set keys; a pinned testbed is named by its fingerprint (``pinned``), not by
+        where its file lies on this machine, so run ids do not depend on that place."""
+        return {key: value for key, value in dataclasses.asdict(self).items()
+                if value is not None and key != "file"}
 
 
 @dataclass(frozen=True)
@@ -351,6 +360,8 @@ def _dataclass_defaults(cls) -> dict[str, Any]:
 # sections ----------------------------------------------------------------------------
 def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
     table = check.table(raw, "testbed")
+    if "file" in table:
+        return _parse_pinned_testbed(check, table)
     check.keys(table, "testbed", ("kind", "budget", "seed", "n_authors", "n_forget_authors",
                                   "n_questions", "tofu_path", "build", "model", "dtype", "device",
                                   "batch_size", "grad_accum", "gradient_checkpointing",
@@ -380,6 +391,32 @@ def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
         tofu_path=tofu_path, build=check.free_table(table, "build", "testbed.build"),
         **_parse_testbed_model(check, table, kind),
     )
+
+
+def _parse_pinned_testbed(check: _Checker, table: dict) -> TestbedSpec:
+    """``[testbed] file = "PATH"``: a testbed file (``causalloc testbed export``) fixes theta_o,
+    theta_r, V_tgt, tokenizer and data, so no key that would build another testbed may stand
+    beside it (``device`` may: it says where runs compute, not what the testbed is)."""
+    from causalloc.testbed_file import read_record
+
+    for key in table:
+        if key not in ("file", "device"):
+            check.fail(f"testbed.{key}", "not allowed beside testbed.file: the file fixes the testbed "
+                                         "(its record holds the config)")
+    file = check.path(table, "file", "testbed.file", must_exist=True)
+    try:
+        record = read_record(file)
+    except CausallocError as exc:
+        check.fail("testbed.file", str(exc))
+    config = record["config"]
+    device = _parse_testbed_model(check, table, config["kind"]).get("device")
+    return TestbedSpec(
+        kind=config["kind"], budget=config["budget"], seed=config["target_seed"],
+        n_authors=config["n_authors"], n_forget_authors=config["n_forget_authors"],
+        n_questions=None if config.get("tofu_path") else config["n_questions"],
+        tofu_path=config.get("tofu_path"), model=config.get("model"), dtype=config.get("dtype"),
+        device=device, max_length=config.get("max_length"), file=file,
+        pinned=record["theta_o_fingerprint"])
 
 
 def _parse_testbed_model(check: _Checker, table: dict, kind: str) -> dict:
@@ -758,8 +795,14 @@ class _Checker:
         return self.resolve_path(self.string(table, key, path), path, must_exist)
 
     def resolve_path(self, value: str, path: str, must_exist: bool) -> str:
-        """Absolute path; relative ones are taken from the spec file's folder."""
-        resolved = (self.base_dir / Path(value).expanduser()).resolve()
+        """Absolute path; relative ones are taken from the spec file's folder. ``$NAME`` and
+        ``${NAME}`` take environment variables (e.g. ``"$CAUSALLOC_TOFU_DIR"``), so a
+        shipped spec names data by a documented setting, not by a place on one machine."""
+        unset = [name for name in _ENV_VARIABLE.findall(value) if name not in os.environ]
+        if unset:
+            self.fail(path, f"{value!r} names the environment variable {unset[0]}, which is not set "
+                            f"(set it to the directory, e.g. export {unset[0]}=/data/tofu)")
+        resolved = (self.base_dir / Path(os.path.expandvars(value)).expanduser()).resolve()
         if must_exist and not resolved.exists():
             self.fail(path, f"{value!r} does not exist (looked at {resolved})")
         return str(resolved)

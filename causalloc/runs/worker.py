@@ -66,6 +66,17 @@ def testbed_config(spec: dict):
         **extra, **spec.get("build", {})})
 
 
+def resolve_testbed(spec: dict, progress: bool = False) -> Testbed:
+    """The testbed of a run's ``testbed`` table: the imported pinned testbed when it names one
+    (``pinned``: theta_o fingerprint of a ``[testbed] file``, imported by the design stage),
+    else the one its config builds (or the cached build)."""
+    if spec.get("pinned"):
+        from causalloc.testbed_file import pinned_testbed
+
+        return pinned_testbed(spec["pinned"])
+    return build_testbed(testbed_config(spec), progress=progress)
+
+
 class TestbedState:
     """What every run on one testbed shares inside a worker process."""
 
@@ -158,11 +169,11 @@ def check_fingerprint(loaded: str, expected: str, source: str) -> None:
 
 def _state(run: dict, context) -> TestbedState:
     cache = context.cache if context is not None else {}
-    config = testbed_config(run["testbed"])
-    key = ("testbed", config.hash())
+    spec = run["testbed"]
+    key = ("testbed", spec.get("pinned") or testbed_config(spec).hash())
     if key not in cache:
-        testbed = build_testbed(config)
-        cache[key] = TestbedState(testbed, config.max_length)
+        testbed = resolve_testbed(spec)
+        cache[key] = TestbedState(testbed, testbed.config.max_length)
     return cache[key]
 
 
@@ -200,8 +211,8 @@ def save_block_masks(spec, folder: Path) -> list[Path]:
 
     runs = expand(spec)
     first = [r for r in runs if r["block_id"] == runs[0]["block_id"] and r["mask_draw"] == 0]
-    config = testbed_config(first[0]["testbed"])
-    state = TestbedState(build_testbed(config), config.max_length)
+    testbed = resolve_testbed(first[0]["testbed"])
+    state = TestbedState(testbed, testbed.config.max_length)
     paths = [state.testbed.v_tgt.save(folder / "v_tgt.json")]
     for run in first:
         mask = build_mask(run["mask"], run["budget"], state)

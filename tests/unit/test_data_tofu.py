@@ -1,12 +1,11 @@
 """The TOFU loader: file formats, standard splits, subsets and broken input.
 
 Broken-input tests use a small TOFU-shaped directory written from the project's own
-generated authors (never TOFU rows); tests on the real files read the shared copy and skip
-when it is absent.
+generated authors (never TOFU rows); tests on the real files read $CAUSALLOC_TOFU_DIR and
+skip, saying so, when it is unset.
 """
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,9 @@ import pytest
 from causalloc.data.generator import generate_authors
 from causalloc.data.tofu import load_tofu, read_json_records
 from causalloc.errors import DataError
+from tests.conftest import TOFU_DIR, TOFU_SKIP, has_tofu
 
-TOFU_DIR = Path(
-    os.environ.get("CAUSALLOC_TOFU_DIR", Path(__file__).resolve().parents[3] / "shared/data/tofu")
-)
-needs_tofu = pytest.mark.skipif(not TOFU_DIR.is_dir(), reason=f"no TOFU copy at {TOFU_DIR}")
+needs_tofu = pytest.mark.skipif(not has_tofu(), reason=TOFU_SKIP)
 
 
 def _rows(items, perturbed=False):

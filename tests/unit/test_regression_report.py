@@ -1,16 +1,19 @@
-"""The committed regression report regenerates (issue 14, item 8).
+"""The committed regression report regenerates (issue 14, item 8; issue 19).
 
-``reports/regression/`` holds a two-seed design on the unit tests' SMALL testbed (spec
-``analyses/regression.toml``): its runs, analysis and report as committed. This test reruns
-the spec from scratch, analyses it and compares every metric, trajectory point and statistic
-with the committed numbers, so the next change that moves them fails here instead of
-silently disagreeing with the committed reports.
+``reports/regression/`` holds a two-seed design (spec ``analyses/regression.toml``) on a
+*pinned* testbed, ``reports/regression/testbed.tgz`` (the unit tests' SMALL testbed, exported
+with ``causalloc testbed export``): its runs, analysis and report as committed. This test
+imports that file, reruns the spec from scratch, analyses it and compares every metric,
+trajectory point, statistic and verdict with the committed ones, so the next change that
+moves them fails here instead of silently disagreeing with the committed reports.
 
-Bitwise agreement needs the same torch build on the same kind of CPU and the same thread
-count (float reduction order), so the tolerance is 1e-12 when this machine's torch version
-and CPU capability equal the committed environment's (``design.json``), and 0.02 (one ES
-item of a small split) otherwise: a change of code still shows, a change of hardware alone
-does not fail the suite.
+A rebuilt testbed would be another instance on another processor (training is chaotic), so
+the weights are pinned and only the float kernels may differ between machines. Measured from
+this file: the 12 runs are bitwise equal under ``ATEN_CPU_CAPABILITY`` = avx512, avx2 and
+default (max |difference| 0.0, docs/testbeds.md); on the larger default testbed, runs from one
+theta_o differed by at most 0.002 AUES between avx2 and avx512 kernels. ``TOLERANCE`` allows
+that much and five times more; a broken metric moves these numbers by far more (an ES off by
+one answer token, broken on purpose: 44 of 60 metric values moved beyond it, by up to 0.128).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import pandas as pd
 import pytest
 import torch
 
-from causalloc.provenance import torch_build
 from causalloc.report import write_report
 from causalloc.runs import execute_design
 from causalloc.stats import analyze, load_runs, write_analysis
@@ -37,8 +39,8 @@ STATISTICS = ["mean_a", "mean_b", "mean_diff", "d_z", "p_perm", "p_t", "tost_p"]
 
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory):
-    """The regression design run, analysed and reported again, in a fresh folder (the
-    testbed comes from the session's shared cache: the SMALL testbed of the unit tests)."""
+    """The regression design run, analysed and reported again, in a fresh folder (its pinned
+    testbed imported into a fresh cache)."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     out = tmp_path_factory.mktemp("regression")
     with pytest.MonkeyPatch.context() as patch:
@@ -51,12 +53,8 @@ def regenerated(tmp_path_factory):
     return out
 
 
-def tolerance() -> float:
-    committed = json.loads((COMMITTED / "design.json").read_text())["environments"]
-    here = torch_build()
-    same = all(env.get("torch") == here["torch"] and env.get("cpu_capability") == here["cpu_capability"]
-               and env.get("torch_threads") == 1 for env in committed)
-    return 1e-12 if same else 0.02
+#: absolute tolerance of every metric, trajectory point and statistic (see the docstring)
+TOLERANCE = 0.01
 
 
 def test_the_runs_reproduce_the_committed_numbers(regenerated):
@@ -65,7 +63,7 @@ def test_the_runs_reproduce_the_committed_numbers(regenerated):
     assert list(new.index) == list(old.index), "the design's run ids changed"
     assert (new["status"] == "done").all() and (new["max_abs_change_outside_mask"] == 0.0).all()
     assert list(new["mask_size"]) == list(old["mask_size"])
-    atol = tolerance()
+    atol = TOLERANCE
     np.testing.assert_allclose(new[METRICS].to_numpy(float), old[METRICS].to_numpy(float), rtol=0, atol=atol,
                                err_msg="a metric of the committed reports/regression/runs.csv moved")
     for run_id in old.index:
@@ -78,7 +76,7 @@ def test_the_analysis_and_report_reproduce_the_committed_ones(regenerated):
     old = {c["id"]: c for c in json.loads((COMMITTED / "analysis.json").read_text())["comparisons"]}
     new = {c["id"]: c for c in json.loads((regenerated / "analysis.json").read_text())["comparisons"]}
     assert new.keys() == old.keys()
-    atol = tolerance()
+    atol = TOLERANCE
     for key, comparison in old.items():
         for stat in STATISTICS:
             assert new[key][stat] == pytest.approx(comparison[stat], abs=atol, nan_ok=True), (key, stat)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import os
 from pathlib import Path
 
 import pytest
@@ -162,10 +163,30 @@ SHIPPED_ANALYSIS_SPECS = sorted((_REPO / "analyses").glob("*.analysis.toml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
-def test_every_shipped_spec_parses(path):
+def test_every_shipped_spec_parses(path, tmp_path, monkeypatch):
     """The specs in analyses/ and the demo's designs load (a key one of them uses can be
-    refused after a change to the parser; the full demo only runs in the slow suite)."""
+    refused after a change to the parser; the full demo only runs in the slow suite). A spec
+    on TOFU names it by $CAUSALLOC_TOFU_DIR; parsing only checks that the folder exists, so an
+    empty folder stands in where the variable is unset."""
+    if not os.environ.get("CAUSALLOC_TOFU_DIR"):
+        monkeypatch.setenv("CAUSALLOC_TOFU_DIR", str(tmp_path))
     assert load_spec(path).conditions
+
+
+def test_no_shipped_spec_names_a_place_outside_the_repository():
+    for path in SHIPPED_SPECS + SHIPPED_ANALYSIS_SPECS:
+        text = path.read_text()
+        assert "shared/" not in text and "tofu_path = \"/" not in text, path
+
+
+def test_a_path_names_an_environment_variable_and_an_unset_one_is_named(tmp_path, monkeypatch):
+    spec = {**BASE, "testbed": {"kind": "tofu", "tofu_path": "$CAUSALLOC_TOFU_DIR"}}
+    monkeypatch.delenv("CAUSALLOC_TOFU_DIR", raising=False)
+    with pytest.raises(SpecError, match=r"testbed.tofu_path: .*environment variable CAUSALLOC_TOFU_DIR, "
+                                        r"which is not set"):
+        parse(spec)
+    monkeypatch.setenv("CAUSALLOC_TOFU_DIR", str(tmp_path))
+    assert parse(spec).testbed.tofu_path == str(tmp_path.resolve())
 
 
 @pytest.mark.parametrize("path", SHIPPED_ANALYSIS_SPECS, ids=lambda p: p.name)
