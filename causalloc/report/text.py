@@ -331,11 +331,22 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("Runs made with", "; ".join(f"{describe_environment(env)} ({env.get('runs', '?')} runs)"
                                      for env in repro.get("run_environments") or []) or "not recorded"),
         ("Testbed fingerprint", _distinct(f"sha256 {f[:16]}" for f in inputs.fingerprints) if inputs.fingerprints else "not recorded"),
+        ("Testbed file", pinned_statement(setup.get("testbed") or {})),
         ("Analysis made with", describe_environment({"causalloc": versions.get("causalloc"),
                                                      "commit": repro.get("commit", "unknown")})),
         ("Package versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
          or "not recorded"),
     ]
+
+
+def pinned_statement(testbed: dict) -> str:
+    """How a reader gets the testbed the runs started from (docs/testbeds.md)."""
+    if testbed.get("pinned_file"):
+        return (f"pinned: `{testbed['pinned_file']}` (`causalloc testbed import {testbed['pinned_file']}`); "
+                "reruns start from exactly these weights")
+    return ("not pinned: the runs' testbed was built from its config; a rebuild reproduces it only where "
+            "the fingerprint matches (another processor gives another instance, whose conclusions, not "
+            "digits, should agree: docs/testbeds.md)")
 
 
 def describe_testbed(testbed: dict) -> str:
