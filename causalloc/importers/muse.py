@@ -58,10 +58,10 @@ def read_csv(path: Path) -> list[ImportedRun]:
             pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: cannot be read as a MUSE results CSV ({exc})") from exc
     present = [c for c in COLUMNS if c in frame.columns]
-    if "name" not in frame.columns or not present:
-        missing = (["name"] if "name" not in frame.columns else []) + \
-            ([f"any of {list(COLUMNS)}"] if not present else [])
-        raise DataError(f"{path}: not a MUSE results CSV: no column {' and no '.join(missing)} "
+    lacks = (["column 'name'"] if "name" not in frame.columns else []) \
+        + ([f"a metric column (any of {list(COLUMNS)})"] if not present else [])
+    if lacks:
+        raise DataError(f"{path}: not a MUSE results CSV: lacks {' and '.join(lacks)} "
                         f"(columns: {list(frame.columns)})")
     runs = []
     for index, row in frame.iterrows():

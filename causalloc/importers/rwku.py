@@ -53,8 +53,8 @@ def read_levels(path: Path, kind: str) -> tuple[dict[str, float], dict[str, Metr
     scores = {k: _level_score(data, k) for k in levels}
     missing = [f"level_{k}_rouge_l_r" for k, v in scores.items() if v is None]
     if missing:
-        raise DataError(f"{path}: not {WHAT if kind == 'forget' else f'an RWKU {kind}.json'}: "
-                        f"missing {missing} (top-level keys: {list(data)[:8]})")
+        raise DataError(f"{path}: not an RWKU {kind}.json: missing {missing} (top-level keys: "
+                        f"{list(data)[:8]})")
     for k, value in scores.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DataError(f"{path}: level_{k}_rouge_l_r: expected a number, got {value!r}")
