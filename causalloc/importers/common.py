@@ -36,6 +36,8 @@ from causalloc.errors import DataError, SpecError
 _INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 #: a key absent from a run's metadata
 MISSING = object()
+#: columns every imported table has besides its blocks and metrics
+RESERVED = ("run_id", "run_name", "condition", "status", "error")
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,12 @@ def build_table(runs: list[ImportedRun], condition_from: str,
     the importer's extra columns and the metrics. Facts go to ``frame.attrs``."""
     if not runs:
         raise DataError(f"no {framework} run found")
+    metric_names = {m for run in runs for m in (run.metrics or {})} | \
+        {c for run in runs for c in run.extra}
+    clash = [b for b in blocks if b in RESERVED or b in metric_names]
+    if clash:
+        raise SpecError(f"--block: column name(s) {clash} already name a column of the "
+                        f"{framework} table (reserved: {list(RESERVED)} and its metrics)")
     condition = FieldRule("condition", condition_from, runs, "--condition-from")
     rules = {name: FieldRule(name, texts, runs, f"--block {name}")
              for name, texts in blocks.items()}

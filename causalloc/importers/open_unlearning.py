@@ -34,7 +34,12 @@ import yaml
 
 from causalloc.errors import DataError
 from causalloc.importers.common import (
-    MISSING, ImportedRun, MetricFact, build_table, config_value, read_json,
+    MISSING,
+    ImportedRun,
+    MetricFact,
+    build_table,
+    config_value,
+    read_json,
 )
 
 #: block column -> config keys tried in order (dotted paths into .hydra/config.yaml)
@@ -180,8 +185,8 @@ def check_aggregators(frame: pd.DataFrame) -> list[str]:
                         "comparable: import each aggregator's runs separately")
     unnamed = int((frame["truth_ratio_aggregator"] == "").sum())
     if unnamed and kinds:
-        return [f"forget_truth_ratio: {unnamed} run(s) do not name their aggregator "
-                f"({AGGREGATOR_KEY}); the others use {kinds[0]!r}"]
+        return [(f"forget_truth_ratio: {unnamed} run(s) do not name their aggregator "
+                 f"({AGGREGATOR_KEY}); the others use {kinds[0]!r}")]
     return []
 
 

@@ -182,6 +182,8 @@ def test_rules_find_seed_in_folder_names_and_named_groups(tmp_path):
     assert table["error"].iloc[2] == "no MUSE metric value"
     assert common.parse_blocks([r"seed=s(\d{1,2})", "a=x.y,b.c"]) == {
         "seed": (r"s(\d{1,2})",), "a": ("x.y",), "c": ("b.c",)}
+    with pytest.raises(SpecError, match=r"--block: column name\(s\) \['knowmem_f'\] already"):
+        muse.import_runs([tmp_path], "oracle|random|x", {"knowmem_f": (r"seed(\d+)",)})
     with pytest.raises(SpecError, match="--block: expected NAME=KEY_OR_REGEX"):
         common.parse_blocks(["=x"])
     with pytest.raises(DataError, match="does not match --block seed"):
