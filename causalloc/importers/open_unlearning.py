@@ -5,53 +5,82 @@ open-unlearning (locuslab/open-unlearning) writes each run to a folder with Hydr
 ``evals/TOFU_EVAL.json`` (``{metric: {"agg_value": value, ...}}``), and, when it evaluates
 during training, ``checkpoint-<step>/evals/`` in the same format. It has no field for a mask
 or a condition, so the condition comes from a config key or from a pattern on the run name
-(``task_name``, else the folder name).
+(``task_name``, else the folder name) or path (:class:`~causalloc.importers.common.FieldRule`).
 
 Columns written: ``run_id`` (the folder), ``run_name``, the block columns (default
 ``model`` = model.model_args.pretrained_model_name_or_path, ``forget_split``, ``trainer`` =
-trainer.handler, ``seed`` = trainer.args.seed or seed; more with ``--block NAME=KEY``),
+trainer.handler, ``seed`` = trainer.args.seed or seed; more with ``--block NAME=KEY_OR_REGEX``),
 ``condition``, ``status`` (``done``, or ``failed`` with ``error`` when a run has no summary:
-such runs are kept so that their blocks count as unmatched), every numeric summary metric,
-``log_forget_quality`` = ln(forget_quality) (causalloc's forget-quality scale) and, when
-checkpoints were evaluated, ``checkpoint_trajectory`` (JSON list of ``{"step", metrics...}``).
+such runs are kept so that their blocks count as unmatched), ``truth_ratio_aggregator``
+(config ``eval.tofu.metrics.forget_truth_ratio.aggregator``: open-unlearning PR #163 added
+``prob_mean``, which also redefines the ratio as correct/(correct+wrong) instead of
+wrong/correct, so ``forget_truth_ratio`` of different aggregators are different metrics with
+opposite directions; a table mixing them is refused), ``framework_commit`` (when the config
+has ``git_commit``, ``git_hash`` or ``commit``, e.g. from the Hydra override
+``+git_commit=$(git rev-parse HEAD)``: open-unlearning itself records none), every numeric
+summary metric, ``log_forget_quality`` = ln(forget_quality) (causalloc's forget-quality
+scale), ``abs_privleak`` = |privleak| and, when checkpoints were evaluated,
+``checkpoint_trajectory`` (JSON list of ``{"step", metrics...}``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from causalloc.errors import DataError, SpecError
+from causalloc.errors import DataError
+from causalloc.importers.common import (
+    MISSING,
+    ImportedRun,
+    MetricFact,
+    build_table,
+    config_value,
+    read_json,
+)
 
 #: block column -> config keys tried in order (dotted paths into .hydra/config.yaml)
 DEFAULT_BLOCKS: dict[str, tuple[str, ...]] = {
-    "model": ("model.model_args.pretrained_model_name_or_path",),
-    "forget_split": ("forget_split",),
-    "trainer": ("trainer.handler",),
-    "seed": ("trainer.args.seed", "seed"),
+    "model": ("key:model.model_args.pretrained_model_name_or_path",),
+    "forget_split": ("key:forget_split",),
+    "trainer": ("key:trainer.handler",),
+    "seed": ("key:trainer.args.seed", "key:seed"),
 }
 CONFIG = Path(".hydra") / "config.yaml"
 SUMMARY = Path("evals") / "TOFU_SUMMARY.json"
 EVAL = Path("evals") / "TOFU_EVAL.json"
-_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
-_MISSING = object()
+#: where a run's config names the forget Truth Ratio's aggregator
+AGGREGATOR_KEY = "eval.tofu.metrics.forget_truth_ratio.aggregator"
+#: config keys that may carry the framework's commit (open-unlearning writes none itself)
+COMMIT_KEYS = ("git_commit", "git_hash", "commit")
 
-
-def config_value(config: dict, key: str):
-    """A dotted key of a Hydra config (``${a.b}`` interpolations followed); _MISSING if absent."""
-    value = config
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    if isinstance(value, str) and (match := _INTERPOLATION.match(value)):
-        return config_value(config, match.group(1))
-    return value
+_P01 = "[0, 1]"
+#: facts of open-unlearning's TOFU metrics (src/evals/metrics/, configs/eval/tofu_metrics/)
+FACTS: dict[str, MetricFact] = {
+    "forget_quality": MetricFact(_P01, True, "KS-test p-value of forget vs retain-model "
+                                 "truth ratios (TOFU, Maini et al. 2024)"),
+    "log_forget_quality": MetricFact("(-inf, 0], natural log", True, "ln(forget_quality)"),
+    "model_utility": MetricFact(_P01, True, "harmonic mean of 9 retain/real-author/world-fact "
+                                "probabilities, ROUGE and truth ratios (TOFU)"),
+    "forget_Q_A_Prob": MetricFact(_P01, False, "mean answer probability on the forget set"),
+    "forget_Q_A_ROUGE": MetricFact(_P01, False, "mean ROUGE-L recall on the forget set"),
+    "extraction_strength": MetricFact(_P01, False, "extraction strength on the forget set "
+                                      "(Carlini et al. 2021 as in open-unlearning)"),
+    "exact_memorization": MetricFact(_P01, False, "exact memorization on the forget set"),
+    "privleak": MetricFact("percent, signed", None, "relative MIA AUC difference to the retain "
+                           "model x100; best at 0 (see abs_privleak)"),
+    "abs_privleak": MetricFact("percent, >= 0", False, "|privleak|: distance from the retain "
+                               "model's MIA AUC"),
+}
+#: forget Truth Ratio's direction per aggregator (src/evals/metrics/memorization.py):
+#: closer_to_1_better = mean min(r, 1/r) of r = wrong/correct, 1 = forgotten;
+#: true_better = mean max(0, 1 - r), high = knowledge kept; prob_mean = mean of
+#: correct/(correct+wrong), high = knowledge kept (PR #163)
+TRUTH_RATIO_HIGHER_IS_BETTER = {"closer_to_1_better": True, "true_better": False,
+                                "prob_mean": False}
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -62,7 +91,8 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             runs.append(path)
             continue
         if not path.is_dir():
-            raise DataError(f"{path}: no such folder")
+            raise DataError(f"{path}: no such folder (expected an open-unlearning run folder "
+                            f"with {CONFIG})")
         found = sorted(p.parent.parent for p in path.rglob("config.yaml")
                        if p.parent.name == ".hydra")
         if not found:
@@ -75,9 +105,11 @@ def read_metrics(evals: Path) -> dict[str, float] | None:
     """Numeric metrics of an evals/ folder: TOFU_SUMMARY.json, else TOFU_EVAL.json agg_values."""
     summary, full = evals / SUMMARY.name, evals / EVAL.name
     if summary.is_file():
-        data = _json(summary)
+        data = read_json(summary, "open-unlearning's {metric: value} summary")
     elif full.is_file():
-        data = {k: v.get("agg_value") for k, v in _json(full).items() if isinstance(v, dict)}
+        data = {k: v.get("agg_value") for k, v in
+                read_json(full, "open-unlearning's {metric: {agg_value}} log").items()
+                if isinstance(v, dict)}
     else:
         return None
     metrics = {k: float(v) for k, v in data.items()
@@ -85,17 +117,9 @@ def read_metrics(evals: Path) -> dict[str, float] | None:
     if "forget_quality" in metrics:
         quality = metrics["forget_quality"]
         metrics["log_forget_quality"] = math.log(quality) if quality > 0 else -math.inf
+    if "privleak" in metrics:
+        metrics["abs_privleak"] = abs(metrics["privleak"])
     return metrics
-
-
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object of metrics")
-    return data
 
 
 def _trajectory(run: Path) -> str | None:
@@ -110,143 +134,81 @@ def _trajectory(run: Path) -> str | None:
     return json.dumps(sorted(points, key=lambda p: p["step"]), allow_nan=True)
 
 
-class ConditionRule:
-    """The condition of a run from a config key (``key:A.B``) or a run-name regex
-    (``regex:PATTERN``; group ``condition``, else group 1, else the whole match). Without a
-    prefix: a key when every run's config has it, a regex when none has it."""
-
-    def __init__(self, text: str, configs: list[dict]):
-        kind, _, rest = text.partition(":")
-        if kind in ("key", "regex") and rest:
-            self.kind, self.text = kind, rest
-        else:
-            have = [config_value(c, text) is not _MISSING for c in configs]
-            if all(have):
-                self.kind, self.text = "key", text
-            elif any(have):
-                raise SpecError(f"--condition-from: config key {text!r} is set in only "
-                                f"{sum(have)} of {len(have)} runs (use key: or regex:)")
-            else:
-                self.kind, self.text = "regex", text
-        if self.kind == "regex":
-            try:
-                self.pattern = re.compile(self.text)
-            except re.error as exc:
-                raise SpecError(f"--condition-from: not a config key of the runs and not a "
-                                f"valid regex {self.text!r} ({exc})") from exc
-
-    def __call__(self, config: dict, run_name: str, run: Path) -> str:
-        if self.kind == "key":
-            value = config_value(config, self.text)
-            if value is _MISSING:
-                raise DataError(f"{run / CONFIG}: no config key {self.text!r} (--condition-from)")
-            return str(value)
-        match = self.pattern.search(run_name)
-        if not match:
-            raise DataError(f"{run}: run name {run_name!r} does not match --condition-from "
-                            f"{self.text!r}")
-        if "condition" in self.pattern.groupindex:
-            return match.group("condition")
-        return match.group(1) if self.pattern.groups else match.group(0)
+def read_config(run: Path) -> dict:
+    """A run folder's .hydra/config.yaml as a mapping (DataError naming the file if not)."""
+    try:
+        config = yaml.safe_load((run / CONFIG).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{run / CONFIG}: not readable YAML ({exc})") from exc
+    if not isinstance(config, dict):
+        raise DataError(f"{run / CONFIG}: expected a mapping")
+    return config
 
 
-def parse_blocks(items: list[str] | None) -> dict[str, tuple[str, ...]]:
-    """The default block columns plus ``NAME=KEY`` (or ``KEY``: the last part names it)."""
-    blocks = dict(DEFAULT_BLOCKS)
-    for item in items or []:
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            name, sep, key = part.partition("=")
-            name, key = (name, key) if sep else (part.rsplit(".", 1)[-1], part)
-            if not name or not key:
-                raise SpecError(f"--block: expected NAME=CONFIG.KEY, got {part!r}")
-            blocks[name.strip()] = (key.strip(),)
-    return blocks
+def framework_commit(config: dict) -> str:
+    """The first of COMMIT_KEYS set in a config, else ''."""
+    commits = [v for v in (config_value(config, k) for k in COMMIT_KEYS)
+               if v is not MISSING and v]
+    return str(commits[0]) if commits else ""
+
+
+def read_run(run: Path) -> ImportedRun:
+    """One run folder as an :class:`ImportedRun` (config, metrics, aggregator, commit)."""
+    config = read_config(run)
+    metrics = read_metrics(run / "evals")
+    extra = {}
+    aggregator = config_value(config, AGGREGATOR_KEY)
+    extra["truth_ratio_aggregator"] = "" if aggregator is MISSING else str(aggregator)
+    commit = framework_commit(config)
+    if commit:
+        extra["framework_commit"] = commit
+    trajectory = _trajectory(run)
+    if trajectory:
+        extra["checkpoint_trajectory"] = trajectory
+    return ImportedRun(run_id=str(run), name=str(config.get("task_name") or run.name),
+                       fields=config, metrics=metrics, source=str(run / CONFIG), extra=extra,
+                       error="" if metrics else f"no {SUMMARY} or {EVAL}")
+
+
+def check_aggregators(frame: pd.DataFrame) -> list[str]:
+    """DataError when the runs' forget Truth Ratios come from different aggregators (their
+    numbers are not comparable); warnings when some runs do not name theirs."""
+    if "forget_truth_ratio" not in frame or "truth_ratio_aggregator" not in frame:
+        return []
+    named = frame.loc[frame["truth_ratio_aggregator"] != "", "truth_ratio_aggregator"]
+    kinds = sorted(named.unique())
+    if len(kinds) > 1:
+        examples = {k: frame.loc[frame["truth_ratio_aggregator"] == k, "run_id"].iloc[0]
+                    for k in kinds}
+        raise DataError(f"forget_truth_ratio: the runs use different Truth Ratio aggregators "
+                        f"{kinds} (e.g. {examples}; {AGGREGATOR_KEY}); their values are not "
+                        "comparable: import each aggregator's runs separately")
+    unnamed = int((frame["truth_ratio_aggregator"] == "").sum())
+    if unnamed and kinds:
+        return [(f"forget_truth_ratio: {unnamed} run(s) do not name their aggregator "
+                 f"({AGGREGATOR_KEY}); the others use {kinds[0]!r}")]
+    return []
+
+
+def metric_facts(frame: pd.DataFrame) -> dict[str, MetricFact]:
+    """FACTS for the table's columns, with forget_truth_ratio's direction from its
+    aggregator (no direction when the aggregator is unknown)."""
+    facts = {m: f for m, f in FACTS.items() if m in frame}
+    if "forget_truth_ratio" in frame:
+        named = [a for a in frame.get("truth_ratio_aggregator", pd.Series(dtype=str)) if a]
+        aggregator = named[0] if named else "unknown"
+        facts["forget_truth_ratio"] = MetricFact(
+            _P01, TRUTH_RATIO_HIGHER_IS_BETTER.get(aggregator),
+            f"forget-set Truth Ratio, aggregator {aggregator} (TOFU; open-unlearning PR #163)")
+    return facts
 
 
 def import_runs(paths: list[str | Path], condition_from: str,
                 blocks: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
-    """The run table of the open-unlearning runs under ``paths`` (module docstring)."""
-    blocks = blocks or dict(DEFAULT_BLOCKS)
-    runs = find_runs(paths)
-    configs = []
-    for run in runs:
-        try:
-            config = yaml.safe_load((run / CONFIG).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise DataError(f"{run / CONFIG}: not readable YAML ({exc})") from exc
-        if not isinstance(config, dict):
-            raise DataError(f"{run / CONFIG}: expected a mapping")
-        configs.append(config)
-    condition = ConditionRule(condition_from, configs)
-    rows = []
-    for run, config in zip(runs, configs):
-        name = config.get("task_name") or run.name
-        row = {"run_id": str(run), "run_name": str(name)}
-        for column, keys in blocks.items():
-            values = [v for v in (config_value(config, k) for k in keys) if v is not _MISSING]
-            if not values or values[0] is None:
-                raise DataError(f"{run / CONFIG}: block column {column!r}: none of the config "
-                                f"keys {list(keys)} is set (add --block {column}=KEY)")
-            row[column] = values[0]
-        row["condition"] = condition(config, str(name), run)
-        metrics = read_metrics(run / "evals")
-        row["status"] = "done" if metrics else "failed"
-        row["error"] = "" if metrics else f"no {SUMMARY} or {EVAL}"
-        row.update(metrics or {})
-        trajectory = _trajectory(run)
-        if trajectory:
-            row["checkpoint_trajectory"] = trajectory
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def write_table(frame: pd.DataFrame, out: str | Path, force: bool = False,
-                design: dict | None = None) -> Path:
-    """Write the run table: ``out`` ending in .csv is the CSV itself; any other ``out`` is a
-    folder that gets runs.csv and, with ``design``, the design.json that ``causalloc
-    analyze DIR`` reads (so it needs no --block/--condition/--metric). Existing files are kept
-    unless ``force``. Returns the CSV path."""
-    out = Path(out)
-    csv_path = out if out.suffix.lower() == ".csv" else out / "runs.csv"
-    written = [csv_path] + ([out / "design.json"] if design and csv_path != out else [])
-    existing = [str(p) for p in written if p.exists()]
-    if existing and not force:
-        raise DataError(f"{existing[0]}: exists; pass --force to replace it")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(csv_path, index=False)
-    if len(written) > 1:
-        written[1].write_text(json.dumps(design, indent=1) + "\n")
-    return csv_path
-
-
-def design_manifest(frame: pd.DataFrame, blocks: dict, metrics: list[str] | None,
-                    command: str = "") -> dict:
-    """design.json for an imported table: block columns, condition, replicate ``seed`` and the
-    metrics to analyse (``metrics``, else those with a default SESOI in causalloc)."""
-    from causalloc.stats.verdict import DEFAULT_SESOI
-
-    numeric = [c for c in frame.columns if c not in (*blocks, "condition")
-               and pd.api.types.is_numeric_dtype(frame[c])]
-    chosen = metrics or [m for m in numeric if m in DEFAULT_SESOI]
-    missing = [m for m in chosen if m not in frame.columns]
-    if missing:
-        raise SpecError(f"--metric: {missing} not among the imported metrics {numeric}")
-    if not chosen:
-        raise SpecError(f"--metric: no metric with a default SESOI among {numeric}; name them")
-    return {"block_columns": list(blocks), "condition_column": "condition", "replicate": "seed",
-            "draw_column": None, "metrics": chosen, "command": command,
-            "setup": {"imported_from": "open-unlearning"}}
-
-
-def map_columns(source: str | Path, mapping: dict[str, str]) -> pd.DataFrame:
-    """Another framework's CSV with columns renamed ``{new: old}`` (block, condition, metrics)."""
-    source = Path(source)
-    try:
-        frame = pd.read_csv(source)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{source}: cannot be read as CSV ({exc})") from exc
-    missing = [old for old in mapping.values() if old not in frame.columns]
-    if missing:
-        raise DataError(f"{source}: --map names column(s) {missing} that the file lacks "
-                        f"(columns: {list(frame.columns)})")
-    return frame.rename(columns={old: new for new, old in mapping.items()})
+    """The run table of the open-unlearning runs under ``paths`` (module docstring);
+    ``frame.attrs`` holds ``facts`` and ``warnings``."""
+    runs = [read_run(run) for run in find_runs(paths)]
+    frame = build_table(runs, condition_from, blocks or dict(DEFAULT_BLOCKS), "open-unlearning")
+    frame.attrs["warnings"] = check_aggregators(frame)
+    frame.attrs["facts"] = metric_facts(frame)
+    return frame
