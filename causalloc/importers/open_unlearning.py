@@ -223,7 +223,7 @@ def design_manifest(frame: pd.DataFrame, blocks: dict, metrics: list[str] | None
                     command: str = "") -> dict:
     """design.json for an imported table: block columns, condition, replicate ``seed`` and the
     metrics to analyse (``metrics``, else those with a default SESOI in causalloc)."""
-    from causalloc.stats.verdict import DEFAULT_SESOI
+    from causalloc.vocab import DEFAULT_SESOI
 
     numeric = [c for c in frame.columns if c not in (*blocks, "condition")
                and pd.api.types.is_numeric_dtype(frame[c])]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import difflib
 import hashlib
 import importlib
 import json
@@ -31,6 +30,16 @@ except ModuleNotFoundError:  # Python 3.10
 
 from causalloc.devices import DEVICE_FORMS, DTYPES, check_device
 from causalloc.errors import SpecError
+from causalloc.vocab import (
+    DEFAULT_RUN_METRICS,
+    RANDOM_KINDS,
+    REFERENCE_KINDS,
+    RUN_METRICS,
+    ConditionError,
+    metric,
+    parse_strategy,
+    suggest,
+)
 
 TESTBED_KINDS = ("tiny", "tofu", "smollm2", "hf")
 #: a Hugging Face hub model id: ``name`` or ``owner/name``
@@ -40,22 +49,6 @@ FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
 FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-#: per-run outcome metrics the run function can be asked for (runs.csv columns)
-KNOWN_METRICS = (
-    "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "forget_quality", "log_forget_quality", "relearn_es", "relearn_recovery", "mu95", "model_utility",
-)
-DEFAULT_METRICS = (
-    "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "log_forget_quality", "mu95", "model_utility",
-)
-#: mask strategies; those in RANDOM_KINDS draw their mask at random (K draws per block)
-STRATEGY_FORMS = (
-    "oracle", "random", "attributed:<method>", "disjoint:<condition>",
-    "layer_matched:<condition>", "overlap:<fraction>", "given:<mask file>",
-)
-CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
-RANDOM_KINDS = frozenset({"random", "disjoint", "layer_matched", "overlap"})
 #: TrainConfig fields a spec may not set: the seed comes from ``seeds``, the schedule from [eval]
 _TRAIN_FIELDS_NOT_IN_SPEC = ("seed", "eval_every")
 _MISSING = object()
@@ -124,7 +117,7 @@ class ConditionSpec:
     @property
     def reference(self) -> str | None:
         """Name of the condition whose mask this one is drawn against (design.json ``reference``)."""
-        if self.kind in ("disjoint", "layer_matched"):
+        if self.kind in REFERENCE_KINDS:
             return str(self.argument)
         return "oracle" if self.kind == "overlap" else None
 
@@ -146,7 +139,7 @@ class AlgorithmSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     every: int = 10
-    metrics: tuple[str, ...] = DEFAULT_METRICS
+    metrics: tuple[str, ...] = DEFAULT_RUN_METRICS
 
 
 @dataclass(frozen=True)
@@ -442,10 +435,10 @@ def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> 
         conditions.append(ConditionSpec(name=name, strategy=strategy, kind=kind, argument=argument))
     names = [c.name for c in conditions]
     for i, condition in enumerate(conditions):
-        if condition.kind in ("disjoint", "layer_matched") and condition.argument not in names:
+        if condition.kind in REFERENCE_KINDS and condition.argument not in names:
             check.fail(f"conditions[{i}].strategy",
                        f"refers to condition {condition.argument!r}, which is not defined "
-                       f"(defined: {', '.join(names)}){_suggest(condition.argument, names)}")
+                       f"(defined: {', '.join(names)}){suggest(condition.argument, names)}")
     _check_acyclic(check, conditions)
     if any(c.kind == "disjoint" for c in conditions):
         for i, budget in enumerate(budgets):
@@ -456,34 +449,18 @@ def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> 
 
 
 def _parse_strategy(check: _Checker, strategy: str, path: str, methods: Mapping):
-    kind, sep, argument = strategy.partition(":")
-    if kind not in CONDITION_KINDS or bool(sep) != (kind not in ("oracle", "random")):
-        check.fail(path, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGY_FORMS)})"
-                   f"{_suggest(strategy, ['oracle', 'random'])}")
-    if kind in ("oracle", "random"):
-        return kind, None
-    if not argument:
-        check.fail(path, f"{kind}: needs an argument after ':' (e.g. {_form(kind)})")
-    if kind == "attributed":
-        if argument not in methods:
-            check.fail(path, f"unknown attribution method {argument!r} (known: "
-                       f"{', '.join(sorted(methods))}){_suggest(argument, methods)}")
-        return kind, argument
-    if kind == "overlap":
-        try:
-            fraction = float(argument)
-        except ValueError:
-            check.fail(path, f"overlap fraction must be a number in [0, 1], got {argument!r}")
-        if not 0.0 <= fraction <= 1.0:
-            check.fail(path, f"overlap fraction must be in [0, 1], got {fraction}")
-        return kind, fraction
+    """(kind, argument) of a condition's strategy: the grammar from :func:`causalloc.vocab.parse_strategy`,
+    then whether its method is known and its mask file exists."""
+    try:
+        kind, argument = parse_strategy(strategy)
+    except ConditionError as exc:
+        check.fail(path, str(exc))
+    if kind == "attributed" and argument not in methods:
+        check.fail(path, f"unknown attribution method {argument!r} (known: "
+                   f"{', '.join(sorted(methods))}){suggest(argument, methods)}")
     if kind == "given":
         return kind, check.resolve_path(argument, path, must_exist=True)
     return kind, argument
-
-
-def _form(kind: str) -> str:
-    return next(form for form in STRATEGY_FORMS if form.startswith(kind + ":"))
 
 
 def _check_acyclic(check: _Checker, conditions: list[ConditionSpec]) -> None:
@@ -492,7 +469,7 @@ def _check_acyclic(check: _Checker, conditions: list[ConditionSpec]) -> None:
     for i, start in enumerate(conditions):
         chain = [start.name]
         current = start
-        while current.kind in ("disjoint", "layer_matched"):
+        while current.kind in REFERENCE_KINDS:
             current = by_name[current.argument]
             if current.name in chain:
                 check.fail(f"conditions[{i}].strategy",
@@ -563,18 +540,19 @@ def _parse_eval(check: _Checker, raw: Any, relearn: RelearnSpec | None) -> EvalS
     table = check.table(raw, "eval")
     check.keys(table, "eval", ("every", "metrics"))
     every = check.integer(table, "every", "eval.every", default=10, low=1)
-    default = DEFAULT_METRICS + (("relearn_es",) if relearn else ())
+    default = DEFAULT_RUN_METRICS + (("relearn_es",) if relearn else ())
     metrics = table.get("metrics", list(default))
     if not isinstance(metrics, list) or not metrics:
         check.fail("eval.metrics", f"must be a non-empty list of metric names, got {metrics!r}")
-    for i, metric in enumerate(metrics):
-        if metric not in KNOWN_METRICS:
-            check.fail(f"eval.metrics[{i}]", f"unknown metric {metric!r} (known: "
-                       f"{', '.join(KNOWN_METRICS)}){_suggest(metric, KNOWN_METRICS)}")
-        if metric in metrics[:i]:
-            check.fail(f"eval.metrics[{i}]", f"duplicate metric {metric!r}")
-        if metric in ("relearn_es", "relearn_recovery") and relearn is None:
-            check.fail(f"eval.metrics[{i}]", f"{metric!r} needs a [relearn] table")
+    for i, name in enumerate(metrics):
+        facts = metric(name) if isinstance(name, str) else None
+        if facts is None or not facts.run:
+            check.fail(f"eval.metrics[{i}]", f"unknown metric {name!r} (known: "
+                       f"{', '.join(RUN_METRICS)}){suggest(name, RUN_METRICS)}")
+        if name in metrics[:i]:
+            check.fail(f"eval.metrics[{i}]", f"duplicate metric {name!r}")
+        if facts.needs_relearn and relearn is None:
+            check.fail(f"eval.metrics[{i}]", f"{name!r} needs a [relearn] table")
     return EvalSpec(every=every, metrics=tuple(metrics))
 
 
@@ -603,7 +581,7 @@ def _parse_localization(check: _Checker, raw: Any, methods: Mapping) -> dict:
         path = f"localization.{method}"
         if method not in methods:
             check.fail(path, f"unknown attribution method {method!r} (known: "
-                       f"{', '.join(sorted(methods))}){_suggest(method, methods)}")
+                       f"{', '.join(sorted(methods))}){suggest(method, methods)}")
         defaults = methods[method]
         given = check.free_table(table, method, path)
         if defaults is not None:
@@ -615,11 +593,6 @@ def _parse_localization(check: _Checker, raw: Any, methods: Mapping) -> dict:
 # checking helpers ----------------------------------------------------------------------
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _suggest(word: Any, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Checker:
@@ -642,7 +615,7 @@ class _Checker:
             if key not in allowed:
                 where = f"{path}.{key}" if path else key
                 self.fail(where, f"unknown key (known: {', '.join(sorted(allowed))})"
-                          f"{_suggest(key, allowed)}")
+                          f"{suggest(key, allowed)}")
 
     def required(self, table: Mapping, key: str, path: str) -> Any:
         if key not in table:
@@ -666,7 +639,7 @@ class _Checker:
         value = self.string(table, key, path, default)
         if value not in options:
             self.fail(path, f"unknown value {value!r} (known: {', '.join(options)})"
-                      f"{_suggest(value, options)}")
+                      f"{suggest(value, options)}")
         return value
 
     def integer(self, table, key, path, default=_MISSING, low=None) -> int:
