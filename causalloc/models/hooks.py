@@ -41,7 +41,7 @@ class Hooks:
         while self._handles:
             self._handles.pop().remove()
 
-    def __enter__(self) -> Hooks:
+    def __enter__(self) -> Hooks:  # noqa: PYI034 (a plain class, not subclassed)
         return self
 
     def __exit__(self, *exc) -> None:
