@@ -51,6 +51,7 @@ from causalloc.data.collate import encode_items, eval_batches, pad_id
 from causalloc.data.types import QASplits
 from causalloc.errors import DataError, MaskError
 from causalloc.masks import Mask, layer_matched_random
+from causalloc.models.hooks import Hooks
 from causalloc.models.units import UnitAdapter, adapter_for
 
 #: ridge strength relative to the mean diagonal of A_S^T A_S (see the module docstring)
@@ -136,12 +137,10 @@ def _mlp_targets(theta_o: UnitAdapter, theta_r: UnitAdapter) -> Iterator[list[to
 
         return hook
 
-    handles = [m.register_forward_hook(recorder(l)) for l, m in enumerate(theta_o.mlp_modules)]
-    try:
+    with Hooks() as hooks:
+        for l, module in enumerate(theta_o.mlp_modules):
+            hooks.forward(module, recorder(l))
         yield latest
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def collect_problems(theta_o: torch.nn.Module, theta_r: torch.nn.Module, batches: Sequence[Batch],

@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from causalloc.errors import MaskError
-from causalloc.masks import Mask
+from causalloc.masks import Mask, top_k_mask
 
 ACCURACY_COLUMNS = ["mask", "size", "reference_size", "hits", "precision", "recall", "jaccard",
                     "chance_precision"]
 LAYER_COLUMNS = ["mask", "layer", "count", "share_of_mask", "share_of_layer"]
 OVERLAP_COLUMNS = ["mask_a", "mask_b", "size_a", "size_b", "shared", "jaccard"]
+#: accuracy_table columns in front of ACCURACY_COLUMNS (``mask`` dropped: it repeats ``method``)
+ACCURACY_PREFIX = ["method", "selection", "per_layer", "equal_budget"]
 
 
 def _check_masks(masks: Mapping[str, Mask]) -> None:
@@ -93,3 +95,23 @@ def pairwise_overlap(masks: Mapping[str, Mask]) -> pd.DataFrame:
                          "size_b": int(units_b.size), "shared": shared,
                          "jaccard": shared / union if union else np.nan})
     return pd.DataFrame(rows, columns=OVERLAP_COLUMNS)
+
+
+def accuracy_table(results: Mapping, reference: Mask, per_layer: bool) -> pd.DataFrame:
+    """accuracy.csv of ``causalloc localize``: :func:`mask_accuracy` of every method's mask
+    (``results``: method -> AttributionResult) against ``reference`` at the requested budget,
+    plus the equal-budget selection (top-|reference| of the same scores, same tie rule)
+    when the requested budget differs from |reference|."""
+    frames = []
+    for name, result in results.items():
+        selections = {"requested": result.mask}
+        if result.mask.size != reference.size:
+            selections["equal_budget"] = top_k_mask(result.scores, reference.size,
+                                                    reference.signature, per_layer=per_layer,
+                                                    name=name)
+        for selection, mask in selections.items():
+            row = mask_accuracy({name: mask}, reference)
+            frames.append(row.assign(method=name, selection=selection, per_layer=per_layer,
+                                     equal_budget=mask.size == reference.size))
+    table = pd.concat(frames, ignore_index=True).drop(columns="mask")  # "mask" repeats "method"
+    return table[ACCURACY_PREFIX + [c for c in table.columns if c not in ACCURACY_PREFIX]]

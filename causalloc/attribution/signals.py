@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 
 from causalloc.data.collate import IGNORE_INDEX
+from causalloc.models.hooks import Hooks
 from causalloc.models.units import UnitAdapter
 from causalloc.unlearn.losses import answer_nll
 
@@ -62,13 +63,10 @@ def captured_value_inputs(adapter: UnitAdapter) -> Iterator[list[torch.Tensor | 
 
         return hook
 
-    modules = adapter.value_modules
-    handles = [m.register_forward_pre_hook(recorder(l)) for l, m in enumerate(modules)]
-    try:
+    with Hooks() as hooks:
+        for l, module in enumerate(adapter.value_modules):
+            hooks.pre(module, recorder(l))
         yield latest
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def forward(model: torch.nn.Module, batch: Batch):

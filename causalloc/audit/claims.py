@@ -5,7 +5,7 @@ deep-merged under every entry of its ``claims`` list (so that a table's citation
 conditions are written once), optional named ``presets`` that a claim pulls in with
 ``preset: NAME`` (merged between the defaults and the claim), and the ``claims`` list. Every problem is a
 :class:`~causalloc.errors.SpecError` whose message names the file, the claim id and the
-dotted field, e.g. ``lee2025.yaml: claim 'x': published.a.n: must be an integer >= 2``.
+dotted field, e.g. ``published.a.n: must be an integer >= 2, got 1 (in lee2025.yaml, claim 'x')``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from causalloc.errors import SpecError
+from causalloc.schema import Checker
 
 KINDS = ("superiority", "equivalence", "non-inferiority")
 DIRECTIONS = ("higher", "lower")
@@ -110,68 +111,47 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-class _Fields:
-    """Reads typed fields of one claim mapping; errors name file, claim id and field path."""
+class _Fields(Checker):
+    """Reads the dotted fields of one claim mapping (:class:`causalloc.schema.Checker`;
+    errors name the field, the file and the claim id)."""
 
     def __init__(self, source: str, claim_id: str, data: dict):
-        self.source, self.claim_id, self.data = source, claim_id, data
+        super().__init__(f"{source}, claim {claim_id!r}")
+        self.data = data
 
-    def fail(self, path: str, problem: str):
-        raise SpecError(f"{self.source}: claim {self.claim_id!r}: {path}: {problem}")
+    def field(self, path: str, required: bool = True):
+        return self.get(self.data, path, required)
 
-    def get(self, path: str, required: bool = True):
-        value = self.data
-        for part in path.split("."):
-            if not isinstance(value, dict) or part not in value or value[part] is None:
-                if required:
-                    self.fail(path, "missing")
-                return None
-            value = value[part]
-        return value
+    def string_at(self, path: str, required: bool = True) -> str | None:
+        value = self.field(path, required)
+        return None if value is None else self.text(value, path)
 
-    def text(self, path: str, required: bool = True) -> str | None:
-        value = self.get(path, required)
-        if value is not None and not (isinstance(value, str) and value.strip()):
-            self.fail(path, f"expected a non-empty string, got {value!r}")
-        return value
-
-    def number(self, path: str, required: bool = True, low: float | None = None,
-               positive: bool = False) -> float | None:
-        value = self.get(path, required)
+    def number_at(self, path: str, required: bool = True, positive: bool = False) -> float | None:
+        value = self.field(path, required)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(path, f"expected a finite number, got {value!r}")
-        if low is not None and value < low:
-            self.fail(path, f"must be >= {low}, got {value}")
+        value = self.finite(value, path)
         if positive and not value > 0:
             self.fail(path, f"must be > 0, got {value}")
-        return float(value)
-
-    def choice(self, path: str, options: tuple[str, ...], default: str | None = None) -> str:
-        value = self.get(path, required=default is None)
-        value = default if value is None else value
-        if value not in options:
-            self.fail(path, f"unknown value {value!r} (known: {', '.join(options)})")
         return value
 
-    def mapping(self, path: str) -> dict:
-        value = self.get(path, required=False)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, f"expected a mapping, got {type(value).__name__}")
-        return value
+    def choice_at(self, path: str, options: tuple[str, ...], default: str | None = None) -> str:
+        value = self.field(path, required=default is None)
+        return self.one_of(default if value is None else value, path, options)
+
+    def mapping_at(self, path: str) -> dict:
+        value = self.field(path, required=False)
+        return {} if value is None else self.table(value, path)
 
     def group(self, path: str, means_only: bool) -> Group:
-        mean = self.number(f"{path}.mean")
+        mean = self.number_at(f"{path}.mean")
         if means_only:
             return Group(mean=mean)
-        spread = self.number(f"{path}.spread")
+        spread = self.number_at(f"{path}.spread")
         if spread < 0:
             self.fail(f"{path}.spread", f"a spread cannot be negative, got {spread}")
-        kind = self.choice(f"{path}.spread_kind", SPREAD_KINDS)
-        n = self.get(f"{path}.n")
+        kind = self.choice_at(f"{path}.spread_kind", SPREAD_KINDS)
+        n = self.field(f"{path}.n")
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             self.fail(f"{path}.n", f"must be an integer >= 2 (a spread needs two values), got {n!r}")
         return Group(mean=mean, spread=spread, spread_kind=kind, n=n)
@@ -188,27 +168,27 @@ def parse_claim(data: dict, source: str, index: int) -> Claim:
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         f.fail(unknown[0], f"unknown field (known: {', '.join(sorted(_TOP_KEYS))})")
-    evidence = f.choice("evidence", EVIDENCE, default="figures")
+    evidence = f.choice_at("evidence", EVIDENCE, default="figures")
     means_only = evidence == "means_only"
     values = {
         "id": claim_id,
-        "paper": f.text("source.paper"),
-        "table": f.text("source.table"),
-        "text": f.text("claim"),
-        "kind": f.choice("kind", KINDS),
-        "a": f.text("contrast.a"),
-        "b": f.text("contrast.b"),
-        "metric": f.text("metric.name"),
-        "direction": f.choice("metric.direction", DIRECTIONS),
+        "paper": f.string_at("source.paper"),
+        "table": f.string_at("source.table"),
+        "text": f.string_at("claim"),
+        "kind": f.choice_at("kind", KINDS),
+        "a": f.string_at("contrast.a"),
+        "b": f.string_at("contrast.b"),
+        "metric": f.string_at("metric.name"),
+        "direction": f.choice_at("metric.direction", DIRECTIONS),
         "evidence": evidence,
-        "sesoi": f.number("sesoi.value", positive=True),
-        "sesoi_justification": f.text("sesoi.justification"),
-        "cell": f.mapping("cell"),
-        "runs_match": f.mapping("runs.match"),
-        "runs_conditions": f.mapping("runs.conditions"),
-        "runs_metric": f.text("runs.metric", required=False),
-        "spec": f.text("spec", required=False),
-        "note": f.text("note", required=False) or "",
+        "sesoi": f.number_at("sesoi.value", positive=True),
+        "sesoi_justification": f.string_at("sesoi.justification"),
+        "cell": f.mapping_at("cell"),
+        "runs_match": f.mapping_at("runs.match"),
+        "runs_conditions": f.mapping_at("runs.conditions"),
+        "runs_metric": f.string_at("runs.metric", required=False),
+        "spec": f.string_at("spec", required=False),
+        "note": f.string_at("note", required=False) or "",
         "source_file": source,
     }
     for key in values["runs_conditions"]:
@@ -217,7 +197,7 @@ def parse_claim(data: dict, source: str, index: int) -> Claim:
     if evidence != "qualitative":
         values["group_a"] = f.group("published.a", means_only)
         values["group_b"] = f.group("published.b", means_only)
-        values["resolution"] = f.number("published.resolution", positive=True)
+        values["resolution"] = f.number_at("published.resolution", positive=True)
     if evidence == "figures":
         _published_figures(f, values)
     return Claim(**values)
@@ -226,12 +206,12 @@ def parse_claim(data: dict, source: str, index: int) -> Claim:
 def _published_figures(f: _Fields, values: dict) -> None:
     """The optional |Delta|, reported p and test of a claim with full figures, checked."""
     a, b = values["group_a"], values["group_b"]
-    abs_mean = f.number("published.abs_delta.mean", required=False)
+    abs_mean = f.number_at("published.abs_delta.mean", required=False)
     if abs_mean is not None:
         if abs_mean < 0:
             f.fail("published.abs_delta.mean", f"a mean absolute difference cannot be negative, "
                    f"got {abs_mean}")
-        abs_sd = f.number("published.abs_delta.sd")
+        abs_sd = f.number_at("published.abs_delta.sd")
         if abs_sd < 0:
             f.fail("published.abs_delta.sd", f"a spread cannot be negative, got {abs_sd}")
         if a.n != b.n:
@@ -243,14 +223,14 @@ def _published_figures(f: _Fields, values: dict) -> None:
                    f"{abs(mean_diff):.6g} is larger than the mean |Delta| {abs_mean}, which is "
                    "impossible (the mean of |d_i| is at least |mean of d_i|)")
         values["abs_delta_mean"], values["abs_delta_sd"] = abs_mean, abs_sd
-    p = f.number("published.reported_p", required=False)
+    p = f.number_at("published.reported_p", required=False)
     if p is not None:
         if not 0 <= p <= 1:
             f.fail("published.reported_p", f"a p-value must lie in [0, 1], got {p}")
         values["reported_p"] = p
-        values["reported_p_resolution"] = f.number(
+        values["reported_p_resolution"] = f.number_at(
             "published.reported_p_resolution", positive=True)
-    values["reported_test"] = f.text("published.reported_test", required=False)
+    values["reported_test"] = f.string_at("published.reported_test", required=False)
 
 
 def load_claims(path: str | Path) -> list[Claim]:

@@ -24,8 +24,9 @@ from causalloc.audit.published import audit_figures
 from causalloc.provenance import package_versions
 from causalloc.report.figures import ReportFigure
 from causalloc.report.render import Block, save_figure, to_html, to_markdown
-from causalloc.report.style import DOUBLE_COLUMN, metric_label, paper_style
+from causalloc.report.style import DOUBLE_COLUMN, paper_style
 from causalloc.stats.analyze import STATS_PACKAGES, _json_clean
+from causalloc.vocab import metric_label
 
 VERDICTS = ("consistent", "contradicted", "inconclusive")
 

@@ -31,9 +31,10 @@ import pandas as pd
 
 from causalloc.audit.claims import Claim
 from causalloc.errors import DataError, TableError
-from causalloc.stats.analyze import analyze, cell_label
+from causalloc.stats.analyze import analyze
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import load_runs
+from causalloc.vocab import cell_label
 
 _SUPPORTS = {
     "equivalence": ({"equivalent", "negligible"}, {"a_better", "b_better"}),
@@ -130,7 +131,7 @@ def _from_rows(claim: Claim, rows: pd.DataFrame, dropped: int) -> dict:
         })
     labels = {c["claim_verdict"] for c in comparisons}
     verdict = labels.pop() if len(labels) == 1 else "not_determined"
-    cells = "; ".join(f"{cell_label(c['cell'])}: {c['analyze_verdict']} (n = {c['n_blocks']}, "
+    cells = "; ".join(f"{cell_label(c['cell'], named=True)}: {c['analyze_verdict']} (n = {c['n_blocks']}, "
                       f"mean diff {c['mean_diff']:+.4g}, 90% CI [{c['tost_ci90'][0]:.4g}, "
                       f"{c['tost_ci90'][1]:.4g}], SESOI {claim.sesoi:g})" for c in comparisons)
     mixed = " (the matched cells disagree)" if len(comparisons) > 1 and verdict == (

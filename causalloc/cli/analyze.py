@@ -118,13 +118,14 @@ def verdict_table(frame) -> str:
     distinct cells never look alike), the verdict test's p, adjusted p's and the family."""
     import pandas as pd
 
-    from causalloc.stats.analyze import VERDICT_P, cell_label
+    from causalloc.stats.analyze import VERDICT_P
+    from causalloc.vocab import cell_label
 
     needed = frame["blocks_needed"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
     p_verdict = [row[VERDICT_P[row["verdict_test"]]] for _, row in frame.iterrows()]
     shown = pd.DataFrame({
         "comparison": frame["a"] + " vs " + frame["b"],
-        "cell": frame["cell"].map(cell_label),
+        "cell": frame["cell"].map(lambda cell: cell_label(cell, named=True)),
         "metric": frame["metric"],
         "n": frame["n_blocks"],
         "mean_diff": frame["mean_diff"].map(lambda v: f"{v:.4g}"),

@@ -37,10 +37,6 @@ EPILOG = """examples:
       --tofu-path "$CAUSALLOC_TOFU_DIR" --authors 20 --out loc/   # no testbed: no accuracy
 """
 
-#: accuracy.csv columns in front of causalloc.attribution.accuracy.ACCURACY_COLUMNS
-ACCURACY_PREFIX = ["method", "selection", "per_layer", "equal_budget"]
-
-
 def register(sub) -> None:
     parser = sub.add_parser(
         "localize", help="localize the forget knowledge: scores and masks per method",
@@ -76,7 +72,8 @@ def register(sub) -> None:
     parser.add_argument("--max-length", type=int, default=128, metavar="T",
                         help="with --model-dir: tokens per example (a testbed uses its own)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B",
-                        help="examples per scoring batch (default 16, as in runs)")
+                        help="examples per scoring batch (default 16, as in runs: "
+                             "causalloc.attribution.inputs.BATCH_SIZE)")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the testbed's; with "
                                          "--model-dir auto = CUDA when present)")
     parser.add_argument("--dtype", default="float32",
@@ -157,47 +154,24 @@ def _check_options(args) -> None:
         raise SpecError(f"--out {out}: exists and is not a folder")
 
 
-# sources of model and data ---------------------------------------------------------------
-def _testbed_source(args, say) -> dict:
-    """theta_o, tokenizer, splits and V_tgt of the testbed named by the arguments."""
-    from causalloc.cli.testbed import testbed_from_args
+# sources of model and data (built by causalloc.attribution.inputs) ------------------------
+def _source(args, say):
+    """theta_o and the data: a testbed, or a saved model with the TOFU split (--model-dir)."""
+    from causalloc.attribution.inputs import model_dir_source, testbed_source
 
-    config, testbed = testbed_from_args(args, say)
-    return {"model": testbed.load_model("theta_o", device=args.device),
-            "tokenizer": testbed.tokenizer(), "splits": testbed.splits,
-            "max_length": config.max_length, "reference": testbed.v_tgt,
-            "info": {"kind": config.kind, "hash": config.hash(), "path": str(testbed.path),
-                     "diagnostics": testbed.diagnostics}}
+    if args.model_dir is None:
+        from causalloc.cli.testbed import testbed_from_args
 
-
-def _model_dir_source(args, say) -> dict:
-    """A saved model with the TOFU forget/retain split (no ground truth)."""
-    from causalloc.data.tofu import load_tofu
-    from causalloc.models.loading import load_hf_dir
-
+        config, testbed = testbed_from_args(args, say)
+        return testbed_source(config, testbed, device=args.device)
     if args.set or args.testbed != "tiny":
         raise SpecError("--model-dir: --testbed and --set describe a testbed; drop them")
     if not args.tofu_path:
         raise SpecError("--model-dir: needs --tofu-path (the forget/retain data)")
     say(f"model {args.model_dir}, TOFU data {args.tofu_path}")
-    splits = load_tofu(args.tofu_path, authors=args.authors, n_forget_authors=args.forget_authors)
-    from causalloc.devices import resolve_device, torch_dtype
-
-    model, tokenizer = load_hf_dir(args.model_dir, torch_dtype(args.dtype))
-    model = model.to(resolve_device(args.device or "auto")).requires_grad_(False)
-    return {"model": model, "tokenizer": tokenizer, "splits": splits,
-            "max_length": args.max_length, "reference": None,
-            "info": {"model_dir": str(args.model_dir), "tofu_path": str(args.tofu_path),
-                     "authors": args.authors, "forget_authors": args.forget_authors}}
-
-
-def _batches(source: dict, split: str, batch_size: int) -> list:
-    """The split encoded as in runs (``causalloc.runs.worker``) and collated in order."""
-    from causalloc.data.collate import encode_items, eval_batches, pad_id
-
-    tokenizer = source["tokenizer"]
-    examples = encode_items(tokenizer, getattr(source["splits"], split), source["max_length"])
-    return eval_batches(examples, pad_id(tokenizer), batch_size)
+    return model_dir_source(args.model_dir, args.tofu_path, authors=args.authors,
+                            forget_authors=args.forget_authors, max_length=args.max_length,
+                            dtype=args.dtype, device=args.device)
 
 
 # outputs ----------------------------------------------------------------------------------
@@ -218,30 +192,6 @@ def scores_table(result):
     return table
 
 
-def accuracy_table(results: dict, reference, per_layer: bool):
-    """mask_accuracy of every method's mask against ``reference`` at the requested budget,
-    plus the equal-budget selection (top-|reference| of the same scores, same tie rule)
-    when the requested budget differs from |reference|."""
-    import pandas as pd
-
-    from causalloc.attribution.accuracy import mask_accuracy
-    from causalloc.masks import top_k_mask
-
-    frames = []
-    for name, result in results.items():
-        selections = {"requested": result.mask}
-        if result.mask.size != reference.size:
-            selections["equal_budget"] = top_k_mask(result.scores, reference.size,
-                                                    reference.signature, per_layer=per_layer,
-                                                    name=name)
-        for selection, mask in selections.items():
-            row = mask_accuracy({name: mask}, reference)
-            frames.append(row.assign(method=name, selection=selection, per_layer=per_layer,
-                                     equal_budget=mask.size == reference.size))
-    table = pd.concat(frames, ignore_index=True).drop(columns="mask")  # "mask" repeats "method"
-    return table[ACCURACY_PREFIX + [c for c in table.columns if c not in ACCURACY_PREFIX]]
-
-
 def _write_method(out: Path, result) -> dict:
     import numpy as np
 
@@ -260,7 +210,7 @@ def handle(args) -> int:
     import torch
 
     from causalloc.attribution import localize
-    from causalloc.attribution.accuracy import layer_distribution, pairwise_overlap
+    from causalloc.attribution.accuracy import accuracy_table, layer_distribution, pairwise_overlap
     from causalloc.masks import budget_to_count
     from causalloc.models.units import adapter_for
 
@@ -275,15 +225,15 @@ def handle(args) -> int:
     if budget is None and args.model_dir is not None:
         raise SpecError("--budget: required with --model-dir (no V_tgt to match)")
 
-    source = (_model_dir_source if args.model_dir is not None else _testbed_source)(args, say)
-    model, reference = source["model"], source["reference"]
+    source = _source(args, say)
+    model, reference = source.model, source.reference
     signature = adapter_for(model).signature
     if reference is not None:
         reference.check_fits(signature)
     budget = reference.size if budget is None else budget
     count = budget_to_count(budget, signature)
-    forget = _batches(source, "forget", args.batch_size)
-    retain = _batches(source, "retain", args.batch_size)
+    forget = source.batches("forget", args.batch_size)
+    retain = source.batches("retain", args.batch_size)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,7 +244,7 @@ def handle(args) -> int:
         result = localize(name, model, forget, retain, budget, per_layer=args.per_layer,
                           seed=args.seed, **hyper[name])
         seconds = time.perf_counter() - start
-        result.mask.meta["source"] = {k: v for k, v in source["info"].items() if k != "diagnostics"}
+        result.mask.meta["source"] = {k: v for k, v in source.info.items() if k != "diagnostics"}
         results[name] = result
         summary_methods[name] = {"size": result.mask.size, "hash": result.mask.hash(),
                                  "hyper": result.hyper, "seconds": round(seconds, 3),
@@ -326,9 +276,9 @@ def handle(args) -> int:
 
     summary = {
         "arguments": {k: v for k, v in vars(args).items() if k not in ("func", "command")},
-        "source": source["info"], "signature": signature.to_dict(),
+        "source": source.info, "signature": signature.to_dict(),
         "budget": budget, "count": count, "per_layer": args.per_layer, "seed": args.seed,
-        "n_forget": len(source["splits"].forget), "n_retain": len(source["splits"].retain),
+        "n_forget": len(source.splits.forget), "n_retain": len(source.splits.retain),
         "reference_size": reference.size if reference is not None else None,
         "torch": torch.__version__, "numpy": np.__version__,
         "methods": summary_methods, "out": str(out),

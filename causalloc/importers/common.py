@@ -269,7 +269,7 @@ def design_manifest(frame: pd.DataFrame, blocks: dict, metrics: list[str] | None
     when it is a block column, else the last block column) and the metrics to analyse:
     ``metrics``, else those with a default SESOI in causalloc, else those with a direction
     in ``facts``. ``setup`` records the framework and every metric's facts."""
-    from causalloc.stats.verdict import DEFAULT_SESOI
+    from causalloc.vocab import DEFAULT_SESOI
 
     facts = facts or {}
     if not blocks:

@@ -31,6 +31,7 @@ from torch import nn
 
 from causalloc.data.collate import IGNORE_INDEX
 from causalloc.errors import MaskError
+from causalloc.models.hooks import Hooks
 from causalloc.models.units import UnitAdapter, adapter_for
 
 
@@ -65,19 +66,15 @@ def scored_positions_only(model: nn.Module, batch: dict[str, torch.Tensor],
     live = batch["attention_mask"].to(device).bool() & up_to_last_scored(scored)
     plan = [(module, live) for module in adapter.mlp_modules[:-1]]
     plan += [(module, scored) for module in (adapter.mlp_modules[-1], adapter.output_module) if module is not None]
-    handles = []
-    try:
+    with Hooks() as hooks:
         for module, keep in plan:
-            handles += _compute_only_at(module, keep)
+            _compute_only_at(hooks, module, keep)
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
-def _compute_only_at(module: nn.Module, keep: torch.Tensor) -> list:
-    """Hooks making the position-wise ``module`` (input ``[B, T, d]``) compute only where
-    ``keep`` is True; its output is 0 elsewhere."""
+def _compute_only_at(hooks: Hooks, module: nn.Module, keep: torch.Tensor) -> None:
+    """Attach to ``hooks`` the hooks making the position-wise ``module`` (input ``[B, T, d]``)
+    compute only where ``keep`` is True; its output is 0 elsewhere."""
     rows = keep.flatten().nonzero().squeeze(1)
     shape = keep.shape
 
@@ -92,4 +89,4 @@ def _compute_only_at(module: nn.Module, keep: torch.Tensor) -> list:
         flat = out.new_zeros(shape.numel(), out.shape[-1]).index_copy(0, rows, out[0])
         return flat.view(*shape, out.shape[-1])
 
-    return [module.register_forward_pre_hook(gather), module.register_forward_hook(scatter)]
+    hooks.pre(module, gather).forward(module, scatter)

@@ -34,16 +34,13 @@ from causalloc.report.localization import flat_units, jaccard, signature
 from causalloc.report.style import (
     DOUBLE_COLUMN,
     SINGLE_COLUMN,
-    cell_label,
     condition_order,
     condition_styles,
-    metric_label,
     pair_color,
     paper_style,
-    random_group,
-    varying_cell_labels,
 )
 from causalloc.report.text import fmt_interval, fmt_p, fmt_sig, is_number
+from causalloc.vocab import cell_label, metric_label, random_group, varying_cell_labels
 
 #: most points of a common step grid for trade-off curves
 MAX_GRID_POINTS = 200

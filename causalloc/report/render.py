@@ -31,9 +31,7 @@ from causalloc.report.localization import flat_units, signature, target_accuracy
 from causalloc.report.style import (
     PNG_DPI,
     VERDICT_COLORS,
-    metric_label,
     paper_style,
-    varying_cell_labels,
 )
 from causalloc.report.tables import tables_tex
 from causalloc.report.text import (
@@ -55,6 +53,7 @@ from causalloc.report.text import (
     verdict_row,
     verdict_summary,
 )
+from causalloc.vocab import metric_label, varying_cell_labels
 
 
 @dataclass

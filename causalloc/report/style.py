@@ -8,11 +8,21 @@ differ as well so that figures stay readable in greyscale.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterable, Iterator
 
 import matplotlib as mpl
 import seaborn as sns
+
+# condition_prefix and is_random_like are used here; the labels are re-exported for report
+# code written before causalloc.vocab (import them from causalloc.vocab)
+from causalloc.vocab import (  # noqa: F401
+    cell_label,
+    condition_prefix,
+    is_random_like,
+    metric_label,
+    random_group,
+    varying_cell_labels,
+)
 
 #: figure widths in inches: one column / two columns of a two-column paper (ACL, NeurIPS-like)
 SINGLE_COLUMN = 3.35
@@ -37,21 +47,6 @@ VERDICT_COLORS = {
     "equivalent": "#44BB99",    # mint
     "negligible": "#EEDD88",    # light yellow
     "inconclusive": "#DDDDDD",  # pale grey
-}
-
-#: readable names for the metrics of the run table (unknown metrics keep their column name)
-METRIC_LABELS = {
-    "aues": "AUES",
-    "fs_at_rs95": "FS@RS95",
-    "fs_final": "final FS",
-    "rs_final": "final RS",
-    "es_forget_final": "final forget ES",
-    "es_retain_final": "final retain ES",
-    "log_forget_quality": "log forget quality",
-    "relearn_es": "relearning ES",
-    "relearn_recovery": "relearning recovery",
-    "mu95": "MU95",
-    "model_utility": "model utility",
 }
 
 _RC = {
@@ -85,54 +80,11 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def metric_label(metric: str) -> str:
-    """Display name of a metric column, e.g. ``aues`` -> ``AUES``."""
-    return METRIC_LABELS.get(metric, metric)
-
-
-def cell_label(cell: dict) -> str:
-    """Short label of a cell (the block columns other than the replicate): text values as they
-    are, numbers with their column name (``tiny, npo, budget 0.1``)."""
-    if not cell:
-        return "all"
-    return ", ".join(f"{key} {value}" if isinstance(value, (int, float)) else str(value)
-                     for key, value in cell.items())
-
-
-def varying_cell_labels(cells: list[dict]) -> list[str]:
-    """Labels of ``cells`` that keep only the columns whose value differs between them
-    (``npo`` instead of ``tiny, forget01, npo, budget 0.1``); full labels when none differ."""
-    keys = [k for k in dict.fromkeys(k for cell in cells for k in cell)
-            if len({repr(cell.get(k)) for cell in cells}) > 1]
-    if not keys:
-        return [cell_label(cell) for cell in cells]
-    return [cell_label({k: cell[k] for k in keys if k in cell}) for cell in cells]
-
-
-def random_group(name: str) -> str | None:
-    """``random`` / ``layer_matched`` for a random-like condition or mask name (``random``,
-    ``random_3``, ``layer_matched:attributed:x``), else None."""
-    match = re.match(r"(random|layer_matched)", condition_kind(name))
-    return match.group(1) if match else None
-
-
-def condition_kind(condition: str) -> str:
-    """Kind of a condition from its name: the part before the first ``:`` (``overlap:0.5``
-    -> ``overlap``)."""
-    return str(condition).split(":", 1)[0]
-
-
-def is_random_like(condition: str) -> bool:
-    """Whether a condition (or a mask named after it, e.g. ``random_3``) draws random masks:
-    random or layer-matched random."""
-    return random_group(condition) is not None
-
-
 def condition_order(conditions: Iterable[str]) -> list[str]:
     """Stable display order: oracle, attributed, overlap, disjoint, others, random-like last."""
     rank = {"oracle": 0, "attributed": 1, "given": 2, "overlap": 3, "disjoint": 4}
     return sorted(set(map(str, conditions)),
-                  key=lambda c: (9 if is_random_like(c) else rank.get(condition_kind(c), 5), c))
+                  key=lambda c: (9 if is_random_like(c) else rank.get(condition_prefix(c), 5), c))
 
 
 def condition_styles(conditions: Iterable[str]) -> dict[str, dict]:
@@ -143,7 +95,7 @@ def condition_styles(conditions: Iterable[str]) -> dict[str, dict]:
     styles: dict[str, dict] = {}
     others = 0
     for i, name in enumerate(condition_order(conditions)):
-        if condition_kind(name) == "oracle":
+        if condition_prefix(name) == "oracle":
             color = _ORACLE_COLOR
         elif is_random_like(name):
             color = _RANDOM_COLOR

@@ -14,7 +14,7 @@ from collections import Counter
 
 from causalloc.provenance import describe_environment
 from causalloc.report.inputs import ReportInputs
-from causalloc.report.style import cell_label, metric_label
+from causalloc.vocab import cell_label, metric_label
 
 #: the fixed columns of the verdict table (report.md, report.html, tables.tex)
 VERDICT_COLUMNS = ("comparison", "cell", "metric", "family", "n", "mean_diff", "ci95", "d_z",

@@ -12,13 +12,9 @@ that can change a result changes. ``analyses/example_tiny.toml`` documents every
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import difflib
 import hashlib
 import importlib
 import json
-import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,36 +28,28 @@ except ModuleNotFoundError:  # Python 3.10
 
 from causalloc.devices import DEVICE_FORMS, DTYPES, check_device
 from causalloc.errors import CausallocError, SpecError
+from causalloc.schema import MISSING, Checker, is_number
+from causalloc.vocab import (
+    DEFAULT_RUN_METRICS,
+    RANDOM_KINDS,
+    REFERENCE_KINDS,
+    RUN_METRICS,
+    ConditionError,
+    metric,
+    parse_strategy,
+    suggest,
+)
 
 TESTBED_KINDS = ("tiny", "tofu", "smollm2", "hf")
 #: a Hugging Face hub model id: ``name`` or ``owner/name``
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-#: ``$NAME`` or ``${NAME}`` in a path
-_ENV_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 #: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
 FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
 FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-#: per-run outcome metrics the run function can be asked for (runs.csv columns)
-KNOWN_METRICS = (
-    "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "forget_quality", "log_forget_quality", "relearn_es", "relearn_recovery", "mu95", "model_utility",
-)
-DEFAULT_METRICS = (
-    "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
-    "log_forget_quality", "mu95", "model_utility",
-)
-#: mask strategies; those in RANDOM_KINDS draw their mask at random (K draws per block)
-STRATEGY_FORMS = (
-    "oracle", "random", "attributed:<method>", "disjoint:<condition>",
-    "layer_matched:<condition>", "overlap:<fraction>", "given:<mask file>",
-)
-CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
-RANDOM_KINDS = frozenset({"random", "disjoint", "layer_matched", "overlap"})
 #: TrainConfig fields a spec may not set: the seed comes from ``seeds``, the schedule from [eval]
 _TRAIN_FIELDS_NOT_IN_SPEC = ("seed", "eval_every")
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -133,7 +121,7 @@ class ConditionSpec:
     @property
     def reference(self) -> str | None:
         """Name of the condition whose mask this one is drawn against (design.json ``reference``)."""
-        if self.kind in ("disjoint", "layer_matched"):
+        if self.kind in REFERENCE_KINDS:
             return str(self.argument)
         return "oracle" if self.kind == "overlap" else None
 
@@ -155,7 +143,7 @@ class AlgorithmSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     every: int = 10
-    metrics: tuple[str, ...] = DEFAULT_METRICS
+    metrics: tuple[str, ...] = DEFAULT_RUN_METRICS
 
 
 @dataclass(frozen=True)
@@ -261,7 +249,7 @@ def parse_spec(
 ) -> ExperimentSpec:
     """Validate an already-parsed spec table (see :func:`load_spec`); relative paths in it
     are resolved against ``base_dir`` (default: the current directory)."""
-    check = _Checker(source, Path(base_dir) if base_dir is not None else Path.cwd())
+    check = Checker(source, base_dir)
     algorithms = known_algorithms() if algorithms is None else algorithms
     methods = known_methods() if methods is None else methods
     train_defaults = known_train_defaults() if train_defaults is None else train_defaults
@@ -358,7 +346,7 @@ def _dataclass_defaults(cls) -> dict[str, Any]:
 
 
 # sections ----------------------------------------------------------------------------
-def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
+def _parse_testbed(check: Checker, raw: Any) -> TestbedSpec:
     table = check.table(raw, "testbed")
     if "file" in table:
         return _parse_pinned_testbed(check, table)
@@ -393,7 +381,7 @@ def _parse_testbed(check: _Checker, raw: Any) -> TestbedSpec:
     )
 
 
-def _parse_pinned_testbed(check: _Checker, table: dict) -> TestbedSpec:
+def _parse_pinned_testbed(check: Checker, table: dict) -> TestbedSpec:
     """``[testbed] file = "PATH"``: a testbed file (``causalloc testbed export``) fixes theta_o,
     theta_r, V_tgt, tokenizer and data, so no key that would build another testbed may stand
     beside it (``device`` may: it says where runs compute, not what the testbed is)."""
@@ -419,7 +407,7 @@ def _parse_pinned_testbed(check: _Checker, table: dict) -> TestbedSpec:
         pinned=record["theta_o_fingerprint"])
 
 
-def _parse_testbed_model(check: _Checker, table: dict, kind: str) -> dict:
+def _parse_testbed_model(check: Checker, table: dict, kind: str) -> dict:
     """The model, precision, placement and training keys of [testbed] (those set)."""
     out = {}
     if "model" in table:
@@ -449,7 +437,7 @@ def _parse_testbed_model(check: _Checker, table: dict, kind: str) -> dict:
     return out
 
 
-def _model_source(check: _Checker, value: str) -> str:
+def _model_source(check: Checker, value: str) -> str:
     """An existing model directory (absolute; relative to the spec's folder) or a hub id."""
     local = (check.base_dir / Path(value).expanduser()).resolve()
     if local.is_dir():
@@ -460,7 +448,7 @@ def _model_source(check: _Checker, value: str) -> str:
     return value
 
 
-def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> tuple:
+def _parse_conditions(check: Checker, top: dict, methods: Mapping, budgets) -> tuple:
     raw = check.required(top, "conditions", "conditions")
     if not isinstance(raw, list) or not raw:
         check.fail("conditions", "must be a non-empty array of tables ([[conditions]])")
@@ -479,10 +467,10 @@ def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> 
         conditions.append(ConditionSpec(name=name, strategy=strategy, kind=kind, argument=argument))
     names = [c.name for c in conditions]
     for i, condition in enumerate(conditions):
-        if condition.kind in ("disjoint", "layer_matched") and condition.argument not in names:
+        if condition.kind in REFERENCE_KINDS and condition.argument not in names:
             check.fail(f"conditions[{i}].strategy",
                        f"refers to condition {condition.argument!r}, which is not defined "
-                       f"(defined: {', '.join(names)}){_suggest(condition.argument, names)}")
+                       f"(defined: {', '.join(names)}){suggest(condition.argument, names)}")
     _check_acyclic(check, conditions)
     if any(c.kind == "disjoint" for c in conditions):
         for i, budget in enumerate(budgets):
@@ -492,44 +480,28 @@ def _parse_conditions(check: _Checker, top: dict, methods: Mapping, budgets) -> 
     return tuple(conditions)
 
 
-def _parse_strategy(check: _Checker, strategy: str, path: str, methods: Mapping):
-    kind, sep, argument = strategy.partition(":")
-    if kind not in CONDITION_KINDS or bool(sep) != (kind not in ("oracle", "random")):
-        check.fail(path, f"unknown strategy {strategy!r} (known: {', '.join(STRATEGY_FORMS)})"
-                   f"{_suggest(strategy, ['oracle', 'random'])}")
-    if kind in ("oracle", "random"):
-        return kind, None
-    if not argument:
-        check.fail(path, f"{kind}: needs an argument after ':' (e.g. {_form(kind)})")
-    if kind == "attributed":
-        if argument not in methods:
-            check.fail(path, f"unknown attribution method {argument!r} (known: "
-                       f"{', '.join(sorted(methods))}){_suggest(argument, methods)}")
-        return kind, argument
-    if kind == "overlap":
-        try:
-            fraction = float(argument)
-        except ValueError:
-            check.fail(path, f"overlap fraction must be a number in [0, 1], got {argument!r}")
-        if not 0.0 <= fraction <= 1.0:
-            check.fail(path, f"overlap fraction must be in [0, 1], got {fraction}")
-        return kind, fraction
+def _parse_strategy(check: Checker, strategy: str, path: str, methods: Mapping):
+    """(kind, argument) of a condition's strategy: the grammar from :func:`causalloc.vocab.parse_strategy`,
+    then whether its method is known and its mask file exists."""
+    try:
+        kind, argument = parse_strategy(strategy)
+    except ConditionError as exc:
+        check.fail(path, str(exc))
+    if kind == "attributed" and argument not in methods:
+        check.fail(path, f"unknown attribution method {argument!r} (known: "
+                   f"{', '.join(sorted(methods))}){suggest(argument, methods)}")
     if kind == "given":
         return kind, check.resolve_path(argument, path, must_exist=True)
     return kind, argument
 
 
-def _form(kind: str) -> str:
-    return next(form for form in STRATEGY_FORMS if form.startswith(kind + ":"))
-
-
-def _check_acyclic(check: _Checker, conditions: list[ConditionSpec]) -> None:
+def _check_acyclic(check: Checker, conditions: list[ConditionSpec]) -> None:
     """Reference chains (disjoint:/layer_matched:) must end in a condition without reference."""
     by_name = {c.name: c for c in conditions}
     for i, start in enumerate(conditions):
         chain = [start.name]
         current = start
-        while current.kind in ("disjoint", "layer_matched"):
+        while current.kind in REFERENCE_KINDS:
             current = by_name[current.argument]
             if current.name in chain:
                 check.fail(f"conditions[{i}].strategy",
@@ -537,7 +509,7 @@ def _check_acyclic(check: _Checker, conditions: list[ConditionSpec]) -> None:
             chain.append(current.name)
 
 
-def _parse_algorithms(check: _Checker, top: dict, known: Mapping, train_defaults: Mapping) -> tuple:
+def _parse_algorithms(check: Checker, top: dict, known: Mapping, train_defaults: Mapping) -> tuple:
     raw = check.required(top, "algorithms", "algorithms")
     if not isinstance(raw, list) or not raw:
         check.fail("algorithms", "must be a non-empty array of tables ([[algorithms]])")
@@ -573,8 +545,8 @@ def _parse_algorithms(check: _Checker, top: dict, known: Mapping, train_defaults
     return tuple(algorithms)
 
 
-def _check_train_value(check: _Checker, table: dict, key: str, path: str, defaults: Mapping):
-    default = defaults.get(key, _MISSING)
+def _check_train_value(check: Checker, table: dict, key: str, path: str, defaults: Mapping):
+    default = defaults.get(key, MISSING)
     if key in ("steps", "batch_size"):
         return check.integer(table, key, path, default=default, low=1)
     if key == "lr":
@@ -590,32 +562,33 @@ def _check_train_value(check: _Checker, table: dict, key: str, path: str, defaul
     if key == "betas":
         value = table.get(key, default)
         if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(_is_number(b) and 0.0 <= b < 1.0 for b in value)):
+                or not all(is_number(b) and 0.0 <= b < 1.0 for b in value)):
             check.fail(path, f"must be two numbers in [0, 1), got {value!r}")
         return [float(b) for b in value]
     return check.json_value(table.get(key, default), path)
 
 
-def _parse_eval(check: _Checker, raw: Any, relearn: RelearnSpec | None) -> EvalSpec:
+def _parse_eval(check: Checker, raw: Any, relearn: RelearnSpec | None) -> EvalSpec:
     table = check.table(raw, "eval")
     check.keys(table, "eval", ("every", "metrics"))
     every = check.integer(table, "every", "eval.every", default=10, low=1)
-    default = DEFAULT_METRICS + (("relearn_es",) if relearn else ())
+    default = DEFAULT_RUN_METRICS + (("relearn_es",) if relearn else ())
     metrics = table.get("metrics", list(default))
     if not isinstance(metrics, list) or not metrics:
         check.fail("eval.metrics", f"must be a non-empty list of metric names, got {metrics!r}")
-    for i, metric in enumerate(metrics):
-        if metric not in KNOWN_METRICS:
-            check.fail(f"eval.metrics[{i}]", f"unknown metric {metric!r} (known: "
-                       f"{', '.join(KNOWN_METRICS)}){_suggest(metric, KNOWN_METRICS)}")
-        if metric in metrics[:i]:
-            check.fail(f"eval.metrics[{i}]", f"duplicate metric {metric!r}")
-        if metric in ("relearn_es", "relearn_recovery") and relearn is None:
-            check.fail(f"eval.metrics[{i}]", f"{metric!r} needs a [relearn] table")
+    for i, name in enumerate(metrics):
+        facts = metric(name) if isinstance(name, str) else None
+        if facts is None or not facts.run:
+            check.fail(f"eval.metrics[{i}]", f"unknown metric {name!r} (known: "
+                       f"{', '.join(RUN_METRICS)}){suggest(name, RUN_METRICS)}")
+        if name in metrics[:i]:
+            check.fail(f"eval.metrics[{i}]", f"duplicate metric {name!r}")
+        if facts.needs_relearn and relearn is None:
+            check.fail(f"eval.metrics[{i}]", f"{name!r} needs a [relearn] table")
     return EvalSpec(every=every, metrics=tuple(metrics))
 
 
-def _parse_relearn(check: _Checker, raw: Any) -> RelearnSpec:
+def _parse_relearn(check: Checker, raw: Any) -> RelearnSpec:
     table = check.table(raw, "relearn")
     check.keys(table, "relearn", ("steps", "lr", "fraction"))
     return RelearnSpec(
@@ -626,183 +599,24 @@ def _parse_relearn(check: _Checker, raw: Any) -> RelearnSpec:
     )
 
 
-def _parse_execution(check: _Checker, raw: Any) -> ExecutionSpec:
+def _parse_execution(check: Checker, raw: Any) -> ExecutionSpec:
     table = check.table(raw, "execution")
     check.keys(table, "execution", ("gpus_per_run",))
     return ExecutionSpec(gpus_per_run=check.number(table, "gpus_per_run", "execution.gpus_per_run",
                                                    default=0.0, low=0.0))
 
 
-def _parse_localization(check: _Checker, raw: Any, methods: Mapping) -> dict:
+def _parse_localization(check: Checker, raw: Any, methods: Mapping) -> dict:
     table = check.table(raw, "localization")
     out = {}
     for method in table:
         path = f"localization.{method}"
         if method not in methods:
             check.fail(path, f"unknown attribution method {method!r} (known: "
-                       f"{', '.join(sorted(methods))}){_suggest(method, methods)}")
+                       f"{', '.join(sorted(methods))}){suggest(method, methods)}")
         defaults = methods[method]
         given = check.free_table(table, method, path)
         if defaults is not None:
             check.keys(given, path, tuple(defaults))
         out[method] = {**(defaults or {}), **given}
     return out
-
-
-# checking helpers ----------------------------------------------------------------------
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _suggest(word: Any, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-class _Checker:
-    """Typed reads from TOML tables that fail with ``<key path>: <problem> (in <file>)``."""
-
-    def __init__(self, source: str, base_dir: Path):
-        self.source = source
-        self.base_dir = base_dir
-
-    def fail(self, path: str, problem: str):
-        raise SpecError(f"{path or '<top level>'}: {problem} (in {self.source})")
-
-    def table(self, value: Any, path: str) -> dict:
-        if not isinstance(value, Mapping):
-            self.fail(path, f"must be a table, got {type(value).__name__}")
-        return dict(value)
-
-    def keys(self, table: Mapping, path: str, allowed) -> None:
-        for key in table:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else key
-                self.fail(where, f"unknown key (known: {', '.join(sorted(allowed))})"
-                          f"{_suggest(key, allowed)}")
-
-    def required(self, table: Mapping, key: str, path: str) -> Any:
-        if key not in table:
-            self.fail(path, "missing required key")
-        return table[key]
-
-    def _get(self, table: Mapping, key: str, path: str, default: Any) -> Any:
-        if key in table:
-            return table[key]
-        if default is _MISSING:
-            self.fail(path, "missing required key")
-        return default
-
-    def string(self, table, key, path, default=_MISSING) -> str:
-        value = self._get(table, key, path, default)
-        if not isinstance(value, str):
-            self.fail(path, f"must be a string, got {type(value).__name__} {value!r}")
-        return value
-
-    def choice(self, table, key, path, options, default=_MISSING) -> str:
-        value = self.string(table, key, path, default)
-        if value not in options:
-            self.fail(path, f"unknown value {value!r} (known: {', '.join(options)})"
-                      f"{_suggest(value, options)}")
-        return value
-
-    def integer(self, table, key, path, default=_MISSING, low=None) -> int:
-        value = self._get(table, key, path, default)
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.fail(path, f"must be an integer, got {type(value).__name__} {value!r}")
-        if low is not None and value < low:
-            self.fail(path, f"must be >= {low}, got {value}")
-        return value
-
-    def number(self, table, key, path, default=_MISSING, low=None, high=None,
-               low_open=False, high_open=False) -> float:
-        value = self._get(table, key, path, default)
-        return self._number(value, path, low, high, low_open, high_open)
-
-    def _number(self, value, path, low=None, high=None, low_open=False, high_open=False) -> float:
-        if not _is_number(value) or not math.isfinite(value):
-            self.fail(path, f"must be a finite number, got {type(value).__name__} {value!r}")
-        too_low = low is not None and (value <= low if low_open else value < low)
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if too_low or too_high:
-            interval = (f"{'(' if low_open else '['}{'-inf' if low is None else low}, "
-                        f"{'inf' if high is None else high}{')' if high_open or high is None else ']'}")
-            self.fail(path, f"must be in {interval}, got {value}")
-        return float(value)
-
-    def number_list(self, table, key, low, high, low_open=False) -> list[float]:
-        values = self._list(table, key)
-        out = [self._number(v, f"{key}[{i}]", low, high, low_open) for i, v in enumerate(values)]
-        self._no_duplicates(out, key)
-        return out
-
-    def int_list(self, table, key, low) -> list[int]:
-        values = self._list(table, key)
-        for i, value in enumerate(values):
-            self.integer({key: value}, key, f"{key}[{i}]", low=low)
-        self._no_duplicates(values, key)
-        return values
-
-    def _list(self, table, key) -> list:
-        values = self.required(table, key, key)
-        if not isinstance(values, list) or not values:
-            self.fail(key, f"must be a non-empty list, got {values!r}")
-        return values
-
-    def _no_duplicates(self, values, key) -> None:
-        for i, value in enumerate(values):
-            if value in values[:i]:
-                self.fail(f"{key}[{i}]", f"duplicate value {value!r}")
-
-    def like(self, value: Any, default: Any, path: str) -> Any:
-        """Check a hyperparameter against the type of its default (ints pass for floats)."""
-        if default is None:
-            ok = True
-        elif isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = _is_number(value)
-        elif isinstance(default, (list, tuple)):
-            ok = isinstance(value, list)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            self.fail(path, f"must be of type {type(default).__name__} like its default "
-                      f"{default!r}, got {type(value).__name__} {value!r}")
-        return value
-
-    def free_table(self, table, key, path) -> dict:
-        value = self.table(table.get(key, {}), path)
-        return self.json_value(value, path)
-
-    def json_value(self, value: Any, path: str) -> Any:
-        """Free values travel in the run's JSON: reject TOML dates and non-finite floats."""
-        if isinstance(value, Mapping):
-            return {k: self.json_value(v, f"{path}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.json_value(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if isinstance(value, (datetime.date, datetime.time)):
-            self.fail(path, "dates and times are not supported here")
-        if isinstance(value, float) and not math.isfinite(value):
-            self.fail(path, f"must be finite, got {value}")
-        return value
-
-    def path(self, table, key, path, must_exist) -> str | None:
-        if key not in table:
-            return None
-        return self.resolve_path(self.string(table, key, path), path, must_exist)
-
-    def resolve_path(self, value: str, path: str, must_exist: bool) -> str:
-        """Absolute path; relative ones are taken from the spec file's folder. ``$NAME`` and
-        ``${NAME}`` take environment variables (e.g. ``"$CAUSALLOC_TOFU_DIR"``), so a
-        shipped spec names data by a documented setting, not by a place on one machine."""
-        unset = [name for name in _ENV_VARIABLE.findall(value) if name not in os.environ]
-        if unset:
-            self.fail(path, f"{value!r} names the environment variable {unset[0]}, which is not set "
-                            f"(set it to the directory, e.g. export {unset[0]}=/data/tofu)")
-        resolved = (self.base_dir / Path(os.path.expandvars(value)).expanduser()).resolve()
-        if must_exist and not resolved.exists():
-            self.fail(path, f"{value!r} does not exist (looked at {resolved})")
-        return str(resolved)

@@ -223,13 +223,14 @@ def save_block_masks(spec, folder: Path) -> list[Path]:
 
 def _attributed(spec: dict, budget: float, state: TestbedState) -> Mask:
     from causalloc.attribution import localize
+    from causalloc.attribution.inputs import scoring_batches
 
     hyper = dict(spec.get("hyper", {}))
     per_layer = bool(hyper.pop("per_layer", False))
     key = repr((spec["method"], sorted(hyper.items()), per_layer, budget, spec["seed"]))
     if key not in state.masks:
-        result = localize(spec["method"], state.model, eval_batches(state.forget, state.pad, 16),
-                          eval_batches(state.retain, state.pad, 16), budget, per_layer=per_layer,
+        result = localize(spec["method"], state.model, scoring_batches(state.forget, state.pad),
+                          scoring_batches(state.retain, state.pad), budget, per_layer=per_layer,
                           seed=int(spec["seed"]) % 2**32, **hyper)
         state.masks[key] = result.mask
     return state.masks[key]

@@ -34,7 +34,8 @@ from causalloc.stats.permutation import randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed, power_tost_paired
 from causalloc.stats.spec import AnalysisSpec, Comparison, load_spec, parse_spec
 from causalloc.stats.table import RunTable, load_runs
-from causalloc.stats.verdict import DEFAULT_SESOI, HIGHER_IS_BETTER, VERDICTS, verdicts
+from causalloc.stats.verdict import VERDICTS, verdicts
+from causalloc.vocab import DEFAULT_SESOI, HIGHER_IS_BETTER
 
 __all__ = [
     "COMPARISON_COLUMNS", "DEFAULT_SESOI", "HIGHER_IS_BETTER", "VERDICTS", "AnalysisResult",

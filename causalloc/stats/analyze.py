@@ -43,7 +43,9 @@ from causalloc.stats.permutation import randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import RunTable
-from causalloc.stats.verdict import DEFAULT_SESOI, HIGHER_IS_BETTER, verdicts
+from causalloc.stats.verdict import verdicts
+from causalloc.vocab import DEFAULT_SESOI, HIGHER_IS_BETTER, condition_kinds
+from causalloc.vocab import cell_label as _cell_label
 
 #: columns of the comparisons DataFrame and of comparisons.csv, in this order
 COMPARISON_COLUMNS = [
@@ -61,8 +63,6 @@ _TEST_COLUMNS = {"sign_flip": ("p_perm", "p_perm_mc_se", "n_resamples"),
                  "randomization": ("p_rand", "p_rand_mc_se", "n_resamples_rand")}
 #: the p-value column behind each ``verdict_test``
 VERDICT_P = {test: columns[0] for test, columns in _TEST_COLUMNS.items()}
-#: condition kinds recognised from a condition name's prefix when design.json is absent
-CONDITION_KINDS = ("oracle", "random", "attributed", "disjoint", "layer_matched", "overlap", "given")
 #: the random baseline's condition name
 RANDOM = "random"
 #: stats packages whose versions are recorded
@@ -244,23 +244,9 @@ def _json_clean(value):
 
 
 def cell_label(cell: dict) -> str:
-    """'algorithm=ga, budget=0.1', or 'all' for a table with no cell columns."""
-    return ", ".join(f"{k}={v}" for k, v in cell.items()) or "all"
-
-
-def condition_kinds(conditions: list[str], design: dict) -> dict[str, tuple[str, str | None]]:
-    """(kind, reference) of each condition, from design.json or else from its name."""
-    declared = design.get("conditions") or {}
-    out = {}
-    for name in conditions:
-        if name in declared:
-            out[name] = (declared[name].get("kind", "given"), declared[name].get("reference"))
-            continue
-        prefix, _, rest = name.partition(":")
-        kind = prefix if prefix in CONDITION_KINDS else "given"
-        reference = rest if kind in ("disjoint", "layer_matched") and rest else None
-        out[name] = (kind, reference)
-    return out
+    """The analysis' cell text, 'algorithm=ga, budget=0.1' (comparisons.csv, messages):
+    :func:`causalloc.vocab.cell_label` with every column named."""
+    return _cell_label(cell, named=True)
 
 
 def default_pairs(conditions: list[str], design: dict) -> list[Comparison]:

@@ -48,6 +48,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from causalloc.errors import SpecError
+from causalloc.schema import Checker
 from causalloc.stats.multiplicity import ADJUST_METHODS
 
 
@@ -98,91 +99,68 @@ _TYPES = {
 _COMPARISON_KEYS = {"a": str, "b": str, "metrics": list, "family": str}
 
 
-def _check_type(path: str, value, expected: type):
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected in (int, float) and isinstance(value, bool) or not isinstance(value, expected):
-        raise SpecError(f"{path}: expected {expected.__name__}, got {type(value).__name__}")
-    return value
-
-
-def _string_list(path: str, value: list) -> list[str]:
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise SpecError(f"{path}[{i}]: expected str, got {type(item).__name__}")
-    return list(value)
-
-
 def parse_spec(data: dict, source: str = "spec") -> AnalysisSpec:
-    """Validate a spec mapping (parsed TOML) into an AnalysisSpec; SpecError on any problem."""
-    known = {f.name for f in fields(AnalysisSpec)} - {"spec_hash"}
+    """Validate a spec mapping (parsed TOML) into an AnalysisSpec; SpecError on any problem,
+    naming the dotted key and ``source`` (:class:`causalloc.schema.Checker`)."""
+    check = Checker(source)
+    known = sorted({f.name for f in fields(AnalysisSpec)} - {"spec_hash"})
     values = {}
-    for key, value in data.items():
-        if key not in known:
-            raise SpecError(f"{key}: unknown key in {source} (known: {', '.join(sorted(known))})")
-        values[key] = _check_type(key, value, _TYPES[key])
+    for key, value in data.items():  # in file order: the first problem is reported
+        check.keys({key: value}, "", known)
+        values[key] = check.of_type(value, key, _TYPES[key])
     for key in ("metrics", "primary", "family_split"):
         if key in values:
-            values[key] = _string_list(key, values[key])
+            values[key] = check.string_list(values[key], key)
     for key, kind in (("sesoi", float), ("higher_is_better", bool)):
         table = {}
         for metric, value in values.get(key, {}).items():
-            table[metric] = _check_type(f"{key}.{metric}", value, kind)
+            table[metric] = check.of_type(value, f"{key}.{metric}", kind)
             if kind is float and not table[metric] > 0:
-                raise SpecError(f"{key}.{metric}: must be > 0, got {table[metric]}")
+                check.fail(f"{key}.{metric}", f"must be > 0, got {table[metric]}")
         if key in values:
             values[key] = table
     if "comparisons" in values:
-        comparisons = []
-        for i, entry in enumerate(values["comparisons"]):
-            path = f"comparisons[{i}]"
-            if not isinstance(entry, dict):
-                raise SpecError(f"{path}: expected a table with keys a, b")
-            for key, value in entry.items():
-                if key not in _COMPARISON_KEYS:
-                    raise SpecError(
-                        f"{path}.{key}: unknown key (known: {', '.join(_COMPARISON_KEYS)})"
-                    )
-                _check_type(f"{path}.{key}", value, _COMPARISON_KEYS[key])
-            for key in ("a", "b"):
-                if key not in entry:
-                    raise SpecError(f"{path}.{key}: missing (the condition to compare)")
-            if entry["a"] == entry["b"]:
-                raise SpecError(f"{path}: a and b are the same condition {entry['a']!r}")
-            metrics = entry.get("metrics")
-            comparisons.append(
-                Comparison(
-                    a=entry["a"],
-                    b=entry["b"],
-                    metrics=tuple(_string_list(f"{path}.metrics", metrics)) if metrics else None,
-                    family=entry.get("family"),
-                )
-            )
-        values["comparisons"] = comparisons
+        values["comparisons"] = [_comparison(check, entry, f"comparisons[{i}]")
+                                 for i, entry in enumerate(values["comparisons"])]
     spec = AnalysisSpec(**values)
-    _check_ranges(spec)
+    _check_ranges(check, spec)
     return spec
 
 
-def _check_ranges(spec: AnalysisSpec) -> None:
+def _comparison(check: Checker, entry, path: str) -> Comparison:
+    if not isinstance(entry, dict):
+        check.fail(path, "expected a table with keys a, b")
+    for key, value in entry.items():
+        check.keys({key: value}, path, tuple(_COMPARISON_KEYS))
+        check.of_type(value, f"{path}.{key}", _COMPARISON_KEYS[key])
+    for key in ("a", "b"):
+        if key not in entry:
+            check.fail(f"{path}.{key}", "missing (the condition to compare)")
+    if entry["a"] == entry["b"]:
+        check.fail(path, f"a and b are the same condition {entry['a']!r}")
+    metrics = entry.get("metrics")
+    if metrics:
+        metrics = tuple(check.string_list(metrics, f"{path}.metrics"))
+    return Comparison(a=entry["a"], b=entry["b"], metrics=metrics or None, family=entry.get("family"))
+
+
+def _check_ranges(check: Checker, spec: AnalysisSpec) -> None:
     if not 0 < spec.alpha < 0.5:
-        raise SpecError(f"alpha: must be in (0, 0.5), got {spec.alpha}")
+        check.fail("alpha", f"must be in (0, 0.5), got {spec.alpha}")
     if not 0 < spec.ci_level < 1:
-        raise SpecError(f"ci_level: must be in (0, 1), got {spec.ci_level}")
+        check.fail("ci_level", f"must be in (0, 1), got {spec.ci_level}")
     if not 0 < spec.power < 1:
-        raise SpecError(f"power: must be in (0, 1), got {spec.power}")
+        check.fail("power", f"must be in (0, 1), got {spec.power}")
     if spec.adjust not in ADJUST_METHODS:
-        raise SpecError(f"adjust: unknown method {spec.adjust!r} (known: {', '.join(ADJUST_METHODS)})")
+        check.fail("adjust", f"unknown method {spec.adjust!r} (known: {', '.join(ADJUST_METHODS)})")
     if spec.nonfinite not in ("error", "drop"):
-        raise SpecError(f"nonfinite: must be 'error' or 'drop', got {spec.nonfinite!r}")
+        check.fail("nonfinite", f"must be 'error' or 'drop', got {spec.nonfinite!r}")
     for key in ("n_boot", "n_permutations", "max_exact_patterns"):
         if getattr(spec, key) < 100:
-            raise SpecError(f"{key}: must be >= 100, got {getattr(spec, key)}")
+            check.fail(key, f"must be >= 100, got {getattr(spec, key)}")
     if spec.max_resamples < spec.n_permutations:
-        raise SpecError(
-            f"max_resamples: must be >= n_permutations ({spec.n_permutations}), "
-            f"got {spec.max_resamples}"
-        )
+        check.fail("max_resamples", f"must be >= n_permutations ({spec.n_permutations}), "
+                   f"got {spec.max_resamples}")
 
 
 def load_spec(path: str | Path) -> AnalysisSpec:

@@ -1,4 +1,4 @@
-"""Verdicts per comparison, and the default SESOI and direction of each known metric.
+"""Verdicts per comparison.
 
 Decision rule (alpha = 0.05 unless the spec says otherwise; SESOI in metric units):
 
@@ -31,44 +31,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from causalloc import vocab
+
 #: verdict labels, in the order reports list them
 VERDICTS = ("a_better", "b_better", "equivalent", "negligible", "inconclusive")
 
-#: default smallest effect size of interest per metric, in metric units. Metrics on the
-#: [0, 1] scale of extraction strength (FS, RS, ES, AUES, FS@RS95) use 0.02, the seed
-#: paper's reporting resolution (two decimals); log forget quality (natural log of a KS
-#: p-value) and MU95 (a log forget quality) use 1.0, a factor e in the p-value. Override with
-#: [sesoi] in the spec or ``--sesoi metric=value``; a metric with no SESOI is an error, never a
-#: guess from data.
-DEFAULT_SESOI: dict[str, float] = {
-    "aues": 0.02,
-    "fs_at_rs95": 0.02,
-    "fs_final": 0.02,
-    "rs_final": 0.02,
-    "es_forget_final": 0.02,
-    "es_retain_final": 0.02,
-    "relearn_es": 0.02,
-    "relearn_recovery": 0.02,
-    "model_utility": 0.02,
-    "log_forget_quality": 1.0,
-    "mu95": 1.0,
-}
-
-#: whether a larger value is better for each known metric (override with [higher_is_better]);
-#: unknown metrics default to True with a warning in analysis.json
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "aues": True,
-    "fs_at_rs95": True,
-    "fs_final": True,
-    "rs_final": True,
-    "es_forget_final": False,
-    "es_retain_final": True,
-    "relearn_es": False,
-    "relearn_recovery": False,
-    "model_utility": True,
-    "log_forget_quality": True,
-    "mu95": True,
-}
+#: the default SESOI and direction of each metric live in the one metrics table,
+#: :data:`causalloc.vocab.METRICS` (re-exported here for the analysis)
+DEFAULT_SESOI = vocab.DEFAULT_SESOI
+HIGHER_IS_BETTER = vocab.HIGHER_IS_BETTER
 
 
 def verdicts(

@@ -30,6 +30,7 @@ from torch import nn
 from causalloc.data.collate import collate
 from causalloc.errors import ConstraintError, DataError, SpecError
 from causalloc.masks import Mask
+from causalloc.models.hooks import Hooks
 from causalloc.models.units import UnitAdapter, adapter_for
 from causalloc.models.weights import SavedWeights, row_chunks, tensor_digest
 
@@ -107,7 +108,7 @@ class MaskedColumns(nn.Module):
         #: parameter name of each masked layer's value weight -> its slot
         self._slot = {names[id(self.adapter.value_weight(layer))]: slot
                       for slot, layer in enumerate(self.layer_ids)}
-        self._hooks: list = []
+        self._hooks = Hooks()
         self.active = True
 
     def _hook(self, slot: int):
@@ -122,13 +123,11 @@ class MaskedColumns(nn.Module):
     def __enter__(self) -> MaskedColumns:  # noqa: PYI034 (hooks are attached here)
         for slot, layer in enumerate(self.layer_ids):
             module = self.adapter.value_modules[layer]
-            self._hooks.append(module.register_forward_hook(self._hook(slot)))
+            self._hooks.forward(module, self._hook(slot))
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
+        self._hooks.remove()
 
     @contextmanager
     def disabled(self):

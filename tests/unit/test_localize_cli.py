@@ -14,6 +14,7 @@ from causalloc.attribution import localize
 from causalloc.cli import main
 from causalloc.data.collate import encode_items, eval_batches, pad_id
 from causalloc.masks import Mask
+from causalloc.runs.worker import TestbedState, build_mask
 from causalloc.testbed import build_testbed, config_for
 from tests.unit.test_testbed import SMALL
 
@@ -99,6 +100,22 @@ def test_two_methods_write_masks_scores_and_accuracy(testbed, tmp_path, capsys):
     direct = localize("activations", testbed.load_model(), batches["forget"], batches["retain"],
                       0.05, seed=3)
     np.testing.assert_array_equal(direct.scores, np.load(out / "activations" / "scores.npy"))
+    # and the mask a run's worker makes for attributed:activations (one library builds both inputs)
+    state = TestbedState(testbed, testbed.config.max_length)
+    spec = {"kind": "attributed", "method": "activations", "seed": 3, "hyper": {}}
+    assert set(build_mask(spec, 0.05, state).flat().tolist()) == set(
+        Mask.load(out / "activations" / "mask.json").flat().tolist())
+
+
+def test_cli_batches_as_runs_do():
+    import argparse
+
+    from causalloc.attribution.inputs import BATCH_SIZE
+    from causalloc.cli import localize as localize_cli
+
+    parser = argparse.ArgumentParser()
+    localize_cli.register(parser.add_subparsers())
+    assert parser.parse_args(["localize", "--method", "x", "--out", "o"]).batch_size == BATCH_SIZE
 
 
 def test_default_budget_is_v_tgt_and_json_summary(testbed, tmp_path, capsys):

@@ -23,7 +23,6 @@ from causalloc.errors import DataError
 from causalloc.report import load_inputs, write_report
 from causalloc.report.answer import VERDICT_LEGEND
 from causalloc.report.figures import build_figures
-from causalloc.report.style import metric_label, varying_cell_labels
 from causalloc.report.text import (
     LOCALIZATION_COLUMNS,
     VERDICT_COLUMNS,
@@ -31,6 +30,7 @@ from causalloc.report.text import (
     comparison_sentence,
     design_status,
 )
+from causalloc.vocab import metric_label, varying_cell_labels
 from tests.fixtures.report.synthetic import build_output
 
 EXPECTED_FIGURES = {"forest_aues", "forest_fs_final", "tradeoff", "paired_slopes",

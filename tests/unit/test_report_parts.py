@@ -15,7 +15,7 @@ from causalloc.errors import DataError
 from causalloc.report.answer import answer_cell
 from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci, tradeoff_curves
 from causalloc.report.localization import localization_accuracy
-from causalloc.report.style import condition_styles, varying_cell_labels
+from causalloc.report.style import condition_styles
 from causalloc.report.text import (
     comparison_sentence,
     describe_testbed,
@@ -23,6 +23,7 @@ from causalloc.report.text import (
     fmt_p,
     fmt_sig,
 )
+from causalloc.vocab import varying_cell_labels
 
 EXAMPLE = {"a": "oracle", "b": "random", "metric": "aues", "cell": {"algorithm": "NPO"},
            "n_blocks": 10, "mean_diff": 0.006, "ci95": [-0.010, 0.022], "ci95_method": "BCa",
