@@ -35,12 +35,11 @@ from causalloc.stats import table as table_module
 from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
 from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
-from causalloc.stats.equivalence import tost_paired
 from causalloc.stats.families import assign_families, describe_families
 from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, mixed_model
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
-from causalloc.stats.permutation import randomization_test, sign_flip_test
-from causalloc.stats.power import blocks_needed
+from causalloc.stats.permutation import INVERTED_COLUMNS, randomization_test, sign_flip_test
+from causalloc.stats.power import blocks_needed, p_floor, sd_interval
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import RunTable
 from causalloc.stats.verdict import DEFAULT_SESOI, HIGHER_IS_BETTER, verdicts
@@ -48,13 +47,14 @@ from causalloc.stats.verdict import DEFAULT_SESOI, HIGHER_IS_BETTER, verdicts
 #: columns of the comparisons DataFrame and of comparisons.csv, in this order
 COMPARISON_COLUMNS = [
     "id", "family", "a", "b", "metric", "cell", "n_blocks", "mean_a", "mean_b", "mean_diff",
-    "ci95_lo", "ci95_hi", "ci95_method", "n_boot", "t_ci95_lo", "t_ci95_hi", "d_z", "g_av",
+    "ci95_lo", "ci95_hi", "ci95_method", "ci95_bca_lo", "ci95_bca_hi", "ci95_bca_method",
+    "n_boot", "t_ci95_lo", "t_ci95_hi", "d_z", "g_av",
     "prob_improvement", "prob_improvement_ci95_lo", "prob_improvement_ci95_hi", "p_perm",
     "p_perm_exact", "n_resamples", "p_perm_mc_se", "p_rand", "p_rand_exact", "n_resamples_rand",
     "p_rand_mc_se", "k_random", "p_t", "p_wilcoxon", "verdict_test", "p_adj", "adj_method",
     "sesoi", "tost_p", "tost_p_adj", "tost_ci90_lo", "tost_ci90_hi", "bf10", "diffs_constant",
-    "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence",
-    "higher_is_better",
+    "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_detect_lo",
+    "blocks_needed_detect_hi", "blocks_needed_equivalence", "higher_is_better",
 ]
 #: (p, Monte Carlo se, resamples) columns of each ``verdict_test``
 _TEST_COLUMNS = {"sign_flip": ("p_perm", "p_perm_mc_se", "n_resamples"),
@@ -91,9 +91,15 @@ def compare_paired(
     row per comparison with the unadjusted statistics (``p_adj``/verdict need the family
     and are added by :func:`analyze`).
 
+    ``ci95`` and the TOST (``tost_p``, ``tost_ci90`` at level 1 - 2 alpha) come from the
+    verdict test inverted under a shift (:class:`causalloc.stats.permutation._ShiftInversion`),
+    so "ci95 excludes 0" and "verdict p < 1 - ci_level" are the same statement and
+    equivalence keeps its error under skew; the bootstrap BCa interval is the secondary
+    ``ci95_bca``.
+
     Differences that are essentially constant (se <= 10 eps |mean|, R's t.test criterion
-    "data are essentially constant") have no t, d_z, t CI, TOST or Bayes factor: those are
-    NaN and ``diffs_constant`` is True; the permutation p's still stand.
+    "data are essentially constant") have no t, d_z, t CI or Bayes factor: those are
+    NaN and ``diffs_constant`` is True; the permutation p's, interval and TOST still stand.
     """
     a = np.atleast_2d(np.asarray(a, dtype=float))
     b = np.atleast_2d(np.asarray(b, dtype=float))
@@ -101,6 +107,8 @@ def compare_paired(
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     n = a.shape[1]
     diffs = a - b
+    sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), (len(a),))
+    inversion = {"ci_level": ci_level, "alpha": alpha, "sesoi": sesoi}
     boot = bootstrap_mean_ci(
         diffs, rng=np.random.default_rng([seed, 0, n]), n_boot=n_boot, ci_level=ci_level
     )
@@ -109,6 +117,7 @@ def compare_paired(
         rng=np.random.default_rng([seed, 1, n]),
         n_resamples=n_permutations,
         max_exact_patterns=max_exact_patterns,
+        **inversion,
     )
     t_test = paired_t(diffs, ci_level)
     out = pd.DataFrame(
@@ -117,9 +126,9 @@ def compare_paired(
             "mean_a": a.mean(axis=1),
             "mean_b": b.mean(axis=1),
             "mean_diff": boot["mean_diff"],
-            "ci95_lo": boot["ci_lo"],
-            "ci95_hi": boot["ci_hi"],
-            "ci95_method": boot["ci_method"],
+            "ci95_bca_lo": boot["ci_lo"],
+            "ci95_bca_hi": boot["ci_hi"],
+            "ci95_bca_method": boot["ci_method"],
             "n_boot": boot["n_boot"],
             "t_ci95_lo": t_test["t_ci_lo"],
             "t_ci95_hi": t_test["t_ci_hi"],
@@ -129,36 +138,51 @@ def compare_paired(
             "p_wilcoxon": wilcoxon_signed_rank(diffs),
         }
     )
-    out = pd.concat([out, paired_effect_sizes(a, b), perm], axis=1)
+    out = pd.concat([out, paired_effect_sizes(a, b), perm.drop(columns=list(INVERTED_COLUMNS))],
+                    axis=1)
     pi = prob_improvement(diffs, higher_is_better, ci_level)
     out["prob_improvement"] = pi["prob_improvement"]
     out["prob_improvement_ci95_lo"] = pi["prob_improvement_lo"]
     out["prob_improvement_ci95_hi"] = pi["prob_improvement_hi"]
-    out["sesoi"] = np.broadcast_to(np.asarray(sesoi, dtype=float), (len(out),))
-    out = pd.concat([out, tost_paired(diffs, out["sesoi"].to_numpy(), alpha)], axis=1)
+    out["sesoi"] = sesoi
     out["bf10"] = jzs_bf10(out["t"].to_numpy(), n)
     constant = out["sd_diff"].to_numpy() / math.sqrt(n) <= 10 * np.finfo(float).eps * np.abs(
         out["mean_diff"].to_numpy()
     )
     out["diffs_constant"] = constant
-    not_defined = ["t", "p_t", "t_ci95_lo", "t_ci95_hi", "d_z", "bf10", "tost_p",
-                   "tost_ci90_lo", "tost_ci90_hi"]
+    not_defined = ["t", "p_t", "t_ci95_lo", "t_ci95_hi", "d_z", "bf10"]
     out.loc[constant, not_defined] = np.nan
     for column in ("p_rand", "p_rand_exact", "n_resamples_rand", "p_rand_mc_se", "k_random"):
         out[column] = np.nan
     out["verdict_test"] = "sign_flip" if draws is None else "randomization"
+    verdict_result = perm
     if draws is not None:
         k = np.asarray(draws).shape[-1]
-        rand = randomization_test(
+        verdict_result = randomization_test(
             a,
             draws,
             rng=np.random.default_rng([seed, 2, n, k]),
             n_resamples=n_permutations,
             max_exact_patterns=max_exact_patterns,
+            **inversion,
         )
-        for column in rand.columns:
-            out[column] = rand[column].to_numpy()
+        for column in verdict_result.columns.difference(INVERTED_COLUMNS):
+            out[column] = verdict_result[column].to_numpy()
+    _set_inverted(out, slice(None), verdict_result, out["verdict_test"].iloc[0])
     return out
+
+
+#: ``ci95_method`` of each verdict test
+CI_METHODS = {"sign_flip": "inverted sign-flip", "randomization": "inverted randomization"}
+
+
+def _set_inverted(frame: pd.DataFrame, rows, result: pd.DataFrame, test: str) -> None:
+    """Copy the verdict test's inverted interval and shifted TOST into ``frame`` rows."""
+    columns = {"inv_ci_lo": "ci95_lo", "inv_ci_hi": "ci95_hi", "inv_tost_p": "tost_p",
+               "inv_tost_lo": "tost_ci90_lo", "inv_tost_hi": "tost_ci90_hi"}
+    for source, target in columns.items():
+        frame.loc[rows, target] = result[source].to_numpy()
+    frame.loc[rows, "ci95_method"] = CI_METHODS[test]
 
 
 @dataclass
@@ -179,7 +203,9 @@ class AnalysisResult:
             entry.update({k: row[k] for k in ("n_blocks", "diffs", "replicates")})
             entry.update({k: row[k] for k in ("mean_a", "mean_b", "mean_diff")})
             entry["ci95"] = [row["ci95_lo"], row["ci95_hi"]]
-            entry.update({k: row[k] for k in ("ci95_method", "n_boot")})
+            entry["ci95_method"] = row["ci95_method"]
+            entry["ci95_bca"] = [row["ci95_bca_lo"], row["ci95_bca_hi"]]
+            entry.update({k: row[k] for k in ("ci95_bca_method", "n_boot")})
             entry["t_ci95"] = [row["t_ci95_lo"], row["t_ci95_hi"]]
             entry.update({k: row[k] for k in ("d_z", "g_av", "prob_improvement")})
             entry["prob_improvement_ci95"] = [
@@ -192,8 +218,14 @@ class AnalysisResult:
                 entry[key] = row[key]
             entry["tost_ci90"] = [row["tost_ci90_lo"], row["tost_ci90_hi"]]
             for key in ("bf10", "diffs_constant", "verdict", "blocks_needed",
-                        "blocks_needed_detect", "blocks_needed_equivalence", "higher_is_better"):
+                        "blocks_needed_detect"):
                 entry[key] = row[key]
+            entry["blocks_needed_detect_range"] = [
+                _as_int(row["blocks_needed_detect_lo"]), _as_int(row["blocks_needed_detect_hi"])]
+            for key in ("blocks_needed_equivalence", "higher_is_better"):
+                entry[key] = row[key]
+            if row.get("sequential") is not None:
+                entry["sequential"] = row["sequential"]
             for key in ("n_blocks", "n_boot", "n_resamples", "n_resamples_rand", "k_random",
                         "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence"):
                 entry[key] = _as_int(entry[key])
@@ -410,7 +442,8 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "random draws per block, else sign-flip) adjusted within its family; equivalence "
             "on tost_p_adj, adjusted the same way",
         },
-        "families": describe_families(comparisons["family"], spec.adjust, spec.alpha),
+        "families": describe_families(comparisons["family"], spec.adjust, spec.alpha,
+                                      _p_floors(comparisons, spec)),
         "dropped_blocks": dropped,
         "excluded_runs": excluded,
         "failed_runs": table.failed_runs,
@@ -573,21 +606,49 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     for row in frame[frame["diffs_constant"]].itertuples():
         warnings_out.append(
             f"{row.id}: the differences are essentially constant (mean {row.mean_diff:.6g}, "
-            f"sd {row.sd_diff:.3g}; R: 'data are essentially constant'): t, d_z, TOST and "
-            "Bayes factor not computed; the verdict rests on the permutation p alone"
+            f"sd {row.sd_diff:.3g}; R: 'data are essentially constant'): t, d_z and "
+            "Bayes factor not computed; the verdict, interval and TOST rest on the permutation "
+            "test alone"
         )
-    detect, equivalence = blocks_needed(
-        frame["sd_diff"].to_numpy(), frame["sesoi"].to_numpy(), spec.alpha, spec.power,
-        frame.groupby("family")["family"].transform("size").to_numpy(),
-    )
-    frame["blocks_needed_detect"] = detect
-    frame["blocks_needed_equivalence"] = equivalence
-    needed = np.fmax(detect, equivalence)
-    frame["blocks_needed"] = np.where(frame["verdict"] == "inconclusive", needed, np.nan)
+    _planning_numbers(frame, spec)
     frame["p_perm_exact"] = frame["p_perm_exact"].astype(bool)
     frame["p_rand_exact"] = [None if pd.isna(v) else bool(v) for v in frame["p_rand_exact"]]
     frame["diffs_constant"] = frame["diffs_constant"].astype(bool)
     return frame[[*COMPARISON_COLUMNS, "diffs", "replicates"]]
+
+
+def _p_floors(frame: pd.DataFrame, spec: AnalysisSpec) -> pd.Series:
+    """Smallest p each comparison's verdict test can reach (:func:`p_floor`)."""
+    k = frame["k_random"].where(frame["verdict_test"] == "randomization")
+    return pd.Series(p_floor(frame["n_blocks"].to_numpy(), k.to_numpy(dtype=object),
+                             spec.max_exact_patterns, spec.max_resamples), index=frame.index)
+
+
+def _planning_numbers(frame: pd.DataFrame, spec: AnalysisSpec) -> None:
+    """``blocks_needed_detect`` / ``_equivalence`` and the ``blocks_needed`` of inconclusive rows.
+
+    detect: blocks to detect the OBSERVED difference (d_z = |mean_diff| / sd_diff) at the
+    family-adjusted alpha with ``power``; ``blocks_needed_detect_range`` gives the same
+    number at the ends of the sd's 95% chi-square interval (:func:`sd_interval`), because
+    an sd from 8 blocks is uncertain by a factor 2. equivalence: blocks for TOST to show
+    equivalence when the true difference is 0. ``blocks_needed`` (inconclusive rows only)
+    answers the open question: equivalence when |mean_diff| < SESOI (the data point to "no
+    effect that matters"), else detection of the observed difference.
+    """
+    family_size = frame.groupby("family")["family"].transform("size").to_numpy()
+    sd = frame["sd_diff"].to_numpy()
+    sesoi = frame["sesoi"].to_numpy()
+    observed = frame["mean_diff"].to_numpy()
+    detect, equivalence = blocks_needed(sd, sesoi, spec.alpha, spec.power, family_size,
+                                        effect=observed)
+    sd_lo, sd_hi = sd_interval(sd, frame["n_blocks"].to_numpy())
+    ends = [blocks_needed(end, sesoi, spec.alpha, spec.power, family_size, effect=observed)[0]
+            for end in (sd_lo, sd_hi)]
+    frame["blocks_needed_detect"] = detect
+    frame["blocks_needed_detect_lo"], frame["blocks_needed_detect_hi"] = ends
+    frame["blocks_needed_equivalence"] = equivalence
+    needed = np.where(np.abs(observed) < sesoi, equivalence, detect)
+    frame["blocks_needed"] = np.where(frame["verdict"] == "inconclusive", needed, np.nan)
 
 
 def _verdict_columns(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -630,7 +691,9 @@ def _stabilise_monte_carlo(frame: pd.DataFrame, records: list[dict], spec: Analy
             resamples = min(4 * (resamples + 1) - 1, spec.max_resamples)
             purpose = 1 if test == "sign_flip" else 2
             options = {"rng": np.random.default_rng([spec.seed, purpose, n, k, resamples]),
-                       "n_resamples": resamples, "max_exact_patterns": spec.max_exact_patterns}
+                       "n_resamples": resamples, "max_exact_patterns": spec.max_exact_patterns,
+                       "ci_level": spec.ci_level, "alpha": spec.alpha,
+                       "sesoi": frame.loc[members, "sesoi"].to_numpy(dtype=float)}
             a = np.stack([records[i]["a_values"] for i in members])
             if test == "sign_flip":
                 b = np.stack([records[i]["b_values"] for i in members])
@@ -640,6 +703,7 @@ def _stabilise_monte_carlo(frame: pd.DataFrame, records: list[dict], spec: Analy
                 result = randomization_test(a, draws, **options)
             for column in _TEST_COLUMNS[test]:
                 frame.loc[members, column] = result[column].to_numpy()
+            _set_inverted(frame, members, result, test)
     for i in np.flatnonzero(unstable):
         warnings_out.append(
             f"{frame.at[i, 'id']}: the {frame.at[i, 'verdict_test']} p = {p[i]:.4g} "
