@@ -40,6 +40,7 @@ from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, m
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
 from causalloc.stats.permutation import INVERTED_COLUMNS, randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed, p_floor, sd_interval
+from causalloc.stats.sequential import CONTINUE, order_by_replicate, sequential_test
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import RunTable
 from causalloc.stats.verdict import DEFAULT_SESOI, HIGHER_IS_BETTER, verdicts
@@ -321,10 +322,80 @@ def default_pairs(conditions: list[str], design: dict) -> list[Comparison]:
     return list(dict.fromkeys(pairs))
 
 
-def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str = "") -> AnalysisResult:
-    """Run the whole analysis of a loaded run table (modifies ``table.runs`` by its policies)."""
+def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str = "",
+            sequential: dict | None = None) -> AnalysisResult:
+    """Run the whole analysis of a loaded run table (modifies ``table.runs`` by its policies).
+
+    ``sequential`` ({"look_every": N, "max_blocks": M or None}) adds the group-sequential
+    analysis of :mod:`causalloc.stats.sequential` to every comparison.
+    """
     spec = spec or AnalysisSpec()
     warnings_out: list[str] = []
+    metrics, primary_metric, sesoi, direction = _resolve_metrics(table, spec, warnings_out)
+    conditions, pairs = _resolve_pairs(table, spec, metrics)
+    involved = list(dict.fromkeys(c for p in pairs for c in (p.a, p.b)))
+    excluded = table_module.apply_nonfinite_policy(table, spec.nonfinite, metrics)
+    dropped = table_module.check_matching(table, involved, spec.drop_unmatched)
+    records = _collect(table, pairs, metrics, dropped, warnings_out, spec)
+    if not records:
+        raise TableError(f"{table.source}: no comparison has 2 or more matched blocks")
+    families = assign_families(
+        records, condition_kinds(conditions, table.design), baseline=RANDOM,
+        primary_metric=primary_metric, declared_primary=spec.primary, split=spec.family_split,
+    )
+    for record, family in zip(records, families):
+        record["family"] = family
+    comparisons = _statistics(records, sesoi, direction, spec, warnings_out)
+    if sequential:
+        _sequential_verdicts(comparisons, records, spec, sequential)
+    mixed, dose = _models(table, pairs, metrics, spec, warnings_out)
+    meta = _meta(table, spec, command, metrics, primary_metric, sesoi, direction, comparisons)
+    meta.update({"dropped_blocks": dropped, "excluded_runs": excluded,
+                 "failed_runs": table.failed_runs, "warnings": warnings_out})
+    if sequential:
+        meta["policy"]["sequential"] = sequential_policy(sequential, spec)
+    return AnalysisResult(comparisons, mixed, dose, meta)
+
+
+def _sequential_verdicts(frame: pd.DataFrame, records: list[dict], spec: AnalysisSpec,
+                         options: dict) -> None:
+    """Add ``sequential`` to every comparison and make its decision the ``verdict``.
+
+    Blocks in ascending replicate order; the resamples of comparison i come from
+    ``default_rng([stats_seed, 3, i])``; each hypothesis spends alpha / m (m = its family's
+    size). ``continue`` (fewer blocks than planned, none conclusive) is verdict
+    ``inconclusive``. See :mod:`causalloc.stats.sequential`.
+    """
+    sizes = frame.groupby("family")["family"].transform("size")
+    results = []
+    for i, record in enumerate(records):
+        order = order_by_replicate(record["replicates"])
+        draws = None if record["draws"] is None else record["draws"][order]
+        results.append(sequential_test(
+            record["a_values"][order], record["b_values"][order], draws,
+            sesoi=float(frame.at[i, "sesoi"]), higher_is_better=bool(frame.at[i, "higher_is_better"]),
+            look_every=options["look_every"], max_blocks=options.get("max_blocks"),
+            alpha=spec.alpha, family_size=int(sizes[i]),
+            rng=np.random.default_rng([spec.seed, 3, i]), n_resamples=spec.n_permutations))
+    frame["sequential"] = results
+    frame["verdict"] = [r["decision"] if r["decision"] != CONTINUE else "inconclusive"
+                        for r in results]
+
+
+def sequential_policy(options: dict, spec: AnalysisSpec) -> dict:
+    """analysis.json ``policy.sequential``: the design of the looks and how alpha is spent."""
+    return {"look_every": options["look_every"], "max_blocks": options.get("max_blocks"),
+            "order": "ascending replicate value",
+            "method": "group-sequential permutation test (one set of resamples for all looks), "
+                      "Lan-DeMets O'Brien-Fleming spending; equivalence by two one-sided "
+                      "shifted tests with their own spending",
+            "multiplicity": "Bonferroni: each hypothesis of a family of m spends alpha / m",
+            "n_resamples": spec.n_permutations,
+            "verdict": "the sequential decision (stop at the first conclusive look)"}
+
+
+def _resolve_metrics(table: RunTable, spec: AnalysisSpec, warnings_out: list[str]):
+    """(metrics, primary metric, SESOI per metric, higher-is-better per metric), checked."""
     metrics = spec.metrics or table.metrics
     if len(set(metrics)) < len(metrics):
         warnings_out.append(f"metrics {metrics}: duplicates analysed once")
@@ -364,6 +435,11 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
                     "(set [higher_is_better] in the spec)"
                 )
 
+    return metrics, primary_metric, sesoi, direction
+
+
+def _resolve_pairs(table: RunTable, spec: AnalysisSpec, metrics: list[str]):
+    """(conditions with a done run, the comparisons to make), checked against the table."""
     cond = table.condition_column
     conditions = list(dict.fromkeys(table.runs[cond]))
     pairs = list(dict.fromkeys(spec.comparisons or default_pairs(conditions, table.design)))
@@ -378,22 +454,12 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
         for metric in pair.metrics or ():
             if metric not in metrics:
                 raise SpecError(f"comparisons[{i}].metrics: {metric!r} is not an analysed metric")
-    involved = list(dict.fromkeys(c for p in pairs for c in (p.a, p.b)))
 
-    excluded = table_module.apply_nonfinite_policy(table, spec.nonfinite, metrics)
-    dropped = table_module.check_matching(table, involved, spec.drop_unmatched)
-    records = _collect(table, pairs, metrics, dropped, warnings_out, spec)
-    if not records:
-        raise TableError(f"{table.source}: no comparison has 2 or more matched blocks")
-    families = assign_families(
-        records, condition_kinds(conditions, table.design), baseline=RANDOM,
-        primary_metric=primary_metric, declared_primary=spec.primary, split=spec.family_split,
-    )
-    for record, family in zip(records, families):
-        record["family"] = family
-    comparisons = _statistics(records, sesoi, direction, spec, warnings_out)
+    return conditions, pairs
 
-    mixed, dose = _models(table, pairs, metrics, spec, warnings_out)
+
+def _meta(table, spec, command, metrics, primary_metric, sesoi, direction, comparisons) -> dict:
+    """analysis.json's input, setup, reproducibility, policy and families."""
     replicates = sorted(table.runs[table.replicate].unique().tolist(), key=str)
     meta = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -402,7 +468,7 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "kind": table.kind,
             "sha256": table.sha256,
             "block_columns": table.block_columns,
-            "condition_column": cond,
+            "condition_column": table.condition_column,
             "replicate": table.replicate,
             "draw_column": table.draw_column,
             "metrics": metrics,
@@ -440,16 +506,13 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "higher_is_better": direction,
             "verdict_p": "p_adj: the verdict_test's p (randomization test against K >= 2 "
             "random draws per block, else sign-flip) adjusted within its family; equivalence "
-            "on tost_p_adj, adjusted the same way",
+            "on tost_p_adj, adjusted the same way; ci95 and the TOST (tost_p, tost_ci90 at "
+            "level 1 - 2 alpha) are that same test inverted under a shift",
         },
         "families": describe_families(comparisons["family"], spec.adjust, spec.alpha,
                                       _p_floors(comparisons, spec)),
-        "dropped_blocks": dropped,
-        "excluded_runs": excluded,
-        "failed_runs": table.failed_runs,
-        "warnings": warnings_out,
     }
-    return AnalysisResult(comparisons, mixed, dose, meta)
+    return meta
 
 
 def _block_values(table: RunTable, metric: str):
@@ -614,7 +677,8 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     frame["p_perm_exact"] = frame["p_perm_exact"].astype(bool)
     frame["p_rand_exact"] = [None if pd.isna(v) else bool(v) for v in frame["p_rand_exact"]]
     frame["diffs_constant"] = frame["diffs_constant"].astype(bool)
-    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates"]]
+    frame["sequential"] = None
+    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates", "sequential"]]
 
 
 def _p_floors(frame: pd.DataFrame, spec: AnalysisSpec) -> pd.Series:
@@ -712,6 +776,27 @@ def _stabilise_monte_carlo(frame: pd.DataFrame, records: list[dict], spec: Analy
         )
 
 
+def _mixed_model_rows(table: RunTable, metric: str, involved: list[str],
+                      warnings_out: list[str]) -> pd.DataFrame:
+    """Per (block, condition) means for the models, on exactly the comparisons' blocks.
+
+    A (block, condition) with fewer finite draws than the condition's K (a draw run failed
+    or was excluded by --nonfinite drop) is left out, as :func:`_collect` leaves that block
+    out of every comparison, and each one is listed in ``warnings_out``.
+    """
+    key, cond = table.block_columns, table.condition_column
+    grouped = table.runs[table.runs[cond].isin(involved)].groupby([*key, cond], sort=True)[metric]
+    rows = pd.concat({"mean": grouped.mean(), "finite": grouped.count()}, axis=1).reset_index()
+    k = rows.groupby(cond)["finite"].transform("max")
+    short = rows["finite"] < k
+    for row in rows[short].to_dict("records"):
+        block = {c: table_module._clean(row[c]) for c in key}
+        warnings_out.append(
+            f"mixed model for {metric}: {row[cond]} in block {block} left out ({row['finite']} "
+            f"of {int(k.max())} draws finite), as in the comparisons")
+    return rows[~short].drop(columns="finite").rename(columns={"mean": metric})
+
+
 def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
     """Mixed models per metric and dose-response regressions per cell."""
     mixed_parts, dose_rows = [], []
@@ -721,12 +806,7 @@ def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
         metric_pairs = [p for p in pairs if not p.metrics or metric in p.metrics]
         involved = list(dict.fromkeys(c for p in metric_pairs for c in (p.a, p.b)))
         reference = RANDOM if RANDOM in involved else metric_pairs[0].b
-        block_means = (
-            table.runs[table.runs[cond].isin(involved)]
-            .groupby([*key, cond], sort=True)[metric]
-            .mean()
-            .reset_index()
-        )
+        block_means = _mixed_model_rows(table, metric, involved, warnings_out)
         if spec.mixed_model and len(involved) > 1:
             try:
                 mixed_parts.append(
