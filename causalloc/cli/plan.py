@@ -61,14 +61,14 @@ def design_plan(spec_path: str, analysis_spec=None, pilot: str | None = None,
                 seconds_per_run=seconds)
 
 
-def warn_families(spec_path: str, stream=sys.stderr) -> None:
+def warn_families(spec_path: str, stream=None) -> None:
     """A warning line per family of the spec's default analysis that cannot reject."""
     for family in design_plan(spec_path)["families"]:
         if not family["can_reject"]:
             print(f"warning: family {family['name']!r} ({family['n_comparisons']} comparisons) "
                   f"cannot reject at this size: smallest adjusted p {family['min_p_adj']:.3g} "
                   f">= alpha; it needs >= {family['min_blocks_to_reject']} blocks per "
-                  "comparison (causalloc plan)", file=stream)
+                  "comparison (causalloc plan)", file=stream or sys.stderr)
 
 
 def handler(args) -> int:
