@@ -53,7 +53,7 @@ COMPARISON_COLUMNS = [
     "prob_improvement", "prob_improvement_ci95_lo", "prob_improvement_ci95_hi", "p_perm",
     "p_perm_exact", "n_resamples", "p_perm_mc_se", "p_rand", "p_rand_exact", "n_resamples_rand",
     "p_rand_mc_se", "k_random", "p_t", "p_wilcoxon", "verdict_test", "p_adj", "adj_method",
-    "sesoi", "tost_p", "tost_p_adj", "tost_ci90_lo", "tost_ci90_hi", "bf10", "diffs_constant",
+    "sesoi", "tost_p", "tost_p_adj", "tost_ci90_lo", "tost_ci90_hi", "tost_ci_level", "bf10", "diffs_constant",
     "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_detect_lo",
     "blocks_needed_detect_hi", "blocks_needed_equivalence", "higher_is_better",
 ]
@@ -146,6 +146,7 @@ def compare_paired(
     out["prob_improvement_ci95_lo"] = pi["prob_improvement_lo"]
     out["prob_improvement_ci95_hi"] = pi["prob_improvement_hi"]
     out["sesoi"] = sesoi
+    out["tost_ci_level"] = 1 - 2 * alpha  # tost_ci90 is this (1 - 2 alpha) interval
     out["bf10"] = jzs_bf10(out["t"].to_numpy(), n)
     constant = out["sd_diff"].to_numpy() / math.sqrt(n) <= 10 * np.finfo(float).eps * np.abs(
         out["mean_diff"].to_numpy()
@@ -218,6 +219,7 @@ class AnalysisResult:
                         "tost_p_adj"):
                 entry[key] = row[key]
             entry["tost_ci90"] = [row["tost_ci90_lo"], row["tost_ci90_hi"]]
+            entry["tost_ci_level"] = row["tost_ci_level"]
             for key in ("bf10", "diffs_constant", "verdict", "blocks_needed",
                         "blocks_needed_detect"):
                 entry[key] = row[key]
