@@ -39,7 +39,7 @@ from causalloc.stats.families import assign_families, describe_families
 from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, mixed_model
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
 from causalloc.stats.permutation import INVERTED_COLUMNS, randomization_test, sign_flip_test
-from causalloc.stats.power import blocks_needed, p_floor, sd_interval
+from causalloc.stats.power import blocks_needed, blocks_to_detect, p_floor, sd_interval
 from causalloc.stats.sequential import CONTINUE, order_by_replicate, sequential_test
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import RunTable
@@ -708,7 +708,7 @@ def _planning_numbers(frame: pd.DataFrame, spec: AnalysisSpec) -> None:
     detect, equivalence = blocks_needed(sd, sesoi, spec.alpha, spec.power, family_size,
                                         effect=observed)
     sd_lo, sd_hi = sd_interval(sd, frame["n_blocks"].to_numpy())
-    ends = [blocks_needed(end, sesoi, spec.alpha, spec.power, family_size, effect=observed)[0]
+    ends = [blocks_to_detect(end, observed, spec.alpha, spec.power, family_size)
             for end in (sd_lo, sd_hi)]
     frame["blocks_needed_detect"] = detect
     frame["blocks_needed_detect_lo"], frame["blocks_needed_detect_hi"] = ends

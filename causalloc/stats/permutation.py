@@ -18,8 +18,8 @@ import pandas as pd
 #: largest number of enumerated null patterns (2^16, as scipy's exact threshold in the brief)
 MAX_EXACT_PATTERNS = 2**16
 
-#: rows x patterns held in memory at once (float64: 64 MiB)
-_CHUNK_ELEMENTS = 8_000_000
+#: rows x patterns held in memory at once (float64: 32 MiB; the inversion holds a second such array)
+_CHUNK_ELEMENTS = 4_000_000
 
 
 def monte_carlo_p(greater: np.ndarray, less: np.ndarray, n_resamples: int):
@@ -90,28 +90,36 @@ class _ShiftInversion:
                                      (n_rows,))
         self.columns = {c: np.full(n_rows, np.nan) for c in INVERTED_COLUMNS}
 
-    def _ends(self, breaks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n_breaks = breaks.shape[1]
-        if k <= 0:
-            return np.full(len(breaks), -np.inf), np.full(len(breaks), np.inf)
-        if k > n_breaks:
-            return np.full(len(breaks), np.nan), np.full(len(breaks), np.nan)
-        low = np.partition(np.where(np.isnan(breaks), np.inf, breaks), k - 1, axis=1)[:, k - 1]
-        high = -np.partition(np.where(np.isnan(breaks), np.inf, -breaks), k - 1, axis=1)[:, k - 1]
-        return low, high
-
     def add(self, rows: slice, observed: np.ndarray, null: np.ndarray, weight: np.ndarray):
-        """Breakpoints of rows ``rows`` from their null statistics ([rows, P]) and weights [P]."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            breaks = np.where(weight > 0, (observed[:, None] - null) / weight, np.nan)
-        out = self.columns
-        out["inv_ci_lo"][rows], out["inv_ci_hi"][rows] = self._ends(breaks, self.k_ci)
-        out["inv_tost_lo"][rows], out["inv_tost_hi"][rows] = self._ends(breaks, self.k_tost)
+        """Breakpoints of rows ``rows`` from their null statistics ([rows, P]) and weights [P].
+
+        The assignments with weight 0 are the ``always`` ties and carry no breakpoint; one
+        in-place partition finds all four interval ends."""
+        positive = weight > 0
+        breaks = observed[:, None] - (null if positive.all() else null[:, positive])
+        breaks /= weight[positive]
         sesoi = self.sesoi[rows, None]
-        p_lower = (self.always + (breaks <= -sesoi).sum(axis=1)) / self.n_total
-        p_upper = (self.always + (breaks >= sesoi).sum(axis=1)) / self.n_total
-        tost = np.maximum(p_lower, p_upper)
-        out["inv_tost_p"][rows] = np.where(np.isnan(self.sesoi[rows]), np.nan, tost)
+        with np.errstate(invalid="ignore"):
+            p_lower = (self.always + (breaks <= -sesoi).sum(axis=1)) / self.n_total
+            p_upper = (self.always + (breaks >= sesoi).sum(axis=1)) / self.n_total
+        out = self.columns
+        out["inv_tost_p"][rows] = np.where(np.isnan(self.sesoi[rows]), np.nan,
+                                           np.maximum(p_lower, p_upper))
+        n_breaks = breaks.shape[1]
+        ends = {}
+        wanted = [k for k in (self.k_ci, self.k_tost) if 1 <= k <= n_breaks]
+        if wanted:
+            kth = sorted({k - 1 for k in wanted} | {n_breaks - k for k in wanted})
+            breaks.partition(kth, axis=1)
+        for name, k in (("ci", self.k_ci), ("tost", self.k_tost)):
+            if k <= 0:
+                ends[name] = (-np.inf, np.inf)
+            elif k > n_breaks:
+                ends[name] = (np.nan, np.nan)
+            else:
+                ends[name] = (breaks[:, k - 1], breaks[:, n_breaks - k])
+        out["inv_ci_lo"][rows], out["inv_ci_hi"][rows] = ends["ci"]
+        out["inv_tost_lo"][rows], out["inv_tost_hi"][rows] = ends["tost"]
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.columns)

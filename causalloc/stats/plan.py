@@ -23,7 +23,7 @@ from causalloc.stats.analyze import (
     RANDOM, _collect, _resolve_metrics, _resolve_pairs, analyze, cell_label, condition_kinds,
 )
 from causalloc.stats.families import assign_families, min_p_adjusted
-from causalloc.stats.power import blocks_needed, p_floor, sd_interval
+from causalloc.stats.power import blocks_needed, blocks_to_detect, p_floor, sd_interval
 from causalloc.stats.spec import AnalysisSpec
 from causalloc.stats.table import RunTable
 
@@ -110,8 +110,8 @@ def plan(table: RunTable, spec: AnalysisSpec | None = None, *, pilot: RunTable |
             detect, equivalence = blocks_needed([sd], [sesoi[metric]], spec.alpha, spec.power,
                                                 [sizes[i]], effect=[effect])
             lo, hi = sd_interval([sd], n_pilot)
-            ends = [blocks_needed([end[0]], [sesoi[metric]], spec.alpha, spec.power,
-                                  [sizes[i]], effect=[effect])[0][0] for end in (lo, hi)]
+            ends = [blocks_to_detect(end, [effect], spec.alpha, spec.power, [sizes[i]])[0]
+                    for end in (lo, hi)]
             entry.update(sd=sd, sd_ci95=[float(lo[0]), float(hi[0])], pilot_blocks=n_pilot,
                          blocks_needed_detect=_int(detect[0]),
                          blocks_needed_detect_range=[_int(ends[0]), _int(ends[1])],

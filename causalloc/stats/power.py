@@ -125,18 +125,31 @@ def _smallest_n(power_at, n_rows: int, target: float, start: int) -> np.ndarray:
     return np.where(reached, hi, np.nan)
 
 
+def blocks_to_detect(sd_diff: np.ndarray, effect: np.ndarray, alpha: float = 0.05,
+                     power: float = 0.8, family_size: np.ndarray | int = 1) -> np.ndarray:
+    """Smallest n at which a two-sided paired t-test at alpha / k (k = the comparison's family
+    size: Holm's first step, i.e. the Bonferroni bound) has ``power`` against a true
+    difference ``effect`` (d_z = |effect| / sd), and at least :func:`min_blocks_sign_flip`
+    at alpha / k, so that the exact sign-flip test can reject at all after adjustment
+    (2 / 2^n * k < alpha: 8 blocks for k = 5). NaN beyond MAX_BLOCKS."""
+    sd_diff = np.asarray(sd_diff, dtype=float)
+    effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=float)), sd_diff.shape)
+    family_alpha = alpha / np.broadcast_to(np.asarray(family_size, dtype=float), sd_diff.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(sd_diff > 0, effect / sd_diff, np.inf)
+    safe = np.where(np.isfinite(ratio), ratio, 1e6)
+    detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
+    floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
+    return np.maximum(detect, floor)
+
+
 def blocks_needed(
     sd_diff: np.ndarray, sesoi: np.ndarray, alpha: float = 0.05, power: float = 0.8,
     family_size: np.ndarray | int = 1, effect: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Blocks needed (detect, equivalence) at ``power`` from a sd of the differences.
 
-    detect: smallest n at which a two-sided paired t-test at alpha / k (k = the size of the
-    comparison's family: Holm's first step, i.e. the Bonferroni bound) has the given power
-    against a true difference equal to ``effect`` (default the SESOI; d_z = |effect| / sd),
-    and at least
-    :func:`min_blocks_sign_flip` at alpha / k, so that the exact sign-flip test can reject
-    at all after adjustment (2 / 2^n * k < alpha: 8 blocks for k = 5).
+    detect: :func:`blocks_to_detect` against a true difference ``effect`` (default the SESOI).
     equivalence: smallest n at which TOST at alpha / k (its p is adjusted in the same
     family) has the given power when the true difference is 0 (:func:`power_tost_paired`).
     NaN where more than MAX_BLOCKS would be needed.
@@ -144,15 +157,10 @@ def blocks_needed(
     sd_diff = np.asarray(sd_diff, dtype=float)
     sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), sd_diff.shape)
     family_alpha = alpha / np.broadcast_to(np.asarray(family_size, dtype=float), sd_diff.shape)
-    effect = sesoi if effect is None else np.broadcast_to(
-        np.abs(np.asarray(effect, dtype=float)), sd_diff.shape)
+    detect = blocks_to_detect(sd_diff, sesoi if effect is None else effect, alpha, power,
+                              family_size)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(sd_diff > 0, sesoi / sd_diff, np.inf)
-        detect_ratio = np.where(sd_diff > 0, effect / sd_diff, np.inf)
-    safe = np.where(np.isfinite(detect_ratio), detect_ratio, 1e6)
-    detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
-    floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
-    detect = np.maximum(detect, floor)
     equivalence = _smallest_n(
         lambda n: power_tost_paired(ratio, n, family_alpha), len(ratio), power, 2
     )
