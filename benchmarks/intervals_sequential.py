@@ -138,24 +138,25 @@ def main() -> None:
     today = datetime.date.today().isoformat()
     text = [
         "# Intervals, equivalence and sequential designs (issue 21)", "",
-        f"Regenerate: `python benchmarks/intervals_sequential.py --out reports/validation "
-        f"--datasets {args.datasets} --sequential-datasets {args.sequential_datasets}` "
-        f"(seed {args.seed}; written {today}; {frame['seconds'].sum():.0f} s).", "",
+        (f"Regenerate: `python benchmarks/intervals_sequential.py --out reports/validation "
+         f"--datasets {args.datasets} --sequential-datasets {args.sequential_datasets}` "
+         f"(seed {args.seed}; written {today}; {frame['seconds'].sum():.0f} s)."), "",
         __doc__.split("\n\n")[1].replace("\n", " "), "",
         "MC se: binomial standard error of a share over the data sets, sqrt(r (1 - r) / N).",
-        "`ci95_coverage`: the verdict test inverted under a shift (causalloc's `ci95`); "
-        "`bca_coverage`: the former BCa interval (now `ci95_bca`); `equivalent`: share with "
-        "`tost_p` < 0.05 (two one-sided shifted randomization tests).", "",
+        ("`ci95_coverage`: the verdict test inverted under a shift (causalloc's `ci95`); "
+         "`bca_coverage`: the former BCa interval (now `ci95_bca`); `equivalent`: share with "
+         "`tost_p` < 0.05 (two one-sided shifted randomization tests)."), "",
         "## Fixed sample", "", fixed.drop(columns="part").to_markdown(index=False, floatfmt=".4f"),
         "", "## Sequential (6 looks of 4 blocks, alpha 0.05, O'Brien-Fleming-type spending)", "",
-        "`directional`: share of data sets with a directional decision at any look (at "
-        "delta 0: the type I error over all looks); `equivalent`: share declared equivalent "
-        "at any look (at delta = +SESOI: the false-equivalence rate).", "",
+        ("`directional`: share of data sets with a directional decision at any look (at "
+         "delta 0: the type I error over all looks); `equivalent`: share declared equivalent "
+         "at any look (at delta = +SESOI: the false-equivalence rate)."), "",
         seq.drop(columns="part").to_markdown(index=False, floatfmt=".4f"), "",
         "## Criteria", "", *[f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items()],
-        "", "Boundaries: the spending function equals rpact's asOF alpha spent and the "
-        "boundaries set from a Brownian-motion joint sample reproduce rpact's critical values "
-        "(tests/reference/rpact_obf_boundaries.csv, tests/unit/test_stats_sequential.py).", ""]
+        "", ("Boundaries: the spending function equals rpact's asOF alpha spent and the "
+             "boundaries set from a Brownian-motion joint sample reproduce rpact's critical "
+             "values (tests/reference/rpact_obf_boundaries.csv, "
+             "tests/unit/test_stats_sequential.py)."), ""]
     (out / "intervals_sequential.md").write_text("\n".join(text))
     print("\n".join(text))
 

@@ -72,7 +72,7 @@ def warn_families(spec_path: str, stream=None) -> None:
 
 
 def handler(args) -> int:
-    from causalloc.cli.analyze import parse_metric_values, _positive
+    from causalloc.cli.analyze import _positive, parse_metric_values
     from causalloc.stats import load_spec
 
     spec = load_spec(args.analysis_spec) if args.analysis_spec else None

@@ -146,11 +146,11 @@ def handle(args) -> int:
     from causalloc.runs.backends import summary_text
 
     _warn_cannot_reject(args.spec)
-    options = dict(workers=args.workers, backend=args.backend, address=args.address,
-                   retry_failed=args.retry_failed, run_fn=args.run_fn,
-                   threads_per_worker=args.threads_per_worker, progress=not args.no_progress,
-                   gpus_per_run=args.gpus_per_run, retries=args.retries,
-                   command=shlex.join(["causalloc", *sys.argv[1:]]))
+    options = {"workers": args.workers, "backend": args.backend, "address": args.address,
+               "retry_failed": args.retry_failed, "run_fn": args.run_fn,
+               "threads_per_worker": args.threads_per_worker, "progress": not args.no_progress,
+               "gpus_per_run": args.gpus_per_run, "retries": args.retries,
+               "command": shlex.join(["causalloc", *sys.argv[1:]])}
     if args.until_conclusive:
         summary = until_conclusive(args.spec, args.out, look_every=args.look_every,
                                    max_blocks=args.max_blocks, **options)

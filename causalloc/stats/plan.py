@@ -20,7 +20,13 @@ import pandas as pd
 
 from causalloc.errors import TableError
 from causalloc.stats.analyze import (
-    RANDOM, _collect, _resolve_metrics, _resolve_pairs, analyze, cell_label, condition_kinds,
+    RANDOM,
+    _collect,
+    _resolve_metrics,
+    _resolve_pairs,
+    analyze,
+    cell_label,
+    condition_kinds,
 )
 from causalloc.stats.families import assign_families, min_p_adjusted
 from causalloc.stats.power import blocks_needed, blocks_to_detect, p_floor, sd_interval
@@ -45,7 +51,7 @@ def design_table(runs: list[dict], *, block_columns: list[str], metrics: list[st
 def _design_records(table: RunTable, spec: AnalysisSpec):
     """The comparisons (records with family) analyze would make on this table."""
     warnings: list[str] = []
-    metrics, primary_metric, sesoi, direction = _resolve_metrics(
+    metrics, primary_metric, sesoi, _ = _resolve_metrics(
         table, spec, warnings)
     conditions, pairs = _resolve_pairs(table, spec, metrics)
     records = _collect(table, pairs, metrics, [], warnings, spec)
