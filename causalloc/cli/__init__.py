@@ -18,7 +18,7 @@ from causalloc import __version__
 from causalloc.errors import CausallocError
 
 #: subcommand module names, in the order ``--help`` lists them
-COMMANDS = ("demo", "testbed", "localize", "layerfit", "run", "status", "export", "analyze", "report", "compare",
+COMMANDS = ("demo", "testbed", "localize", "layerfit", "plan", "run", "status", "export", "analyze", "report", "compare",
             "audit", "import_")
 
 EPILOG = """examples:
@@ -26,6 +26,7 @@ EPILOG = """examples:
   causalloc testbed build --json                 # build (or reuse) the tiny controlled testbed
   causalloc localize --method activations --budget 0.1 --out masks/
   causalloc layerfit --draws 3 --out layerfit/   # per-layer fits: oracle vs random regions
+  causalloc plan analyses/example_tiny.toml --json  # can each family reject at this size?
   causalloc run analyses/example_tiny.toml --out runs/ --workers 2
   causalloc analyze runs/ --out runs/analysis
   causalloc report runs/analysis

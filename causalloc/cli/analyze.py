@@ -26,6 +26,7 @@ examples:
       --direction lower --out analysis/
   causalloc analyze runs/ --primary attributed:activations --primary-metric aues \
       --direction relearn_es=lower --family-split model --out runs/analysis
+  causalloc analyze runs/ --sequential --look-every 4 --max-blocks 24 --out runs/analysis
 """
 
 
@@ -63,6 +64,16 @@ def register(subparsers) -> None:
     parser.add_argument("--nonfinite", choices=("error", "drop"),
                         help="NaN/inf metric values: fail (default) or exclude and list them")
     parser.add_argument("--seed", type=int, help="seed of the resampling generators (default 0)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="group-sequential analysis: blocks in ascending replicate order, "
+                             "a look every --look-every blocks, each comparison stopped at its "
+                             "first conclusive look (alpha spending; see "
+                             "causalloc.stats.sequential)")
+    parser.add_argument("--look-every", type=int, metavar="N",
+                        help="blocks between looks (with --sequential; required)")
+    parser.add_argument("--max-blocks", type=int, metavar="M",
+                        help="planned largest number of blocks (with --sequential; default: "
+                             "the blocks in the table, i.e. the table is the whole design)")
     parser.add_argument("--json", action="store_true", help="print analysis.json to stdout")
     parser.set_defaults(func=handler)
 
@@ -113,6 +124,13 @@ def resolve_only_metric(values: dict, metrics: list[str], option: str) -> dict:
     return {**rest, metrics[0]: values[ONLY_METRIC]}
 
 
+def _fmt_p(value) -> str:
+    """A p-value with 4 significant digits; '-' when null (e.g. no TOST)."""
+    import math
+
+    return "-" if value is None or not math.isfinite(float(value)) else f"{float(value):.4g}"
+
+
 def verdict_table(frame) -> str:
     """The printed verdict table: full condition and cell labels (never truncated, so that
     distinct cells never look alike), the verdict test's p, adjusted p's and the family."""
@@ -130,9 +148,9 @@ def verdict_table(frame) -> str:
         "n": frame["n_blocks"],
         "mean_diff": frame["mean_diff"].map(lambda v: f"{v:.4g}"),
         "test": frame["verdict_test"],
-        "p": [f"{v:.4g}" for v in p_verdict],
-        "p_adj": frame["p_adj"].map(lambda v: f"{v:.4g}"),
-        "tost_p_adj": frame["tost_p_adj"].map(lambda v: f"{v:.4g}"),
+        "p": [_fmt_p(v) for v in p_verdict],
+        "p_adj": frame["p_adj"].map(_fmt_p),
+        "tost_p_adj": frame["tost_p_adj"].map(_fmt_p),
         "family": frame["family"],
         "verdict": frame["verdict"],
         "blocks_needed": needed,
@@ -181,7 +199,17 @@ def handler(args) -> int:
         given = parse_metric_values(args.direction, "--direction", _direction, "higher|lower")
         spec.higher_is_better = {**spec.higher_is_better,
                                  **resolve_only_metric(given, metrics, "--direction")}
-    result = analyze(table, spec, command=command_line())
+    sequential = None
+    if args.sequential:
+        if not args.look_every or args.look_every < 1:
+            raise SpecError("--sequential needs --look-every N (N >= 1 blocks between looks)")
+        if args.max_blocks is not None and args.max_blocks < args.look_every:
+            raise SpecError(f"--max-blocks {args.max_blocks}: fewer than --look-every "
+                            f"{args.look_every}")
+        sequential = {"look_every": args.look_every, "max_blocks": args.max_blocks}
+    elif args.look_every or args.max_blocks:
+        raise SpecError("--look-every / --max-blocks need --sequential")
+    result = analyze(table, spec, command=command_line(), sequential=sequential)
     paths = write_analysis(result, args.out)
     if args.json:
         print(paths["analysis"].read_text(), end="")

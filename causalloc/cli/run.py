@@ -19,6 +19,14 @@ EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address auto
   causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address HEAD_IP:6379 --gpus-per-run 1
   causalloc run analyses/example_tiny.toml --out runs/tiny --json > summary.json
+  causalloc run analyses/example_tiny.toml --out runs/tiny --until-conclusive --look-every 4 --max-blocks 24
+
+Before running, a warning names every family of the default analysis that cannot reject at
+the spec's size (see causalloc plan). --until-conclusive runs the spec's seeds, then adds
+seeds in waves of --look-every (the next integers after the largest seed) and analyses the
+primary metric group-sequentially (causalloc analyze --sequential) after each wave, until
+every primary comparison is decided or --max-blocks seeds have run; the store keeps every
+run, and the seeds ascend in the order they were added.
 """
 
 MODEL_EPILOG = """
@@ -65,20 +73,89 @@ def register(subparsers) -> None:
                              "accuracy table)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--until-conclusive", action="store_true",
+                        help="add seeds in waves until every primary comparison is decided "
+                             "(group-sequential analysis) or --max-blocks is reached")
+    parser.add_argument("--look-every", type=int, metavar="N",
+                        help="seeds per wave with --until-conclusive (default: the spec's "
+                             "number of seeds)")
+    parser.add_argument("--max-blocks", type=int, metavar="M",
+                        help="most seeds with --until-conclusive (default: 6 waves)")
     parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)
     parser.set_defaults(func=handle)
+
+
+def _warn_cannot_reject(spec_path: str) -> None:
+    """Print causalloc plan's warning for each family that cannot reject (never fatal)."""
+    from causalloc.cli.plan import warn_families
+    from causalloc.errors import CausallocError
+
+    try:
+        warn_families(spec_path)
+    except CausallocError as exc:
+        print(f"warning: could not plan the analysis of {spec_path}: {exc}", file=sys.stderr)
+
+
+def until_conclusive(spec_path: str, out: str, *, look_every: int | None,
+                     max_blocks: int | None, stream=None, **options) -> dict:
+    """Run the spec's seeds, then waves of ``look_every`` more seeds (the next integers),
+    analysing the primary metric group-sequentially after each wave, until every primary
+    comparison is decided or ``max_blocks`` seeds have run. Returns the last run summary
+    with ``sequential`` added ({seeds, decisions, decided})."""
+    import dataclasses
+
+    from causalloc.errors import SpecError
+    from causalloc.runs import execute_design, load_spec
+    from causalloc.stats import load_runs
+    from causalloc.stats.analyze import analyze
+    from causalloc.stats.families import PRIMARY
+    from causalloc.stats.spec import AnalysisSpec
+
+    spec = load_spec(spec_path)
+    seeds = list(spec.seeds)
+    look_every = look_every or len(seeds)
+    max_blocks = max_blocks or 6 * look_every
+    if look_every < 1 or max_blocks < look_every:
+        raise SpecError(f"--look-every {look_every} / --max-blocks {max_blocks}: need "
+                        "1 <= look-every <= max-blocks")
+    if len(seeds) > max_blocks:
+        raise SpecError(f"--max-blocks {max_blocks}: the spec already has {len(seeds)} seeds")
+    analysis = AnalysisSpec(metrics=[spec.eval.metrics[0]], mixed_model=False,
+                            dose_response=False)
+    while True:
+        target = min(max_blocks, -(-len(seeds) // look_every) * look_every)
+        seeds += list(range(max(seeds) + 1, max(seeds) + 1 + target - len(seeds)))
+        summary = execute_design(dataclasses.replace(spec, seeds=tuple(seeds)), out, **options)
+        result = analyze(load_runs(out), analysis,
+                         sequential={"look_every": look_every, "max_blocks": max_blocks})
+        rows = result.comparisons[result.comparisons["family"].str.split(" | ").str[0] == PRIMARY]
+        decisions = {row["id"]: row["sequential"]["decision"] for _, row in rows.iterrows()}
+        decided = all(d not in ("continue", "inconclusive") for d in decisions.values())
+        print(f"until-conclusive: {len(seeds)} seeds: " + "; ".join(
+            f"{k}: {v}" for k, v in decisions.items()), file=stream or sys.stderr)
+        if decided or len(seeds) >= max_blocks or summary["status"]["failed"]:
+            summary["sequential"] = {"seeds": seeds, "decisions": decisions, "decided": decided,
+                                     "look_every": look_every, "max_blocks": max_blocks}
+            return summary
+        seeds += list(range(max(seeds) + 1, max(seeds) + 1 + look_every))
+        seeds = seeds[:max_blocks]
 
 
 def handle(args) -> int:
     from causalloc.runs import execute_design
     from causalloc.runs.backends import summary_text
 
-    summary = execute_design(
-        args.spec, args.out, workers=args.workers, backend=args.backend, address=args.address,
-        retry_failed=args.retry_failed, run_fn=args.run_fn,
-        threads_per_worker=args.threads_per_worker, progress=not args.no_progress,
-        gpus_per_run=args.gpus_per_run, retries=args.retries,
-        command=shlex.join(["causalloc", *sys.argv[1:]]))
+    _warn_cannot_reject(args.spec)
+    options = {"workers": args.workers, "backend": args.backend, "address": args.address,
+               "retry_failed": args.retry_failed, "run_fn": args.run_fn,
+               "threads_per_worker": args.threads_per_worker, "progress": not args.no_progress,
+               "gpus_per_run": args.gpus_per_run, "retries": args.retries,
+               "command": shlex.join(["causalloc", *sys.argv[1:]])}
+    if args.until_conclusive:
+        summary = until_conclusive(args.spec, args.out, look_every=args.look_every,
+                                   max_blocks=args.max_blocks, **options)
+    else:
+        summary = execute_design(args.spec, args.out, **options)
     if args.save_masks:
         from pathlib import Path
 

@@ -35,12 +35,12 @@ from causalloc.stats import table as table_module
 from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
 from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
-from causalloc.stats.equivalence import tost_paired
 from causalloc.stats.families import assign_families, describe_families
 from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, mixed_model
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
-from causalloc.stats.permutation import randomization_test, sign_flip_test
-from causalloc.stats.power import blocks_needed
+from causalloc.stats.permutation import INVERTED_COLUMNS, randomization_test, sign_flip_test
+from causalloc.stats.power import blocks_needed, blocks_to_detect, p_floor, sd_interval
+from causalloc.stats.sequential import CONTINUE, order_by_replicate, sequential_test
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import RunTable
 from causalloc.stats.verdict import verdicts
@@ -50,13 +50,14 @@ from causalloc.vocab import cell_label as _cell_label
 #: columns of the comparisons DataFrame and of comparisons.csv, in this order
 COMPARISON_COLUMNS = [
     "id", "family", "a", "b", "metric", "cell", "n_blocks", "mean_a", "mean_b", "mean_diff",
-    "ci95_lo", "ci95_hi", "ci95_method", "n_boot", "t_ci95_lo", "t_ci95_hi", "d_z", "g_av",
+    "ci95_lo", "ci95_hi", "ci95_method", "ci95_bca_lo", "ci95_bca_hi", "ci95_bca_method",
+    "n_boot", "t_ci95_lo", "t_ci95_hi", "d_z", "g_av",
     "prob_improvement", "prob_improvement_ci95_lo", "prob_improvement_ci95_hi", "p_perm",
     "p_perm_exact", "n_resamples", "p_perm_mc_se", "p_rand", "p_rand_exact", "n_resamples_rand",
     "p_rand_mc_se", "k_random", "p_t", "p_wilcoxon", "verdict_test", "p_adj", "adj_method",
-    "sesoi", "tost_p", "tost_p_adj", "tost_ci90_lo", "tost_ci90_hi", "bf10", "diffs_constant",
-    "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence",
-    "higher_is_better",
+    "sesoi", "tost_p", "tost_p_adj", "tost_ci90_lo", "tost_ci90_hi", "tost_ci_level", "bf10", "diffs_constant",
+    "verdict", "blocks_needed", "blocks_needed_detect", "blocks_needed_detect_lo",
+    "blocks_needed_detect_hi", "blocks_needed_equivalence", "higher_is_better",
 ]
 #: (p, Monte Carlo se, resamples) columns of each ``verdict_test``
 _TEST_COLUMNS = {"sign_flip": ("p_perm", "p_perm_mc_se", "n_resamples"),
@@ -91,9 +92,15 @@ def compare_paired(
     row per comparison with the unadjusted statistics (``p_adj``/verdict need the family
     and are added by :func:`analyze`).
 
+    ``ci95`` and the TOST (``tost_p``, ``tost_ci90`` at level 1 - 2 alpha) come from the
+    verdict test inverted under a shift (:class:`causalloc.stats.permutation._ShiftInversion`),
+    so "ci95 excludes 0" and "verdict p < 1 - ci_level" are the same statement and
+    equivalence keeps its error under skew; the bootstrap BCa interval is the secondary
+    ``ci95_bca``.
+
     Differences that are essentially constant (se <= 10 eps |mean|, R's t.test criterion
-    "data are essentially constant") have no t, d_z, t CI, TOST or Bayes factor: those are
-    NaN and ``diffs_constant`` is True; the permutation p's still stand.
+    "data are essentially constant") have no t, d_z, t CI or Bayes factor: those are
+    NaN and ``diffs_constant`` is True; the permutation p's, interval and TOST still stand.
     """
     a = np.atleast_2d(np.asarray(a, dtype=float))
     b = np.atleast_2d(np.asarray(b, dtype=float))
@@ -101,6 +108,8 @@ def compare_paired(
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     n = a.shape[1]
     diffs = a - b
+    sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), (len(a),))
+    inversion = {"ci_level": ci_level, "alpha": alpha, "sesoi": sesoi}
     boot = bootstrap_mean_ci(
         diffs, rng=np.random.default_rng([seed, 0, n]), n_boot=n_boot, ci_level=ci_level
     )
@@ -109,6 +118,7 @@ def compare_paired(
         rng=np.random.default_rng([seed, 1, n]),
         n_resamples=n_permutations,
         max_exact_patterns=max_exact_patterns,
+        **inversion,
     )
     t_test = paired_t(diffs, ci_level)
     out = pd.DataFrame(
@@ -117,9 +127,9 @@ def compare_paired(
             "mean_a": a.mean(axis=1),
             "mean_b": b.mean(axis=1),
             "mean_diff": boot["mean_diff"],
-            "ci95_lo": boot["ci_lo"],
-            "ci95_hi": boot["ci_hi"],
-            "ci95_method": boot["ci_method"],
+            "ci95_bca_lo": boot["ci_lo"],
+            "ci95_bca_hi": boot["ci_hi"],
+            "ci95_bca_method": boot["ci_method"],
             "n_boot": boot["n_boot"],
             "t_ci95_lo": t_test["t_ci_lo"],
             "t_ci95_hi": t_test["t_ci_hi"],
@@ -129,36 +139,52 @@ def compare_paired(
             "p_wilcoxon": wilcoxon_signed_rank(diffs),
         }
     )
-    out = pd.concat([out, paired_effect_sizes(a, b), perm], axis=1)
+    out = pd.concat([out, paired_effect_sizes(a, b), perm.drop(columns=list(INVERTED_COLUMNS))],
+                    axis=1)
     pi = prob_improvement(diffs, higher_is_better, ci_level)
     out["prob_improvement"] = pi["prob_improvement"]
     out["prob_improvement_ci95_lo"] = pi["prob_improvement_lo"]
     out["prob_improvement_ci95_hi"] = pi["prob_improvement_hi"]
-    out["sesoi"] = np.broadcast_to(np.asarray(sesoi, dtype=float), (len(out),))
-    out = pd.concat([out, tost_paired(diffs, out["sesoi"].to_numpy(), alpha)], axis=1)
+    out["sesoi"] = sesoi
+    out["tost_ci_level"] = 1 - 2 * alpha  # tost_ci90 is this (1 - 2 alpha) interval
     out["bf10"] = jzs_bf10(out["t"].to_numpy(), n)
     constant = out["sd_diff"].to_numpy() / math.sqrt(n) <= 10 * np.finfo(float).eps * np.abs(
         out["mean_diff"].to_numpy()
     )
     out["diffs_constant"] = constant
-    not_defined = ["t", "p_t", "t_ci95_lo", "t_ci95_hi", "d_z", "bf10", "tost_p",
-                   "tost_ci90_lo", "tost_ci90_hi"]
+    not_defined = ["t", "p_t", "t_ci95_lo", "t_ci95_hi", "d_z", "bf10"]
     out.loc[constant, not_defined] = np.nan
     for column in ("p_rand", "p_rand_exact", "n_resamples_rand", "p_rand_mc_se", "k_random"):
         out[column] = np.nan
     out["verdict_test"] = "sign_flip" if draws is None else "randomization"
+    verdict_result = perm
     if draws is not None:
         k = np.asarray(draws).shape[-1]
-        rand = randomization_test(
+        verdict_result = randomization_test(
             a,
             draws,
             rng=np.random.default_rng([seed, 2, n, k]),
             n_resamples=n_permutations,
             max_exact_patterns=max_exact_patterns,
+            **inversion,
         )
-        for column in rand.columns:
-            out[column] = rand[column].to_numpy()
+        for column in verdict_result.columns.difference(INVERTED_COLUMNS):
+            out[column] = verdict_result[column].to_numpy()
+    _set_inverted(out, slice(None), verdict_result, out["verdict_test"].iloc[0])
     return out
+
+
+#: ``ci95_method`` of each verdict test
+CI_METHODS = {"sign_flip": "inverted sign-flip", "randomization": "inverted randomization"}
+
+
+def _set_inverted(frame: pd.DataFrame, rows, result: pd.DataFrame, test: str) -> None:
+    """Copy the verdict test's inverted interval and shifted TOST into ``frame`` rows."""
+    columns = {"inv_ci_lo": "ci95_lo", "inv_ci_hi": "ci95_hi", "inv_tost_p": "tost_p",
+               "inv_tost_lo": "tost_ci90_lo", "inv_tost_hi": "tost_ci90_hi"}
+    for source, target in columns.items():
+        frame.loc[rows, target] = result[source].to_numpy()
+    frame.loc[rows, "ci95_method"] = CI_METHODS[test]
 
 
 @dataclass
@@ -179,7 +205,9 @@ class AnalysisResult:
             entry.update({k: row[k] for k in ("n_blocks", "diffs", "replicates")})
             entry.update({k: row[k] for k in ("mean_a", "mean_b", "mean_diff")})
             entry["ci95"] = [row["ci95_lo"], row["ci95_hi"]]
-            entry.update({k: row[k] for k in ("ci95_method", "n_boot")})
+            entry["ci95_method"] = row["ci95_method"]
+            entry["ci95_bca"] = [row["ci95_bca_lo"], row["ci95_bca_hi"]]
+            entry.update({k: row[k] for k in ("ci95_bca_method", "n_boot")})
             entry["t_ci95"] = [row["t_ci95_lo"], row["t_ci95_hi"]]
             entry.update({k: row[k] for k in ("d_z", "g_av", "prob_improvement")})
             entry["prob_improvement_ci95"] = [
@@ -191,9 +219,16 @@ class AnalysisResult:
                         "tost_p_adj"):
                 entry[key] = row[key]
             entry["tost_ci90"] = [row["tost_ci90_lo"], row["tost_ci90_hi"]]
+            entry["tost_ci_level"] = row["tost_ci_level"]
             for key in ("bf10", "diffs_constant", "verdict", "blocks_needed",
-                        "blocks_needed_detect", "blocks_needed_equivalence", "higher_is_better"):
+                        "blocks_needed_detect"):
                 entry[key] = row[key]
+            entry["blocks_needed_detect_range"] = [
+                _as_int(row["blocks_needed_detect_lo"]), _as_int(row["blocks_needed_detect_hi"])]
+            for key in ("blocks_needed_equivalence", "higher_is_better"):
+                entry[key] = row[key]
+            if row.get("sequential") is not None:
+                entry["sequential"] = row["sequential"]
             for key in ("n_blocks", "n_boot", "n_resamples", "n_resamples_rand", "k_random",
                         "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence"):
                 entry[key] = _as_int(entry[key])
@@ -275,10 +310,80 @@ def default_pairs(conditions: list[str], design: dict) -> list[Comparison]:
     return list(dict.fromkeys(pairs))
 
 
-def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str = "") -> AnalysisResult:
-    """Run the whole analysis of a loaded run table (modifies ``table.runs`` by its policies)."""
+def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str = "",
+            sequential: dict | None = None) -> AnalysisResult:
+    """Run the whole analysis of a loaded run table (modifies ``table.runs`` by its policies).
+
+    ``sequential`` ({"look_every": N, "max_blocks": M or None}) adds the group-sequential
+    analysis of :mod:`causalloc.stats.sequential` to every comparison.
+    """
     spec = spec or AnalysisSpec()
     warnings_out: list[str] = []
+    metrics, primary_metric, sesoi, direction = _resolve_metrics(table, spec, warnings_out)
+    conditions, pairs = _resolve_pairs(table, spec, metrics)
+    involved = list(dict.fromkeys(c for p in pairs for c in (p.a, p.b)))
+    excluded = table_module.apply_nonfinite_policy(table, spec.nonfinite, metrics)
+    dropped = table_module.check_matching(table, involved, spec.drop_unmatched)
+    records = _collect(table, pairs, metrics, dropped, warnings_out, spec)
+    if not records:
+        raise TableError(f"{table.source}: no comparison has 2 or more matched blocks")
+    families = assign_families(
+        records, condition_kinds(conditions, table.design), baseline=RANDOM,
+        primary_metric=primary_metric, declared_primary=spec.primary, split=spec.family_split,
+    )
+    for record, family in zip(records, families):
+        record["family"] = family
+    comparisons = _statistics(records, sesoi, direction, spec, warnings_out)
+    if sequential:
+        _sequential_verdicts(comparisons, records, spec, sequential)
+    mixed, dose = _models(table, pairs, metrics, spec, warnings_out)
+    meta = _meta(table, spec, command, metrics, primary_metric, sesoi, direction, comparisons)
+    meta.update({"dropped_blocks": dropped, "excluded_runs": excluded,
+                 "failed_runs": table.failed_runs, "warnings": warnings_out})
+    if sequential:
+        meta["policy"]["sequential"] = sequential_policy(sequential, spec)
+    return AnalysisResult(comparisons, mixed, dose, meta)
+
+
+def _sequential_verdicts(frame: pd.DataFrame, records: list[dict], spec: AnalysisSpec,
+                         options: dict) -> None:
+    """Add ``sequential`` to every comparison and make its decision the ``verdict``.
+
+    Blocks in ascending replicate order; the resamples of comparison i come from
+    ``default_rng([stats_seed, 3, i])``; each hypothesis spends alpha / m (m = its family's
+    size). ``continue`` (fewer blocks than planned, none conclusive) is verdict
+    ``inconclusive``. See :mod:`causalloc.stats.sequential`.
+    """
+    sizes = frame.groupby("family")["family"].transform("size")
+    results = []
+    for i, record in enumerate(records):
+        order = order_by_replicate(record["replicates"])
+        draws = None if record["draws"] is None else record["draws"][order]
+        results.append(sequential_test(
+            record["a_values"][order], record["b_values"][order], draws,
+            sesoi=float(frame.at[i, "sesoi"]), higher_is_better=bool(frame.at[i, "higher_is_better"]),
+            look_every=options["look_every"], max_blocks=options.get("max_blocks"),
+            alpha=spec.alpha, family_size=int(sizes[i]),
+            rng=np.random.default_rng([spec.seed, 3, i]), n_resamples=spec.n_permutations))
+    frame["sequential"] = results
+    frame["verdict"] = [r["decision"] if r["decision"] != CONTINUE else "inconclusive"
+                        for r in results]
+
+
+def sequential_policy(options: dict, spec: AnalysisSpec) -> dict:
+    """analysis.json ``policy.sequential``: the design of the looks and how alpha is spent."""
+    return {"look_every": options["look_every"], "max_blocks": options.get("max_blocks"),
+            "order": "ascending replicate value",
+            "method": "group-sequential permutation test (one set of resamples for all looks), "
+                      "Lan-DeMets O'Brien-Fleming spending; equivalence by two one-sided "
+                      "shifted tests with their own spending",
+            "multiplicity": "Bonferroni: each hypothesis of a family of m spends alpha / m",
+            "n_resamples": spec.n_permutations,
+            "verdict": "the sequential decision (stop at the first conclusive look)"}
+
+
+def _resolve_metrics(table: RunTable, spec: AnalysisSpec, warnings_out: list[str]):
+    """(metrics, primary metric, SESOI per metric, higher-is-better per metric), checked."""
     metrics = spec.metrics or table.metrics
     if len(set(metrics)) < len(metrics):
         warnings_out.append(f"metrics {metrics}: duplicates analysed once")
@@ -318,6 +423,11 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
                     "(set [higher_is_better] in the spec)"
                 )
 
+    return metrics, primary_metric, sesoi, direction
+
+
+def _resolve_pairs(table: RunTable, spec: AnalysisSpec, metrics: list[str]):
+    """(conditions with a done run, the comparisons to make), checked against the table."""
     cond = table.condition_column
     conditions = list(dict.fromkeys(table.runs[cond]))
     pairs = list(dict.fromkeys(spec.comparisons or default_pairs(conditions, table.design)))
@@ -332,22 +442,12 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
         for metric in pair.metrics or ():
             if metric not in metrics:
                 raise SpecError(f"comparisons[{i}].metrics: {metric!r} is not an analysed metric")
-    involved = list(dict.fromkeys(c for p in pairs for c in (p.a, p.b)))
 
-    excluded = table_module.apply_nonfinite_policy(table, spec.nonfinite, metrics)
-    dropped = table_module.check_matching(table, involved, spec.drop_unmatched)
-    records = _collect(table, pairs, metrics, dropped, warnings_out, spec)
-    if not records:
-        raise TableError(f"{table.source}: no comparison has 2 or more matched blocks")
-    families = assign_families(
-        records, condition_kinds(conditions, table.design), baseline=RANDOM,
-        primary_metric=primary_metric, declared_primary=spec.primary, split=spec.family_split,
-    )
-    for record, family in zip(records, families):
-        record["family"] = family
-    comparisons = _statistics(records, sesoi, direction, spec, warnings_out)
+    return conditions, pairs
 
-    mixed, dose = _models(table, pairs, metrics, spec, warnings_out)
+
+def _meta(table, spec, command, metrics, primary_metric, sesoi, direction, comparisons) -> dict:
+    """analysis.json's input, setup, reproducibility, policy and families."""
     replicates = sorted(table.runs[table.replicate].unique().tolist(), key=str)
     meta = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -356,7 +456,7 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "kind": table.kind,
             "sha256": table.sha256,
             "block_columns": table.block_columns,
-            "condition_column": cond,
+            "condition_column": table.condition_column,
             "replicate": table.replicate,
             "draw_column": table.draw_column,
             "metrics": metrics,
@@ -394,15 +494,13 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
             "higher_is_better": direction,
             "verdict_p": "p_adj: the verdict_test's p (randomization test against K >= 2 "
             "random draws per block, else sign-flip) adjusted within its family; equivalence "
-            "on tost_p_adj, adjusted the same way",
+            "on tost_p_adj, adjusted the same way; ci95 and the TOST (tost_p, tost_ci90 at "
+            "level 1 - 2 alpha) are that same test inverted under a shift",
         },
-        "families": describe_families(comparisons["family"], spec.adjust, spec.alpha),
-        "dropped_blocks": dropped,
-        "excluded_runs": excluded,
-        "failed_runs": table.failed_runs,
-        "warnings": warnings_out,
+        "families": describe_families(comparisons["family"], spec.adjust, spec.alpha,
+                                      _p_floors(comparisons, spec)),
     }
-    return AnalysisResult(comparisons, mixed, dose, meta)
+    return meta
 
 
 def _block_values(table: RunTable, metric: str):
@@ -559,21 +657,50 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     for row in frame[frame["diffs_constant"]].itertuples():
         warnings_out.append(
             f"{row.id}: the differences are essentially constant (mean {row.mean_diff:.6g}, "
-            f"sd {row.sd_diff:.3g}; R: 'data are essentially constant'): t, d_z, TOST and "
-            "Bayes factor not computed; the verdict rests on the permutation p alone"
+            f"sd {row.sd_diff:.3g}; R: 'data are essentially constant'): t, d_z and "
+            "Bayes factor not computed; the verdict, interval and TOST rest on the permutation "
+            "test alone"
         )
-    detect, equivalence = blocks_needed(
-        frame["sd_diff"].to_numpy(), frame["sesoi"].to_numpy(), spec.alpha, spec.power,
-        frame.groupby("family")["family"].transform("size").to_numpy(),
-    )
-    frame["blocks_needed_detect"] = detect
-    frame["blocks_needed_equivalence"] = equivalence
-    needed = np.fmax(detect, equivalence)
-    frame["blocks_needed"] = np.where(frame["verdict"] == "inconclusive", needed, np.nan)
+    _planning_numbers(frame, spec)
     frame["p_perm_exact"] = frame["p_perm_exact"].astype(bool)
     frame["p_rand_exact"] = [None if pd.isna(v) else bool(v) for v in frame["p_rand_exact"]]
     frame["diffs_constant"] = frame["diffs_constant"].astype(bool)
-    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates"]]
+    frame["sequential"] = None
+    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates", "sequential"]]
+
+
+def _p_floors(frame: pd.DataFrame, spec: AnalysisSpec) -> pd.Series:
+    """Smallest p each comparison's verdict test can reach (:func:`p_floor`)."""
+    k = frame["k_random"].where(frame["verdict_test"] == "randomization")
+    return pd.Series(p_floor(frame["n_blocks"].to_numpy(), k.to_numpy(dtype=object),
+                             spec.max_exact_patterns, spec.max_resamples), index=frame.index)
+
+
+def _planning_numbers(frame: pd.DataFrame, spec: AnalysisSpec) -> None:
+    """``blocks_needed_detect`` / ``_equivalence`` and the ``blocks_needed`` of inconclusive rows.
+
+    detect: blocks to detect the OBSERVED difference (d_z = |mean_diff| / sd_diff) at the
+    family-adjusted alpha with ``power``; ``blocks_needed_detect_range`` gives the same
+    number at the ends of the sd's 95% chi-square interval (:func:`sd_interval`), because
+    an sd from 8 blocks is uncertain by a factor 2. equivalence: blocks for TOST to show
+    equivalence when the true difference is 0. ``blocks_needed`` (inconclusive rows only)
+    answers the open question: equivalence when |mean_diff| < SESOI (the data point to "no
+    effect that matters"), else detection of the observed difference.
+    """
+    family_size = frame.groupby("family")["family"].transform("size").to_numpy()
+    sd = frame["sd_diff"].to_numpy()
+    sesoi = frame["sesoi"].to_numpy()
+    observed = frame["mean_diff"].to_numpy()
+    detect, equivalence = blocks_needed(sd, sesoi, spec.alpha, spec.power, family_size,
+                                        effect=observed)
+    sd_lo, sd_hi = sd_interval(sd, frame["n_blocks"].to_numpy())
+    ends = [blocks_to_detect(end, observed, spec.alpha, spec.power, family_size)
+            for end in (sd_lo, sd_hi)]
+    frame["blocks_needed_detect"] = detect
+    frame["blocks_needed_detect_lo"], frame["blocks_needed_detect_hi"] = ends
+    frame["blocks_needed_equivalence"] = equivalence
+    needed = np.where(np.abs(observed) < sesoi, equivalence, detect)
+    frame["blocks_needed"] = np.where(frame["verdict"] == "inconclusive", needed, np.nan)
 
 
 def _verdict_columns(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -616,7 +743,9 @@ def _stabilise_monte_carlo(frame: pd.DataFrame, records: list[dict], spec: Analy
             resamples = min(4 * (resamples + 1) - 1, spec.max_resamples)
             purpose = 1 if test == "sign_flip" else 2
             options = {"rng": np.random.default_rng([spec.seed, purpose, n, k, resamples]),
-                       "n_resamples": resamples, "max_exact_patterns": spec.max_exact_patterns}
+                       "n_resamples": resamples, "max_exact_patterns": spec.max_exact_patterns,
+                       "ci_level": spec.ci_level, "alpha": spec.alpha,
+                       "sesoi": frame.loc[members, "sesoi"].to_numpy(dtype=float)}
             a = np.stack([records[i]["a_values"] for i in members])
             if test == "sign_flip":
                 b = np.stack([records[i]["b_values"] for i in members])
@@ -626,12 +755,34 @@ def _stabilise_monte_carlo(frame: pd.DataFrame, records: list[dict], spec: Analy
                 result = randomization_test(a, draws, **options)
             for column in _TEST_COLUMNS[test]:
                 frame.loc[members, column] = result[column].to_numpy()
+            _set_inverted(frame, members, result, test)
     for i in np.flatnonzero(unstable):
         warnings_out.append(
             f"{frame.at[i, 'id']}: the {frame.at[i, 'verdict_test']} p = {p[i]:.4g} "
             f"(Monte Carlo se {se[i]:.2g}, {int(used[i]):,} resamples, the cap "
             "max_resamples) is too close to the decision threshold for a stable verdict"
         )
+
+
+def _mixed_model_rows(table: RunTable, metric: str, involved: list[str],
+                      warnings_out: list[str]) -> pd.DataFrame:
+    """Per (block, condition) means for the models, on exactly the comparisons' blocks.
+
+    A (block, condition) with fewer finite draws than the condition's K (a draw run failed
+    or was excluded by --nonfinite drop) is left out, as :func:`_collect` leaves that block
+    out of every comparison, and each one is listed in ``warnings_out``.
+    """
+    key, cond = table.block_columns, table.condition_column
+    grouped = table.runs[table.runs[cond].isin(involved)].groupby([*key, cond], sort=True)[metric]
+    rows = pd.concat({"mean": grouped.mean(), "finite": grouped.count()}, axis=1).reset_index()
+    k = rows.groupby(cond)["finite"].transform("max")
+    short = rows["finite"] < k
+    for row in rows[short].to_dict("records"):
+        block = {c: table_module._clean(row[c]) for c in key}
+        warnings_out.append(
+            f"mixed model for {metric}: {row[cond]} in block {block} left out ({row['finite']} "
+            f"of {int(k.max())} draws finite), as in the comparisons")
+    return rows[~short].drop(columns="finite").rename(columns={"mean": metric})
 
 
 def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
@@ -643,12 +794,7 @@ def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
         metric_pairs = [p for p in pairs if not p.metrics or metric in p.metrics]
         involved = list(dict.fromkeys(c for p in metric_pairs for c in (p.a, p.b)))
         reference = RANDOM if RANDOM in involved else metric_pairs[0].b
-        block_means = (
-            table.runs[table.runs[cond].isin(involved)]
-            .groupby([*key, cond], sort=True)[metric]
-            .mean()
-            .reset_index()
-        )
+        block_means = _mixed_model_rows(table, metric, involved, warnings_out)
         if spec.mixed_model and len(involved) > 1:
             try:
                 mixed_parts.append(

@@ -38,10 +38,12 @@ def paired_t(diffs: np.ndarray, ci_level: float = 0.95) -> pd.DataFrame:
 def wilcoxon_signed_rank(diffs: np.ndarray) -> pd.Series:
     """Two-sided Wilcoxon signed-rank p of each row, ``scipy.stats.wilcoxon(axis=1)``.
 
-    scipy's defaults: exact null distribution for n <= 50 without ties or zeros, else the
-    normal approximation; zero differences dropped ('wilcox'); no continuity correction
-    (pingouin.wilcoxon applies one by default, so its p differs slightly). NaN when every
-    difference is zero (the statistic is undefined); reported as null.
+    scipy's defaults (method='auto', scipy >= 1.13): the exact null distribution for
+    n <= 50 without ties or zeros; with ties or zeros, exhaustive permutations of the signs
+    for n <= 13 and the tie-corrected normal approximation above; zero differences dropped
+    ('wilcox'); no continuity correction (pingouin.wilcoxon applies one by default, so its p
+    differs slightly). NaN when every difference is zero (the statistic is undefined);
+    reported as null.
     """
     diffs = np.atleast_2d(np.asarray(diffs, dtype=float))
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):

@@ -86,11 +86,35 @@ def assign_families(records: list[dict], kinds: dict, *, baseline: str, primary_
     return names
 
 
-def describe_families(families, adjust: str, alpha: float) -> list[dict]:
-    """One entry per family for analysis.json: name, role, size, adjustment, error rate."""
+def min_p_adjusted(floors, adjust: str) -> float:
+    """Smallest adjusted p a family can reach, from the p floor of each member test.
+
+    Holm: the smallest p is multiplied by the family size m at the first step, so the best
+    reachable adjusted p is m * min(floor) (capped at 1). BH: when every p sits at its
+    floor the adjusted p's are the largest floor (m p_(m) / m), the best case of the
+    smallest one being min over i of max_{j >= i} m floor_(j) / j, computed exactly.
+    """
+    floors = sorted(float(f) for f in floors)
+    m = len(floors)
+    if not m:
+        return float("nan")
+    if adjust == "holm":
+        return min(1.0, m * floors[0])
+    return min(1.0, min(m * floors[j] / (j + 1) for j in range(m)))
+
+
+def describe_families(families, adjust: str, alpha: float, floors=None) -> list[dict]:
+    """One entry per family for analysis.json: name, role, size, adjustment, error rate,
+    and whether any rejection is reachable at this size (``min_p_adj``, ``can_reject``;
+    ``floors``: each comparison's smallest attainable p, see
+    :func:`causalloc.stats.power.p_floor`)."""
     out = []
     for name, size in families.value_counts(sort=False).items():
         role = "primary" if name.split(" | ")[0] == PRIMARY else "secondary"
-        out.append({"name": name, "role": role, "n_comparisons": int(size), "adjust": adjust,
-                    "controls": f"{ERROR_RATES[adjust]} <= {alpha:g} within the family"})
+        entry = {"name": name, "role": role, "n_comparisons": int(size), "adjust": adjust,
+                 "controls": f"{ERROR_RATES[adjust]} <= {alpha:g} within the family"}
+        if floors is not None:
+            entry["min_p_adj"] = min_p_adjusted(floors[families == name], adjust)
+            entry["can_reject"] = bool(entry["min_p_adj"] < alpha)
+        out.append(entry)
     return sorted(out, key=lambda family: family["role"] != "primary")

@@ -10,6 +10,7 @@ alone when the enumeration is exact (checked in tests/unit/test_stats_permutatio
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,8 @@ import pandas as pd
 #: largest number of enumerated null patterns (2^16, as scipy's exact threshold in the brief)
 MAX_EXACT_PATTERNS = 2**16
 
-#: rows x patterns held in memory at once (float64: 64 MiB)
-_CHUNK_ELEMENTS = 8_000_000
+#: rows x patterns held in memory at once (float64: 32 MiB; the inversion holds a second such array)
+_CHUNK_ELEMENTS = 4_000_000
 
 
 def monte_carlo_p(greater: np.ndarray, less: np.ndarray, n_resamples: int):
@@ -42,16 +43,86 @@ def _as_2d(values: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
-def _two_sided_counts(null: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of null >= observed and null <= observed with scipy's relative tolerance.
+def _two_sided_counts(null: np.ndarray, observed: np.ndarray,
+                      scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of null >= observed and null <= observed, ties within 100 eps of ``scale``.
 
-    scipy.stats.permutation_test treats values within 100 machine epsilons (relative) of
-    the observed statistic as ties, so that sums of the same numbers in another order tie.
+    Values within 100 machine epsilons of the statistic's scale (the largest |value| a
+    resampled statistic can take) count as ties, so that sums of the same numbers in another
+    order tie. scipy.stats.permutation_test scales the tolerance by |observed| instead,
+    which is ~0 when the observed mean is 0 up to rounding: differences
+    +-0.1, +-0.2, +-0.3, +-0.7 then gave p = 0.961 where the exact p is 1.
     """
-    gamma = np.abs(np.finfo(float).eps * 100 * observed)[:, None]
+    gamma = (np.finfo(float).eps * 100 * np.maximum(np.abs(observed), scale))[:, None]
     greater = (null >= observed[:, None] - gamma).sum(axis=1)
     less = (null <= observed[:, None] + gamma).sum(axis=1)
     return greater, less
+
+
+#: columns of the inverted-test intervals and shifted TOST added by both tests
+INVERTED_COLUMNS = ("inv_ci_lo", "inv_ci_hi", "inv_tost_p", "inv_tost_lo", "inv_tost_hi")
+
+
+class _ShiftInversion:
+    """Accumulates the breakpoints of a permutation test under a shift and inverts it.
+
+    Shift model: H0(delta) says the tested value minus delta is exchangeable with its
+    baseline (sign flips: d_b - delta symmetric about 0; randomization: tested - delta is one
+    more random draw). For a resampled assignment with weight g > 0 the resampled statistic
+    is >= the observed one iff delta >= m = (observed - resampled) / g, so the counts
+    r_ge(delta) = A + #{m <= delta}, r_le(delta) = A + #{m >= delta} are step functions
+    (A: assignments with g = 0, which always tie, plus the +1 of Monte Carlo p's). The
+    confidence set {delta: p(delta) >= level} (Hartigan 1969; for sign flips the breakpoints
+    are the means of the flipped subsets) is [m_(k), m_(N'-k+1)], k = ceil(c N - A),
+    with c = (1 - ci_level) / 2 for ``ci`` and c = alpha for the (1 - 2 alpha) TOST
+    interval; N = number of assignments (+1 for Monte Carlo). The TOST p is
+    max(r_ge(-SESOI), r_le(+SESOI)) / N: two one-sided shifted permutation tests, each exact
+    (or Monte Carlo) under the shift model, and tost_p < alpha iff the TOST interval lies
+    inside (-SESOI, +SESOI). Written by hand: no library inverts a permutation test.
+    """
+
+    def __init__(self, n_rows, n_assignments, always, ci_level, alpha, sesoi):
+        self.n_total = n_assignments
+        self.always = always
+        self.k_ci = math.ceil((1 - ci_level) / 2 * n_assignments - always - 1e-9)
+        self.k_tost = math.ceil(alpha * n_assignments - always - 1e-9)
+        self.sesoi = np.broadcast_to(np.asarray(np.nan if sesoi is None else sesoi, dtype=float),
+                                     (n_rows,))
+        self.columns = {c: np.full(n_rows, np.nan) for c in INVERTED_COLUMNS}
+
+    def add(self, rows: slice, observed: np.ndarray, null: np.ndarray, weight: np.ndarray):
+        """Breakpoints of rows ``rows`` from their null statistics ([rows, P]) and weights [P].
+
+        The assignments with weight 0 are the ``always`` ties and carry no breakpoint; one
+        in-place partition finds all four interval ends."""
+        positive = weight > 0
+        breaks = observed[:, None] - (null if positive.all() else null[:, positive])
+        breaks /= weight[positive]
+        sesoi = self.sesoi[rows, None]
+        with np.errstate(invalid="ignore"):
+            p_lower = (self.always + (breaks <= -sesoi).sum(axis=1)) / self.n_total
+            p_upper = (self.always + (breaks >= sesoi).sum(axis=1)) / self.n_total
+        out = self.columns
+        out["inv_tost_p"][rows] = np.where(np.isnan(self.sesoi[rows]), np.nan,
+                                           np.maximum(p_lower, p_upper))
+        n_breaks = breaks.shape[1]
+        ends = {}
+        wanted = [k for k in (self.k_ci, self.k_tost) if 1 <= k <= n_breaks]
+        if wanted:
+            kth = sorted({k - 1 for k in wanted} | {n_breaks - k for k in wanted})
+            breaks.partition(kth, axis=1)
+        for name, k in (("ci", self.k_ci), ("tost", self.k_tost)):
+            if k <= 0:
+                ends[name] = (-np.inf, np.inf)
+            elif k > n_breaks:
+                ends[name] = (np.nan, np.nan)
+            else:
+                ends[name] = (breaks[:, k - 1], breaks[:, n_breaks - k])
+        out["inv_ci_lo"][rows], out["inv_ci_hi"][rows] = ends["ci"]
+        out["inv_tost_lo"][rows], out["inv_tost_hi"][rows] = ends["tost"]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns)
 
 
 def sign_flip_test(
@@ -60,6 +131,9 @@ def sign_flip_test(
     rng: np.random.Generator,
     n_resamples: int = 9999,
     max_exact_patterns: int = MAX_EXACT_PATTERNS,
+    ci_level: float = 0.95,
+    alpha: float = 0.05,
+    sesoi: float | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Two-sided sign-flip permutation test of mean(diff) = 0 for each row of ``diffs``.
 
@@ -73,7 +147,9 @@ def sign_flip_test(
 
     Returns a DataFrame with columns ``p_perm``, ``p_perm_exact``, ``n_resamples`` (the
     number of patterns used, 2^n when exact) and ``p_perm_mc_se`` (:func:`monte_carlo_p`;
-    0 when exact), one row per comparison.
+    0 when exact), one row per comparison, plus the test inverted under a shift with the
+    same patterns (:class:`_ShiftInversion`): ``inv_ci_lo/hi`` (level ``ci_level``),
+    ``inv_tost_p`` against ``sesoi`` and ``inv_tost_lo/hi`` (level 1 - 2 ``alpha``).
     """
     diffs = _as_2d(diffs, "diffs")
     n_rows, n_blocks = diffs.shape
@@ -83,13 +159,20 @@ def sign_flip_test(
     else:
         patterns = rng.integers(0, 2, size=(n_resamples, n_blocks)) * 2.0 - 1.0
     observed = diffs.mean(axis=1)
+    scale = np.abs(diffs).mean(axis=1)
     greater = np.empty(n_rows)
     less = np.empty(n_rows)
+    # weight of a pattern under a shift: 2 |flipped| / n (0 for the identity)
+    weight = (n_blocks - patterns.sum(axis=1)) / n_blocks
+    always = int((weight == 0).sum()) + (0 if exact else 1)
+    inversion = _ShiftInversion(n_rows, len(patterns) + (0 if exact else 1), always,
+                                ci_level, alpha, sesoi)
     step = max(1, _CHUNK_ELEMENTS // len(patterns))
     for start in range(0, n_rows, step):
         rows = slice(start, start + step)
         null = diffs[rows] @ patterns.T / n_blocks
-        greater[rows], less[rows] = _two_sided_counts(null, observed[rows])
+        greater[rows], less[rows] = _two_sided_counts(null, observed[rows], scale[rows])
+        inversion.add(rows, observed[rows], null, weight)
     if exact:
         p, se = np.minimum(2 * np.minimum(greater, less) / len(patterns), 1.0), np.zeros(n_rows)
     else:
@@ -101,7 +184,7 @@ def sign_flip_test(
             "n_resamples": np.full(n_rows, len(patterns)),
             "p_perm_mc_se": se,
         }
-    )
+    ).join(inversion.frame())
 
 
 def randomization_test(
@@ -111,6 +194,9 @@ def randomization_test(
     rng: np.random.Generator,
     n_resamples: int = 9999,
     max_exact_patterns: int = MAX_EXACT_PATTERNS,
+    ci_level: float = 0.95,
+    alpha: float = 0.05,
+    sesoi: float | np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Randomization test of one mask against K random masks, stratified by block.
 
@@ -132,7 +218,12 @@ def randomization_test(
     (tested - mean of K draws) needs that difference to be symmetric, which fails for
     skewed metrics (one draw vs a mean of K; reports/validation/calibration.md).
     Returns columns ``p_rand``, ``p_rand_exact``, ``n_resamples_rand``, ``k_random``,
-    ``p_rand_mc_se`` (0 when exact).
+    ``p_rand_mc_se`` (0 when exact), and the test inverted under a shift (tested - delta
+    exchangeable with the draws; :class:`_ShiftInversion`) with the same assignments:
+    ``inv_ci_lo/hi``, ``inv_tost_p``, ``inv_tost_lo/hi``. Under a shift delta the
+    contribution of a block moves by -delta when the tested value is chosen and by
+    +delta / K otherwise, so an assignment that chooses the tested value in a share f of the
+    blocks has weight g = (1 - f)(1 + 1/K).
     """
     treated = _as_2d(treated, "treated")
     draws = np.asarray(draws, dtype=float)
@@ -146,11 +237,24 @@ def randomization_test(
     # contribution of block b when value j is the tested one: v_j - (sum - v_j) / K
     contribution = pool * (1 + 1 / k) - pool.sum(axis=2, keepdims=True) / k
     observed = contribution[:, :, 0].mean(axis=1)
+    scale = np.abs(contribution).max(axis=2).mean(axis=1)
     exact = (k + 1) ** n_blocks <= max_exact_patterns
     greater = np.zeros(n_rows)
     less = np.zeros(n_rows)
     if exact:
         n_used = (k + 1) ** n_blocks
+        tested = np.zeros(1)
+        for block in range(n_blocks):  # blocks whose tested value is chosen, same order
+            tested = (tested[:, None] + (np.arange(k + 1) == 0)).reshape(-1)
+    else:
+        n_used = n_resamples
+        choice = rng.integers(0, k + 1, size=(n_resamples, n_blocks))
+        tested = (choice == 0).sum(axis=1)
+    weight = (1 - tested / n_blocks) * (1 + 1 / k)
+    always = int((tested == n_blocks).sum()) + (0 if exact else 1)
+    inversion = _ShiftInversion(n_rows, n_used + (0 if exact else 1), always, ci_level, alpha,
+                                sesoi)
+    if exact:
         step = max(1, _CHUNK_ELEMENTS // n_used)
         for start in range(0, n_rows, step):
             rows = slice(start, start + step)
@@ -159,18 +263,20 @@ def randomization_test(
                 totals = (totals[:, :, None] + contribution[rows, block, None, :]).reshape(
                     len(totals), -1
                 )
-            greater[rows], less[rows] = _two_sided_counts(totals / n_blocks, observed[rows])
+            null = totals / n_blocks
+            greater[rows], less[rows] = _two_sided_counts(null, observed[rows], scale[rows])
+            inversion.add(rows, observed[rows], null, weight)
         p, se = np.minimum(2 * np.minimum(greater, less) / n_used, 1.0), np.zeros(n_rows)
     else:
-        choice = rng.integers(0, k + 1, size=(n_resamples, n_blocks))
         step = max(1, _CHUNK_ELEMENTS // (n_resamples * n_blocks))
         for start in range(0, n_rows, step):
             rows = slice(start, start + step)
             chosen = contribution[rows][:, np.arange(n_blocks), choice]  # [rows, R, n]
-            g, s = _two_sided_counts(chosen.mean(axis=2), observed[rows])
+            null = chosen.mean(axis=2)
+            g, s = _two_sided_counts(null, observed[rows], scale[rows])
             greater[rows], less[rows] = g, s
+            inversion.add(rows, observed[rows], null, weight)
         p, se = monte_carlo_p(greater, less, n_resamples)
-        n_used = n_resamples
     return pd.DataFrame(
         {
             "p_rand": p,
@@ -179,4 +285,4 @@ def randomization_test(
             "k_random": np.full(n_rows, k),
             "p_rand_mc_se": se,
         }
-    )
+    ).join(inversion.frame())

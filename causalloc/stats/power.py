@@ -1,8 +1,11 @@
-"""Prospective sample size: blocks needed to detect the SESOI and to show equivalence.
+"""Prospective sample size: blocks needed to detect an effect and to show equivalence.
 
-Planning numbers use the observed standard deviation of the paired differences and the
-SESOI, never the observed effect: observed ("post hoc") power is a function of the p-value
-and says nothing new (Hoenig & Heisey 2001), so it is never reported.
+Planning numbers use a standard deviation of the paired differences (observed, or a
+pilot's, with its chi-square interval) and a stated effect (the SESOI, ``--effect``, or
+for an inconclusive comparison the observed difference). Observed ("post hoc") power is a
+function of the p-value and says nothing new (Hoenig & Heisey 2001), so it is never
+reported; the blocks needed to detect the observed difference answer a different
+question: how many blocks a new study would need if the difference were that large.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 from scipy import special, stats
 from statsmodels.stats.power import TTestPower
 
@@ -27,6 +31,40 @@ def min_blocks_sign_flip(alpha: float = 0.05) -> int:
     The smallest attainable p is 2 / 2^n, so n >= log2(2 / alpha) (6 blocks at 0.05).
     """
     return math.ceil(math.log2(2 / alpha) - 1e-12)
+
+
+def p_floor(n_blocks, k_random=None, max_exact_patterns: int = 2**16,
+            max_resamples: int = 2**20) -> np.ndarray:
+    """Smallest two-sided p the verdict test can return with ``n_blocks`` blocks.
+
+    Exact sign-flip test: 2 / 2^n; exact randomization test against K draws:
+    2 / (K + 1)^n (one assignment as extreme as the observed one, doubled); when those
+    counts exceed ``max_exact_patterns`` the test is Monte Carlo and its p cannot go below
+    2 / (R + 1) with R = ``max_resamples`` (the adaptive cap) either.
+    """
+    n = np.asarray(n_blocks, dtype=float)
+    k_values = np.broadcast_to(np.asarray(k_random, dtype=object), n.shape)
+    k = np.where(pd.isna(k_values), 1.0, k_values).astype(float)
+    patterns = (k + 1) ** n
+    floor = np.minimum(2 / patterns, 1.0)
+    monte_carlo = patterns > max_exact_patterns
+    return np.where(monte_carlo, np.maximum(floor, 2 / (max_resamples + 1)), floor)
+
+
+def sd_interval(sd: np.ndarray, n_blocks, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Chi-square confidence interval of a standard deviation estimated from n blocks.
+
+    (n - 1) s^2 / sigma^2 ~ chi2_{n-1} under normal differences: sigma in
+    [s sqrt((n-1) / chi2_{1-a/2}), s sqrt((n-1) / chi2_{a/2})]. With 8 blocks the upper
+    end is 2.0 s: the sd behind a pilot's blocks-needed is that uncertain.
+    """
+    sd = np.asarray(sd, dtype=float)
+    df = np.asarray(n_blocks, dtype=float) - 1
+    tail = (1 - level) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = sd * np.sqrt(df / stats.chi2.ppf(1 - tail, df))
+        hi = sd * np.sqrt(df / stats.chi2.ppf(tail, df))
+    return lo, hi
 
 
 def power_paired_t(effect: np.ndarray, n_blocks: np.ndarray, alpha: float = 0.05) -> np.ndarray:
@@ -87,17 +125,31 @@ def _smallest_n(power_at, n_rows: int, target: float, start: int) -> np.ndarray:
     return np.where(reached, hi, np.nan)
 
 
+def blocks_to_detect(sd_diff: np.ndarray, effect: np.ndarray, alpha: float = 0.05,
+                     power: float = 0.8, family_size: np.ndarray | int = 1) -> np.ndarray:
+    """Smallest n at which a two-sided paired t-test at alpha / k (k = the comparison's family
+    size: Holm's first step, i.e. the Bonferroni bound) has ``power`` against a true
+    difference ``effect`` (d_z = |effect| / sd), and at least :func:`min_blocks_sign_flip`
+    at alpha / k, so that the exact sign-flip test can reject at all after adjustment
+    (2 / 2^n * k < alpha: 8 blocks for k = 5). NaN beyond MAX_BLOCKS."""
+    sd_diff = np.asarray(sd_diff, dtype=float)
+    effect = np.broadcast_to(np.abs(np.asarray(effect, dtype=float)), sd_diff.shape)
+    family_alpha = alpha / np.broadcast_to(np.asarray(family_size, dtype=float), sd_diff.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(sd_diff > 0, effect / sd_diff, np.inf)
+    safe = np.where(np.isfinite(ratio), ratio, 1e6)
+    detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
+    floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
+    return np.maximum(detect, floor)
+
+
 def blocks_needed(
     sd_diff: np.ndarray, sesoi: np.ndarray, alpha: float = 0.05, power: float = 0.8,
-    family_size: np.ndarray | int = 1,
+    family_size: np.ndarray | int = 1, effect: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blocks needed (detect, equivalence) at ``power`` from the observed sd of differences.
+    """Blocks needed (detect, equivalence) at ``power`` from a sd of the differences.
 
-    detect: smallest n at which a two-sided paired t-test at alpha / k (k = the size of the
-    comparison's family: Holm's first step, i.e. the Bonferroni bound) has the given power
-    against a true difference equal to the SESOI (d_z = SESOI / sd), and at least
-    :func:`min_blocks_sign_flip` at alpha / k, so that the exact sign-flip test can reject
-    at all after adjustment (2 / 2^n * k < alpha: 8 blocks for k = 5).
+    detect: :func:`blocks_to_detect` against a true difference ``effect`` (default the SESOI).
     equivalence: smallest n at which TOST at alpha / k (its p is adjusted in the same
     family) has the given power when the true difference is 0 (:func:`power_tost_paired`).
     NaN where more than MAX_BLOCKS would be needed.
@@ -105,13 +157,10 @@ def blocks_needed(
     sd_diff = np.asarray(sd_diff, dtype=float)
     sesoi = np.broadcast_to(np.asarray(sesoi, dtype=float), sd_diff.shape)
     family_alpha = alpha / np.broadcast_to(np.asarray(family_size, dtype=float), sd_diff.shape)
+    detect = blocks_to_detect(sd_diff, sesoi if effect is None else effect, alpha, power,
+                              family_size)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(sd_diff > 0, sesoi / sd_diff, np.inf)
-    finite = np.isfinite(ratio)
-    safe = np.where(finite, ratio, 1e6)
-    detect = _smallest_n(lambda n: power_paired_t(safe, n, family_alpha), len(safe), power, 2)
-    floor = np.array([min_blocks_sign_flip(a) for a in family_alpha.ravel()]).reshape(sd_diff.shape)
-    detect = np.maximum(detect, floor)
     equivalence = _smallest_n(
         lambda n: power_tost_paired(ratio, n, family_alpha), len(ratio), power, 2
     )

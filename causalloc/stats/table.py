@@ -95,31 +95,72 @@ def load_runs(
     CSV: ``block`` and ``metric`` are required, ``condition`` defaults to ``condition``,
     ``replicate`` to ``seed``, ``draw`` to ``mask_draw`` when that column exists.
     Rows with a ``status`` column other than ``done`` are listed in ``failed_runs``.
+    Row numbers in messages are 0-based data rows (the header not counted).
     """
     path = Path(path)
-    design: dict = {}
-    if path.is_dir():
-        csv_path, design_path = path / "runs.csv", path / "design.json"
-        if not csv_path.is_file():
-            raise DataError(f"{csv_path}: not found (expected a causalloc output folder)")
-        if design_path.is_file():
-            try:
-                design = json.loads(design_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{design_path}: not valid JSON ({exc})") from exc
-        kind = "causalloc"
-    elif path.is_file():
-        csv_path, kind = path, "csv"
-    else:
-        raise DataError(f"{path}: no such file or folder")
+    csv_path, design, kind = _locate(path)
     raw = csv_path.read_bytes()
+    frame = _read_csv(csv_path)
+    columns = _resolve_columns(csv_path, frame, design, block=block, condition=condition,
+                               metric=metric, replicate=replicate, draw=draw)
+    block_columns, condition_column, replicate, metrics, draw = columns
+    frame = _normalise(csv_path, frame, block_columns, condition_column, draw)
+    runs, failed, failed_runs = _split_failed(csv_path, frame, condition_column)
+    for column in metrics:
+        runs[column] = _numeric(runs[column], column, csv_path)
+    _check_unique(csv_path, runs, [*block_columns, condition_column] + ([draw] if draw else []),
+                  bool(draw))
+    check_fingerprints(runs, block_columns, csv_path)
+    return RunTable(
+        runs=runs.reset_index(drop=True),
+        blocks=frame[block_columns].drop_duplicates().reset_index(drop=True),
+        block_columns=list(block_columns),
+        condition_column=condition_column,
+        replicate=replicate,
+        metrics=list(metrics),
+        draw_column=draw,
+        source=str(path),
+        kind=kind,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        n_rows=len(frame),
+        failed_runs=failed_runs,
+        failed=failed,
+        design=design,
+    )
+
+
+def _locate(path: Path) -> tuple[Path, dict, str]:
+    """(runs.csv path, design.json contents or {}, 'causalloc' | 'csv') of a folder or CSV."""
+    if path.is_file():
+        return path, {}, "csv"
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    csv_path, design_path = path / "runs.csv", path / "design.json"
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: not found (expected a causalloc output folder)")
+    design = {}
+    if design_path.is_file():
+        try:
+            design = json.loads(design_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{design_path}: not valid JSON ({exc})") from exc
+    return csv_path, design, "causalloc"
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    """The CSV as a DataFrame; a DataError / TableError when unreadable or empty."""
     try:
         frame = pd.read_csv(csv_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv_path}: cannot be read as CSV ({exc})") from exc
     if frame.empty:
         raise TableError(f"{csv_path}: the table has no rows")
+    return frame
 
+
+def _resolve_columns(csv_path, frame, design, *, block, condition, metric, replicate, draw):
+    """(block columns, condition, replicate, metrics, draw) from the arguments, else
+    design.json, else the defaults; checked against the table's columns."""
     block_columns = _split(block) or design.get("block_columns")
     condition_column = condition or design.get("condition_column") or "condition"
     replicate = replicate or design.get("replicate") or "seed"
@@ -146,62 +187,51 @@ def load_runs(
         raise TableError(
             f"{csv_path}: missing column(s) {missing} (columns present: {list(frame.columns)})"
         )
+    return block_columns, condition_column, replicate, metrics, draw
+
+
+def _normalise(csv_path, frame, block_columns, condition_column, draw) -> pd.DataFrame:
+    """Refuse empty identity values; add ``_row``; conditions as text; missing draw = 0."""
     for column in [*block_columns, condition_column]:
         empty = frame.index[frame[column].isna()].tolist()
         if empty:
-            raise TableError(
-                f"{csv_path}: column {column!r} has empty values in rows {empty[:_LIST_LIMIT]}"
-            )
+            raise TableError(f"{csv_path}: column {column!r} has empty values in rows "
+                             f"{empty[:_LIST_LIMIT]} (0-based data rows)")
     frame = frame.assign(_row=np.arange(len(frame)))
     frame[condition_column] = frame[condition_column].astype(str)
     if draw:
         frame[draw] = frame[draw].fillna(0)
+    return frame
 
-    failed_runs: list[dict] = []
-    if "status" in frame.columns:
-        done = frame["status"].astype(str) == "done"
-        for _, row in frame[~done].iterrows():
-            failed_runs.append(
-                {
-                    "run_id": _clean(row.get("run_id", f"row {row['_row']}")),
-                    "condition": row[condition_column],
-                    "error": _clean(row.get("error", "")) or f"status {row['status']}",
-                }
-            )
-        runs, failed = frame[done].copy(), frame[~done]
-    else:
-        runs, failed = frame.copy(), frame.iloc[0:0]
-    if runs.empty:
+
+def _split_failed(csv_path, frame, condition_column):
+    """(done runs, failed rows, failed_runs entries) by the ``status`` column, if any."""
+    if "status" not in frame.columns:
+        return frame.copy(), frame.iloc[0:0], []
+    done = frame["status"].astype(str) == "done"
+    failed_runs = [
+        {
+            "run_id": _clean(row.get("run_id", f"row {row['_row']} (0-based)")),
+            "condition": row[condition_column],
+            "error": _clean(row.get("error", "")) or f"status {row['status']}",
+        }
+        for _, row in frame[~done].iterrows()
+    ]
+    if not done.any():
         raise TableError(f"{csv_path}: no run has status 'done' ({len(frame)} rows, all failed)")
-    for column in metrics:
-        runs[column] = _numeric(runs[column], column, csv_path)
-    identity = [*block_columns, condition_column] + ([draw] if draw else [])
+    return frame[done].copy(), frame[~done], failed_runs
+
+
+def _check_unique(csv_path, runs, identity, has_draw: bool) -> None:
+    """TableError naming the rows of runs that share block, condition (and draw)."""
     duplicated = runs.duplicated(identity, keep=False)
     if duplicated.any():
         rows = runs.loc[duplicated, "_row"].tolist()
         raise TableError(
             f"{csv_path}: {int(duplicated.sum())} runs share block, condition"
-            f"{' and draw' if draw else ''} with another run (rows {rows[:_LIST_LIMIT]}): "
-            "is a block column missing from --block, or the draw column from --draw?"
+            f"{' and draw' if has_draw else ''} with another run (rows {rows[:_LIST_LIMIT]}, "
+            "0-based): is a block column missing from --block, or the draw column from --draw?"
         )
-    check_fingerprints(runs, block_columns, csv_path)
-    blocks = frame[block_columns].drop_duplicates().reset_index(drop=True)
-    return RunTable(
-        runs=runs.reset_index(drop=True),
-        blocks=blocks,
-        block_columns=list(block_columns),
-        condition_column=condition_column,
-        replicate=replicate,
-        metrics=list(metrics),
-        draw_column=draw,
-        source=str(path),
-        kind=kind,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        n_rows=len(frame),
-        failed_runs=failed_runs,
-        failed=failed,
-        design=design,
-    )
 
 
 #: column of runs.csv holding the fingerprint of the theta_o weights a run started from
@@ -232,6 +262,19 @@ def check_fingerprints(runs: pd.DataFrame, block_columns: list[str], source) -> 
     )
 
 
+def _failed_rows(table: RunTable) -> pd.DataFrame:
+    """The failed runs' block and condition columns. A RunTable built without ``failed=``
+    has none; failed rows lacking those columns are a TableError naming them."""
+    needed = [*table.block_columns, table.condition_column]
+    if table.failed.empty and not len(table.failed.columns):
+        return pd.DataFrame(columns=needed)
+    missing = [c for c in needed if c not in table.failed.columns]
+    if missing:
+        raise TableError(f"{table.source}: RunTable.failed lacks column(s) {missing} (it needs "
+                         f"the block and condition columns {needed})")
+    return table.failed[needed]
+
+
 def _clean(value):
     """A JSON-friendly scalar: NaN -> None, numpy scalars -> Python."""
     if isinstance(value, float) and math.isnan(value):
@@ -244,7 +287,7 @@ def _numeric(column: pd.Series, name: str, source: Path | str) -> pd.Series:
     values = pd.to_numeric(column, errors="coerce")
     bad = column.notna() & values.isna()
     if bad.any():
-        examples = [f"row {i}: {column[i]!r}" for i in column.index[bad][:_LIST_LIMIT]]
+        examples = [f"row {i} (0-based): {column[i]!r}" for i in column.index[bad][:_LIST_LIMIT]]
         raise TableError(f"{source}: metric column {name!r} is not numeric ({', '.join(examples)})")
     return values.astype(float)
 
@@ -277,7 +320,8 @@ def apply_nonfinite_policy(table: RunTable, policy: str, metrics: list[str]) -> 
             )
         table.runs.loc[bad, metric] = np.nan
     if excluded and policy == "error":
-        listed = _listing([f"row {e['row']} ({e['condition']}, {e['metric']})" for e in excluded])
+        listed = _listing([f"row {e['row']} (0-based; {e['condition']}, {e['metric']})"
+                           for e in excluded])
         raise TableError(
             f"{table.source}: {len(excluded)} non-finite metric value(s): {listed}; "
             "pass --nonfinite drop to exclude them (the report will list them)"
@@ -304,7 +348,7 @@ def check_matching(
     present = dict(zip(grouped.index, grouped.to_numpy()))
     failed = {
         (tuple(_clean(v) for v in row[:-1]), row[-1])
-        for row in table.failed[[*key, table.condition_column]].itertuples(index=False)
+        for row in _failed_rows(table).itertuples(index=False)
     }
     dropped = []
     for block in table.blocks.itertuples(index=False):

@@ -5,7 +5,7 @@ Decision rule (alpha = 0.05 unless the spec says otherwise; SESOI in metric unit
 ====================  ==========================================================
 verdict               condition
 ====================  ==========================================================
-``equivalent``        TOST p_adj < alpha (90% CI inside [-SESOI, SESOI]) and p_adj >= alpha
+``equivalent``        TOST p_adj < alpha ((1 - 2 alpha) CI inside (-SESOI, SESOI)) and p_adj >= alpha
 ``negligible``        TOST p_adj < alpha and p_adj < alpha: different, but inside the SESOI
 ``a_better``          p_adj < alpha, not equivalent, and the difference favours a
 ``b_better``          p_adj < alpha, not equivalent, and the difference favours b
@@ -20,10 +20,11 @@ mean(a - b) < 0 where lower is better (e.g. ``relearn_es``: less extraction afte
 relearning attack is better). A p-value above alpha alone never supports "no effect":
 only TOST can give ``equivalent``.
 
-When inconclusive, ``blocks_needed`` = max(blocks to detect the SESOI at the
-family-adjusted alpha, blocks to show equivalence at a true difference of 0), both at 80%
-power from the observed sd of the differences: with that many blocks either conclusion is
-reachable, whichever is true.
+When inconclusive, ``blocks_needed`` answers the open question at 80% power from the
+observed sd of the differences: blocks to show equivalence at a true difference of 0 when
+|mean_diff| < SESOI, else blocks to detect the observed difference at the family-adjusted
+alpha (``causalloc.stats.analyze._planning_numbers``; the range over the sd's chi-square
+interval is ``blocks_needed_detect_range``).
 """
 
 from __future__ import annotations

@@ -221,9 +221,12 @@ def test_essentially_constant_differences_are_stated_not_computed(tmp_path):
     a = b + 0.1  # differences equal up to rounding (sd ~ 1e-17)
     row = compare_paired(a, b, sesoi=0.02, n_boot=200).iloc[0]
     assert row["diffs_constant"]
-    for column in ("d_z", "p_t", "bf10", "tost_p", "t_ci95_lo"):
+    for column in ("d_z", "p_t", "bf10", "t_ci95_lo"):
         assert np.isnan(row[column]), column
     assert row["p_perm"] == pytest.approx(2 / 2**8)  # the permutation p still stands
+    # the inverted permutation interval and TOST stand too (issue 21): all differences 0.1
+    assert row["ci95_lo"] == pytest.approx(0.1) and row["ci95_hi"] == pytest.approx(0.1)
+    assert row["tost_p"] == 1.0
     normal = compare_paired(a + rng.normal(0, 0.01, size=a.shape), b, sesoi=0.02, n_boot=200)
     assert not normal["diffs_constant"].iloc[0] and np.isfinite(normal["d_z"].iloc[0])
     rows = [{"algorithm": "ga", "seed": s, "condition": c, "aues": v}

@@ -1,0 +1,155 @@
+"""Group-sequential permutation tests, causalloc plan and run --until-conclusive (issue 21)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special
+
+from causalloc.cli import main
+from causalloc.stats.sequential import boundaries, look_sizes, obf_spending, sequential_test
+from tests.runs_helpers import write_spec
+
+REFERENCE = Path(__file__).parents[1] / "reference" / "rpact_obf_boundaries.csv"
+
+
+def _rpact() -> pd.DataFrame:
+    return pd.read_csv(REFERENCE, comment="#")
+
+
+def test_spending_function_equals_rpact_alpha_spent():
+    for (alpha, k_max), rows in _rpact().groupby(["alpha", "k_max"]):
+        ours = obf_spending(rows["information_rate"].to_numpy(), alpha)
+        np.testing.assert_allclose(ours, rows["alpha_spent"], rtol=1e-5)
+
+
+def test_boundaries_from_a_joint_null_sample_reproduce_rpact_critical_values():
+    """Brownian-motion z statistics at 6 equally spaced looks: the boundary on p that
+    :func:`boundaries` sets from the joint sample is rpact's critical z (one-sided)."""
+    rng = np.random.default_rng(7)
+    for (alpha, k_max), rows in _rpact().groupby(["alpha", "k_max"]):
+        z = np.cumsum(rng.standard_normal((400_000, k_max)), axis=1) / np.sqrt(np.arange(1, k_max + 1))
+        null_p = special.ndtr(-z)
+        bound = boundaries(null_p, obf_spending(rows["information_rate"].to_numpy(), alpha))
+        critical = -special.ndtri(bound)
+        # looks whose spending leaves >= 500 resamples: Monte Carlo se of z <= 0.015
+        usable = rows["alpha_spent"].to_numpy() * 400_000 >= 500
+        assert usable.sum() >= k_max // 2
+        np.testing.assert_allclose(critical[usable], rows["critical_z"].to_numpy()[usable],
+                                   atol=0.05)
+
+
+def test_look_sizes():
+    assert look_sizes(24, 4, 24) == [4, 8, 12, 16, 20, 24]
+    assert look_sizes(10, 4, 10) == [4, 8, 10]
+    assert look_sizes(9, 4, 24) == [4, 8]
+
+
+def _options(**kw):
+    return {"sesoi": 0.5, "higher_is_better": True, "look_every": 4, "max_blocks": 24,
+            "alpha": 0.05, "family_size": 1, "rng": np.random.default_rng(0),
+            "n_resamples": 1999, **kw}
+
+
+def test_sequential_stops_early_for_a_large_effect_and_for_equivalence():
+    rng = np.random.default_rng(1)
+    b = rng.lognormal(size=24)
+    a = b + 1.5 + rng.normal(0, 0.2, size=24)  # 3 x SESOI
+    big = sequential_test(a, b, None, **_options())
+    assert big["decision"] == "a_better" and big["blocks_used"] < 24
+    same = sequential_test(b + rng.normal(0, 0.2, size=24), b, None, **_options())
+    assert same["decision"] == "equivalent" and same["blocks_used"] < 24
+    looks = same["looks"]
+    assert [k["blocks"] for k in looks] == list(range(4, same["blocks_used"] + 1, 4))
+    assert all(set(k) >= {"blocks", "p", "boundary", "decision"} for k in looks)
+    # K = 2 random draws per block: the randomization version decides as well
+    draws = np.stack([b, b + rng.normal(0, 0.2, size=24)], axis=1)
+    rand = sequential_test(draws.mean(axis=1) + 1.5, draws.mean(axis=1), draws, **_options())
+    assert rand["decision"] == "a_better"
+    # fewer blocks than planned and nothing decided: continue, not inconclusive
+    noisy = rng.normal(0, 3, size=8)
+    assert sequential_test(noisy, np.zeros(8), None, **_options())["decision"] == "continue"
+
+
+def test_sequential_type_one_error_is_held_over_the_looks():
+    """200 null data sets of 24 blocks with K = 2 lognormal random draws (skewed), 6 looks:
+    directional rejections stay near alpha (not 6 looks' worth), and with a true shift of
+    +SESOI equivalence is (almost) never declared."""
+    rng = np.random.default_rng(2)
+    rejected = false_equivalence = 0
+    for i in range(200):
+        values = rng.lognormal(size=(24, 3))
+        draws = values[:, 1:]
+        options = _options(rng=np.random.default_rng(i), n_resamples=999)
+        rejected += sequential_test(values[:, 0], draws.mean(axis=1), draws, **options)[
+            "decision"] in ("a_better", "b_better")
+        shifted = values[:, 0] + 0.5
+        false_equivalence += sequential_test(shifted, draws.mean(axis=1), draws,
+                                             **options)["decision"] == "equivalent"
+    assert rejected <= 22  # alpha = 0.05: 10 expected, P(> 22) < 0.001
+    assert false_equivalence <= 22
+
+
+SEQ_SPEC = """
+name = "seq_test"
+budgets = [0.1]
+seeds = [0, 1]
+k_random = 2
+
+[testbed]
+kind = "tiny"
+
+[[conditions]]
+strategy = "oracle"
+
+[[conditions]]
+strategy = "random"
+
+[[algorithms]]
+name = "ga"
+steps = 5
+
+[eval]
+every = 1
+metrics = ["aues"]
+"""
+
+
+def test_plan_says_a_family_cannot_reject_and_run_warns(tmp_path, capsys):
+    spec = write_spec(tmp_path, SEQ_SPEC)
+    assert main(["plan", str(spec), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    family = doc["families"][0]
+    assert family["name"] == "primary" and family["n_comparisons"] == 1
+    assert family["min_p_adj"] == pytest.approx(2 / 9) and family["can_reject"] is False
+    assert family["min_blocks_to_reject"] == 4 and doc["n_runs"] == 2 * 3
+    bigger = write_spec(tmp_path, SEQ_SPEC.replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3]"),
+                        name="big.toml")
+    assert main(["plan", str(bigger), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["families"][0]["can_reject"] is True
+
+
+def test_run_until_conclusive_adds_waves_of_seeds_then_stops(tmp_path, capsys):
+    spec = write_spec(tmp_path, SEQ_SPEC)
+    out = tmp_path / "out"
+    code = main(["run", str(spec), "--out", str(out), "--workers", "0", "--no-progress",
+                 "--run-fn", "tests.runs_helpers:toy_run", "--until-conclusive",
+                 "--look-every", "4", "--max-blocks", "12"])
+    err = capsys.readouterr().err
+    assert code == 0 and "cannot reject at this size" in err
+    assert "4 seeds" in err and "8 seeds: " in err and "a_better" in err and "12 seeds" not in err
+    seeds = pd.read_csv(out / "runs.csv")["seed"]
+    assert sorted(seeds.unique()) == list(range(8))
+    # the analysis of the same store with --sequential records the looks
+    assert main(["analyze", str(out), "--out", str(tmp_path / "a"), "--metric", "aues",
+                 "--sequential", "--look-every", "4", "--max-blocks", "12"]) == 0
+    doc = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    sequential = doc["comparisons"][0]["sequential"]
+    assert sequential["decision"] == "a_better" and sequential["blocks_used"] == 8
+    assert [look["blocks"] for look in sequential["looks"]] == [4, 8]
+    assert doc["policy"]["sequential"]["look_every"] == 4
+    assert doc["comparisons"][0]["verdict"] == "a_better"
