@@ -365,6 +365,7 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
     replicates = sorted(table.runs[table.replicate].unique().tolist(), key=str)
     meta = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "question": spec.question,
         "input": {
             "source": table.source,
             "kind": table.kind,
