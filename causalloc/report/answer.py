@@ -1,4 +1,16 @@
-"""The answer a report opens with: one table and the two sentences under it.
+"""The question a report is titled by and the answer it opens with.
+
+The question is analysis.json's ``question`` (the analysis spec's) or is built from the
+headline comparisons (the primary family's, on the first answer metric): ``Does oracle beat
+random on AUES? (ga, graddiff; tiny model, generated data)``. The ``**Answer:**`` paragraph
+counts their verdicts per pair over the cells (``oracle beats random for 4 of 6 objectives
+(dpo, npo, rmu, wga), random beats oracle for 2 (ga, graddiff)``), or per cell when many
+conditions face one baseline. A family that cannot reject at its size (analysis.json
+``families[].can_reject`` false) is said once under it, with the blocks its comparisons
+would need; its inconclusive cells then show the estimate and CI with a mark instead of the
+word "inconclusive".
+
+Then one table and the two sentences under it.
 
 Rows are comparison x cell (``oracle vs random | graddiff``: the cell part names only the
 block columns that differ between rows), columns the primary metrics; each cell holds the
