@@ -182,11 +182,18 @@ def forest_plot(analysis: dict, metric: str | None = None) -> Figure:
     pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comparisons))
     pooled = [m for m in analysis.get("mixed_models") or []
               if m.get("metric") == metric and is_number(m.get("estimate"))]
-    n_rows = len(comparisons) + len(pairs) + len(pooled) + (1 if pooled else 0)
+    split = sum(signs_differ(cell_signs(comparisons, m)) for m in pooled)  # two rows each
+    n_rows = len(comparisons) + len(pairs) + len(pooled) + split + (1 if pooled else 0)
     sesoi = next((c["sesoi"] for c in comparisons if isinstance(c.get("sesoi"), (int, float))),
                  (analysis.get("policy") or {}).get("sesoi", {}).get(metric))
     with paper_style():
-        fig = Figure(figsize=(SINGLE_COLUMN, 0.6 + 0.17 * n_rows), layout="constrained")
+        # wide enough for the longest row label (about 0.05 in per character at 7 pt) next to
+        # a plot area of at least 1.6 in, so long condition names never squeeze the plot away
+        longest = max([len(f"{a} vs {b}") for a, b in pairs]
+                      + [len(f"pooled: {m.get('contrast') or m.get('term')}") for m in pooled]
+                      + [len(_title(titles, c["cell"])) + 8 for c in comparisons], default=0)
+        width = min(DOUBLE_COLUMN, max(SINGLE_COLUMN, 1.8 + 0.05 * longest))
+        fig = Figure(figsize=(width, 0.6 + 0.17 * n_rows), layout="constrained")
         ax = fig.subplots()
         y, ticks, labels, headings = n_rows, [], [], {}
         for index, (a, b) in enumerate(pairs):
@@ -211,8 +218,10 @@ def forest_plot(analysis: dict, metric: str | None = None) -> Figure:
                 signs = cell_signs(comparisons, model)
                 if signs_differ(signs):
                     # averaging effects of opposite sign hides both: no diamond, the split
-                    labels.append(f"pooled: {contrast}\nnone: signs differ "
-                                  f"({signs[0]} of {signs[1]} cells > 0)")
+                    labels.append(f"pooled: {contrast}")
+                    y -= 1
+                    ticks.append(y)
+                    labels.append(f"none: signs differ ({signs[0]} of {signs[1]} cells > 0)")
                     continue
                 lo, hi = _interval(model.get("ci95"))
                 ax.add_patch(Polygon([(lo, y), (model["estimate"], y + 0.3), (hi, y),
