@@ -24,6 +24,7 @@ from causalloc.report.answer import (
     answer_paragraph,
     answer_rows,
     family_limits,
+    headline_comparisons,
     is_decided,
     label_columns,
     metric_header,
@@ -84,6 +85,11 @@ class Cell:
     css_class: str = ""
 
 
+#: an answer table longer than this is split: the rows of the headline comparisons (those the
+#: answer paragraph counts) first, the other comparisons in a second table right after
+MAX_ANSWER_ROWS = 12
+
+
 def verdict_class(verdict: str) -> str:
     return f"verdict-{verdict}"
 
@@ -108,8 +114,20 @@ def answer_blocks(inputs: ReportInputs) -> list[Block]:
                          else Cell(word + rest, css_class=css))
         items.append([row.pair, row.cell][:len(labels)] + cells)
     legend = [(verdict_class(v), label) for v, label in VERDICT_LEGEND.items()]
-    return blocks + [Block("table", columns=columns, items=items), Block("legend", items=legend),
-                     *(Block("paragraph", note) for note in answer_notes(inputs, rows))]
+    notes = [Block("paragraph", note) for note in answer_notes(inputs, rows)]
+    headline = {f"{c['a']} vs {c['b']}" for c in headline_comparisons(inputs)}
+    first = [i for i, row in enumerate(rows) if row.pair in headline]
+    if len(rows) <= MAX_ANSWER_ROWS or not 0 < len(first) < len(rows):
+        return blocks + [Block("table", columns=columns, items=items),
+                         Block("legend", items=legend), *notes]
+    # a long table: the rows the answer is about first, the other comparisons right after
+    rest = [i for i in range(len(rows)) if i not in first]
+    return blocks + [Block("table", columns=columns, items=[items[i] for i in first]),
+                     Block("legend", items=legend), *notes,
+                     Block("paragraph", f"The other {plural(len(rest), 'row')} of comparisons "
+                                        "on the same metrics (controls and secondary "
+                                        "contrasts), read the same way:"),
+                     Block("table", columns=columns, items=[items[i] for i in rest])]
 
 
 def localization_blocks(inputs: ReportInputs) -> list[Block]:

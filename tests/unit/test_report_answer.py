@@ -177,3 +177,24 @@ def test_the_spec_question_is_checked_and_recorded_in_analysis_json(tmp_path):
                                                          "mixed_model": False,
                                                          "dose_response": False})),
                                      tmp_path / "b")["analysis"].read_text())["question"] is None
+
+
+def test_a_long_answer_table_puts_the_headline_rows_first():
+    """localization_methods opened with a 50-row table: past MAX_ANSWER_ROWS rows the rows
+    the answer counts come first, the other comparisons in a second table right after."""
+    from causalloc.report.render import MAX_ANSWER_ROWS, answer_blocks
+
+    methods = ["activations", "memflex", "wagle", "grad_x_weight", "weight_norm"]
+    headline = [comparison(alg, "a_better", a=f"attributed:{m}") for m in methods
+                for alg in ("graddiff", "rmu")]
+    controls = [comparison(alg, "a_better", a=f"layer_matched:attributed:{m}", family="controls")
+                for m in methods for alg in ("graddiff", "rmu")]
+    families = [{"name": "primary", "role": "primary", "n_comparisons": 10},
+                {"name": "controls", "role": "secondary", "n_comparisons": 10}]
+    tables = [b for b in answer_blocks(inputs_of(controls + headline, families))
+              if b.kind == "table"]
+    assert len(controls + headline) > MAX_ANSWER_ROWS
+    assert [len(t.items) for t in tables] == [10, 10]
+    assert {row[0] for row in tables[0].items} == {f"attributed:{m} vs random" for m in methods}
+    short = [b for b in answer_blocks(inputs_of(headline[:6], families[:1])) if b.kind == "table"]
+    assert [len(t.items) for t in short] == [6]
