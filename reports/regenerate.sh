@@ -7,7 +7,8 @@
 # interrupted regeneration resumes), analyses it with analyses/NAME.analysis.toml when that
 # file exists, writes the report and copies what is committed into reports/NAME/:
 # report.md, analysis.json, comparisons.csv, runs.csv, design.json, tables.tex and the PNG
-# figures (the HTML report and the PDF figures stay in runs/NAME). Run from anywhere; paths
+# figures (the HTML report and the PDF figures stay in runs/NAME), then rewrites the index
+# reports/README.md (`causalloc index reports`). Run from anywhere; paths
 # are relative to the repository root so the report records no machine path.
 set -euo pipefail
 if [[ $# -lt 1 || $# -gt 2 ]]; then
@@ -32,4 +33,5 @@ mkdir -p "reports/$name/figures"
 cp "runs/$name"/{report.md,analysis.json,comparisons.csv,runs.csv,design.json,tables.tex} "reports/$name/"
 rm -f "reports/$name"/figures/*.png
 cp "runs/$name"/figures/*.png "reports/$name/figures/"
-echo "reports/$name regenerated from analyses/$name.toml"
+causalloc index reports   # reports/README.md: the index reads every report's analysis
+echo "reports/$name regenerated from analyses/$name.toml; reports/README.md rewritten"

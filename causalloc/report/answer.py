@@ -261,7 +261,9 @@ def side_by_side(labelled: dict[str, ReportInputs], metric: str) -> str:
              for label, inputs in labelled.items()]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for pair, cell in keys:
-        cells = [answer_cell(keyed[label][(pair, cell)]) for label in labelled]
+        cells = [answer_cell(keyed[label][(pair, cell)],
+                             undecidable(labelled[label], keyed[label][(pair, cell)]))
+                 for label in labelled]
         lines.append("| " + " | ".join([pair, *([cell] if cell else []), *cells]) + " |")
     return "\n".join(lines) + "\n"
 
