@@ -218,11 +218,13 @@ def signs_differ(signs: tuple[int, int] | None) -> bool:
 
 
 def sign_statement(signs: tuple[int, int] | None) -> str:
-    """``differ (2 of 6 positive)`` / ``agree (6 of 6 positive)`` / ``n/a``."""
+    """``differ (2 of 6 positive)`` / ``agree (all 6 positive)`` / ``n/a``."""
     if signs is None:
         return MISSING
     positive, n = signs
-    return f"{'differ' if signs_differ(signs) else 'agree'} ({positive} of {n} positive)"
+    if signs_differ(signs):
+        return f"differ ({positive} of {n} positive)"
+    return f"agree (all {n} {'positive' if positive else 'negative or zero'})"
 
 
 def mixed_model_row(model: dict, comparisons: list[dict] | None = None) -> list[str]:

@@ -124,7 +124,7 @@ def test_forest_plot_draws_no_diamond_over_cells_of_opposite_sign():
     agree = [{**c, "mean_diff": abs(c["mean_diff"]), "ci95": [0.0, 0.3]} for c in cells]
     ax = forest_plot({"comparisons": agree, "mixed_models": [model]}).axes[0]
     assert len([p for p in ax.patches if isinstance(p, Polygon)]) == 1
-    assert mixed_model_row(model, agree)[6] == "agree (3 of 3 positive)"
+    assert mixed_model_row(model, agree)[6] == "agree (all 3 positive)"
 
 
 def test_mask_anatomy_counts_and_jaccard():
