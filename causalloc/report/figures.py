@@ -516,7 +516,6 @@ def mask_anatomy(masks: list[dict]) -> Figure:
     names = condition_order(groups)
     labels = [f"{name} (n={len(groups[name])})" if len(groups[name]) > 1 else name
               for name in names]
-    styles = condition_styles(names)
     sets = {name: [flat_units(m) for m in groups[name]] for name in names}
     overlap = np.zeros((len(names), len(names)))
     for i, first in enumerate(names):
@@ -547,7 +546,7 @@ def mask_anatomy(masks: list[dict]) -> Figure:
         ax_counts.set_xlabel("layer")
         ax_counts.set_ylabel("")
         if n_layers > 12:
-            step = int(math.ceil(n_layers / 12))
+            step = math.ceil(n_layers / 12)
             ax_counts.set_xticks(np.arange(0, n_layers, step) + 0.5,
                                  [str(i) for i in range(0, n_layers, step)])
         ax_counts.tick_params(axis="x", labelsize=6, rotation=0)

@@ -107,10 +107,10 @@ def limited_inputs() -> ReportInputs:
 def test_a_family_that_cannot_reject_is_said_once_and_its_cells_carry_the_mark():
     inputs = limited_inputs()
     limits = family_limits(inputs)
-    assert limits == [f"{CANNOT_REJECT_MARK} The family primary (4 hypotheses at 8 blocks) cannot "
-                      "reject at its size: its smallest reachable adjusted p is 0.078 > alpha = "
-                      "0.05; its cells show the estimate and 95% CI without a verdict. A verdict "
-                      "would need about 12 to 30 blocks per comparison (blocks_needed)."]
+    assert limits == [(f"{CANNOT_REJECT_MARK} The family primary (4 hypotheses at 8 blocks) cannot "
+                       "reject at its size: its smallest reachable adjusted p is 0.078 > alpha = "
+                       "0.05; its cells show the estimate and 95% CI without a verdict. A verdict "
+                       "would need about 12 to 30 blocks per comparison (blocks_needed).")]
     undecided = inputs.comparisons[0]
     assert answer_cell(undecided, True) == f"-0.21 [-0.26, -0.16], n=8 {CANNOT_REJECT_MARK}"
     assert answer_cell(undecided) == "inconclusive: -0.21 [-0.26, -0.16], n=8"

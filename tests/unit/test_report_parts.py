@@ -25,7 +25,6 @@ from causalloc.report.text import (
     fmt_p,
     fmt_sig,
     mixed_model_row,
-    numeric_order,
     sign_statement,
 )
 
