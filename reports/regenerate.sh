@@ -7,7 +7,8 @@
 # Default: the committed reports/NAME/runs.csv, design.json and masks/ (when committed) are
 # copied into runs/NAME (kept out of git), analysed there with analyses/NAME.analysis.toml when
 # that file exists, reported, and report.md, analysis.json, comparisons.csv, tables.tex and the
-# PNG figures are copied back. No run is repeated: training is chaotic, so runs on another
+# PNG figures are copied back, and the index reports/README.md is rewritten (`causalloc index
+# reports`). No run is repeated: training is chaotic, so runs on another
 # processor, or on a rebuilt testbed, are another instance (docs/testbeds.md).
 #
 # --rerun: runs analyses/NAME.toml into runs/NAME first (resumable; --save-masks), then
@@ -76,4 +77,5 @@ if [[ $rerun == 1 ]]; then
 fi
 rm -f "$report"/figures/*.png
 cp "$out"/figures/*.png "$report/figures/"
+causalloc index reports   # reports/README.md: the index reads every report's analysis
 echo "$report regenerated ($([[ $rerun == 1 ]] && echo "runs rerun from analyses/$name.toml" || echo "re-analysed from its committed runs"))"

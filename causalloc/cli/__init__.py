@@ -18,7 +18,7 @@ from causalloc import __version__
 from causalloc.errors import CausallocError
 
 #: subcommand module names, in the order ``--help`` lists them
-COMMANDS = ("demo", "testbed", "localize", "layerfit", "plan", "run", "status", "export", "analyze", "report", "compare",
+COMMANDS = ("demo", "testbed", "localize", "layerfit", "plan", "run", "status", "export", "analyze", "report", "index", "compare",
             "audit", "import_")
 
 EPILOG = """examples:
@@ -30,6 +30,7 @@ EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/ --workers 2
   causalloc analyze runs/ --out runs/analysis
   causalloc report runs/analysis
+  causalloc index reports                        # reports/README.md from the reports
   causalloc compare norm-matched=runs/a free=runs/b   # two analyses side by side
   causalloc audit data/claims/lee2025.yaml --out audit/
   causalloc import open-unlearning saves/unlearn/* --condition-from 'mask_([a-z]+)' --out runs.csv

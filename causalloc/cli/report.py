@@ -8,10 +8,13 @@ import json
 
 DESCRIPTION = """Write the report of an analysis: report.md, one self-contained report.html
 (figures embedded, no external references), booktabs tables.tex and figures/*.pdf plus
-figures/*.png (300 dpi). The report opens with the answer: one table, a row per comparison
-and cell, a column per primary metric, each cell the verdict, the difference a - b with its
-95% CI and the blocks used (coloured by verdict in HTML); then the setup, the localization
-accuracy, the figures, and every comparison's sentence in an appendix.
+figures/*.png (300 dpi). Line 1 of report.md is the question (`question = "..."` in the
+analysis spec, recorded in analysis.json; else built from the comparisons), the first
+paragraph the **Answer:**, counting the verdicts per comparison; a family that cannot reject
+at its size is said once under it. Then one table, a row per comparison and cell, a column
+per primary metric, each cell the verdict, the difference a - b with its 95% CI and the
+blocks used (coloured by verdict in HTML); then the setup, the localization accuracy, the
+figures, and every comparison's sentence in an appendix.
 
 DIR holds analysis.json (from `causalloc analyze`); runs.csv is looked up in DIR or its
 parent and masks in DIR/masks or DIR/../masks (v_tgt.json there, the testbed's oracle region,

@@ -2,10 +2,13 @@
 paper figures (figures/*.pdf, figures/*.png at 300 dpi), from analysis.json plus, when found,
 runs.csv and the mask files. Never imports torch.
 
-A report opens with the answer (``causalloc.report.answer``: one table of verdicts,
-differences with their CI and blocks used, per comparison x cell and primary metric), then
-the setup, the localization accuracy against V_tgt, the figures and the other tables; every
-comparison's pasteable sentence is in the appendix.
+A report is titled by its question (the analysis spec's ``question``, else built from the
+comparisons) and opens with the answer (``causalloc.report.answer``: an ``**Answer:**``
+paragraph counting the verdicts per pair, the families that cannot reject at their size,
+then one table of verdicts, differences with their CI and blocks used, per comparison x cell
+and primary metric), then the setup, the localization accuracy against V_tgt, the figures
+and the other tables; every comparison's pasteable sentence is in the appendix.
+``causalloc.report.index`` writes the index of a folder of reports (reports/README.md).
 
     >>> from causalloc.report import write_report
     >>> paths = write_report("runs/analysis")          # doctest: +SKIP

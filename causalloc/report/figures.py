@@ -39,7 +39,14 @@ from causalloc.report.style import (
     pair_color,
     paper_style,
 )
-from causalloc.report.text import fmt_interval, fmt_p, fmt_sig, is_number
+from causalloc.report.text import (
+    cell_signs,
+    fmt_interval,
+    fmt_p,
+    fmt_sig,
+    is_number,
+    signs_differ,
+)
 from causalloc.vocab import cell_label, metric_label, random_group, varying_cell_labels
 
 #: most points of a common step grid for trade-off curves
@@ -163,7 +170,8 @@ def _block_values(inputs: ReportInputs, runs: pd.DataFrame, metric: str,
 def forest_plot(analysis: dict, metric: str | None = None) -> Figure:
     """The headline: one row per cell and comparison, mean difference (a - b) with its 95% CI,
     a line at 0, the +-SESOI band shaded, and each pooled mixed-model estimate of the metric
-    as a diamond spanning its 95% CI."""
+    as a diamond spanning its 95% CI, unless the cells' effects of that contrast differ in
+    sign: then the row says so and draws no diamond (``text.cell_signs``)."""
     inputs = _inputs(analysis)
     metric = _pick_metric(inputs, metric)
     comparisons = [c for c in inputs.comparisons if c["metric"] == metric]
@@ -171,11 +179,18 @@ def forest_plot(analysis: dict, metric: str | None = None) -> Figure:
     pairs = list(dict.fromkeys((c["a"], c["b"]) for c in comparisons))
     pooled = [m for m in analysis.get("mixed_models") or []
               if m.get("metric") == metric and is_number(m.get("estimate"))]
-    n_rows = len(comparisons) + len(pairs) + len(pooled) + (1 if pooled else 0)
+    split = sum(signs_differ(cell_signs(comparisons, m)) for m in pooled)  # two rows each
+    n_rows = len(comparisons) + len(pairs) + len(pooled) + split + (1 if pooled else 0)
     sesoi = next((c["sesoi"] for c in comparisons if isinstance(c.get("sesoi"), (int, float))),
                  (analysis.get("policy") or {}).get("sesoi", {}).get(metric))
     with paper_style():
-        fig = Figure(figsize=(SINGLE_COLUMN, 0.6 + 0.17 * n_rows), layout="constrained")
+        # wide enough for the longest row label (about 0.05 in per character at 7 pt) next to
+        # a plot area of at least 1.6 in, so long condition names never squeeze the plot away
+        longest = max([len(f"{a} vs {b}") for a, b in pairs]
+                      + [len(f"pooled: {m.get('contrast') or m.get('term')}") for m in pooled]
+                      + [len(_title(titles, c["cell"])) + 8 for c in comparisons], default=0)
+        width = min(DOUBLE_COLUMN, max(SINGLE_COLUMN, 1.8 + 0.05 * longest))
+        fig = Figure(figsize=(width, 0.6 + 0.17 * n_rows), layout="constrained")
         ax = fig.subplots()
         y, ticks, labels, headings = n_rows, [], [], {}
         for index, (a, b) in enumerate(pairs):
@@ -195,13 +210,22 @@ def forest_plot(analysis: dict, metric: str | None = None) -> Figure:
             y -= 1
             for model in pooled:
                 y -= 1
+                ticks.append(y)
+                contrast = model.get("contrast") or model.get("term")
+                signs = cell_signs(comparisons, model)
+                if signs_differ(signs):
+                    # averaging effects of opposite sign hides both: no diamond, the split
+                    labels.append(f"pooled: {contrast}")
+                    y -= 1
+                    ticks.append(y)
+                    labels.append(f"none: signs differ ({signs[0]} of {signs[1]} cells > 0)")
+                    continue
                 lo, hi = _interval(model.get("ci95"))
                 ax.add_patch(Polygon([(lo, y), (model["estimate"], y + 0.3), (hi, y),
                                       (model["estimate"], y - 0.3)], closed=True,
                                      facecolor="0.25", edgecolor="0.25"))
-                ticks.append(y)
                 flag = "" if model.get("converged", True) else " (not converged)"
-                labels.append(f"pooled: {model.get('contrast') or model.get('term')}{flag}")
+                labels.append(f"pooled: {contrast}{flag}")
         if isinstance(sesoi, (int, float)) and sesoi > 0:
             ax.axvspan(-sesoi, sesoi, color="0.9", zorder=0, label=f"+-SESOI ({sesoi:g})")
             ax.legend(loc="lower right", bbox_to_anchor=(1, 1), fontsize=6)
@@ -470,8 +494,8 @@ def dose_response(analysis: dict, predictor: str | None = None) -> Figure:
 
 
 def mask_anatomy(masks: list[dict]) -> Figure:
-    """Where the masks sit: units per layer of each mask (random-like masks summarised by
-    their mean and range), and the Jaccard overlap |A & B| / |A | B| between masks (mean over
+    """Where the masks sit: units per layer of each mask (a heatmap, one row per mask,
+    random-like masks summarised by their mean), and the Jaccard overlap |A & B| / |A | B| between masks (mean over
     members for the random group, excluding a mask with itself).
 
     ``masks`` are ``causalloc.masks.Mask.to_dict()`` dicts; only those with the most common
@@ -489,7 +513,6 @@ def mask_anatomy(masks: list[dict]) -> Figure:
     names = condition_order(groups)
     labels = [f"{name} (n={len(groups[name])})" if len(groups[name]) > 1 else name
               for name in names]
-    styles = condition_styles(names)
     sets = {name: [flat_units(m) for m in groups[name]] for name in names}
     overlap = np.zeros((len(names), len(names)))
     for i, first in enumerate(names):
@@ -498,27 +521,41 @@ def mask_anatomy(masks: list[dict]) -> Figure:
                       for ia, a in enumerate(sets[first]) for ib, b in enumerate(sets[second])
                       if not (i == j and ia == ib)]
             overlap[i, j] = np.mean(scores) if scores else 1.0
-    layers = np.arange(common[0])
+    counts = pd.DataFrame([np.mean([[len(units) for units in m["units"]] for m in groups[name]],
+                                   axis=0) for name in names],
+                          index=labels, columns=np.arange(common[0]))
+    ids = [str(i + 1) for i in range(len(names))]
+    n_layers, n = counts.shape[1], len(names)
+    # one row per mask, shared by both panels; the overlap panel's columns are numbered so
+    # that long condition names are written once, left of the rows
+    layer_width = min(0.32 * n_layers, 3.0)
+    overlap_width = min(0.3 * n, 3.2)
     with paper_style():
-        fig = Figure(figsize=(DOUBLE_COLUMN, 2.6), layout="constrained")
-        ax_counts, ax_heat = fig.subplots(1, 2, width_ratios=[1.2, 1])
-        for name, label in zip(names, labels):
-            counts = np.array([[len(units) for units in m["units"]] for m in groups[name]])
-            style = styles[name]
-            ax_counts.plot(layers, counts.mean(axis=0), marker=style["marker"],
-                           color=style["color"], label=label, lw=1)
-            if len(counts) > 1:
-                ax_counts.fill_between(layers, counts.min(axis=0), counts.max(axis=0),
-                                       color=style["color"], alpha=0.15, lw=0)
+        fig = Figure(figsize=(min(DOUBLE_COLUMN, 2.0 + layer_width + overlap_width + 1.0),
+                              0.9 + 0.2 * n), layout="constrained")
+        ax_counts, ax_heat = fig.subplots(1, 2, width_ratios=[layer_width, overlap_width],
+                                          sharey=False)
+        sns.heatmap(counts, ax=ax_counts, cmap="Blues", vmin=0, annot=n_layers <= 12,
+                    fmt=".0f", annot_kws={"fontsize": 5.5}, linewidths=0.3, linecolor="white",
+                    cbar_kws={"shrink": 0.8})
+        ax_counts.set_yticks(np.arange(n) + 0.5, [f"{i}  {label}" for i, label in zip(ids, labels)],
+                             rotation=0, fontsize=6)
         ax_counts.set_xlabel("layer")
-        ax_counts.set_ylabel("units in mask")
-        ax_counts.set_xticks(layers)
-        ax_counts.legend(fontsize=6)
-        sns.heatmap(pd.DataFrame(overlap, index=labels, columns=labels), ax=ax_heat,
-                    vmin=0, vmax=1, cmap="viridis", annot=len(names) <= 8, fmt=".2f",
-                    annot_kws={"fontsize": 6}, square=True,
+        ax_counts.set_ylabel("")
+        if n_layers > 12:
+            step = math.ceil(n_layers / 12)
+            ax_counts.set_xticks(np.arange(0, n_layers, step) + 0.5,
+                                 [str(i) for i in range(0, n_layers, step)])
+        ax_counts.tick_params(axis="x", labelsize=6, rotation=0)
+        sns.heatmap(pd.DataFrame(overlap, index=ids, columns=ids), ax=ax_heat, vmin=0, vmax=1,
+                    cmap="viridis", annot=n <= 12, fmt=".2f", annot_kws={"fontsize": 5},
+                    square=True, linewidths=0.3, linecolor="white",
                     cbar_kws={"label": "Jaccard overlap", "shrink": 0.8})
-        ax_heat.tick_params(labelsize=6)
+        ax_heat.tick_params(labelsize=6, rotation=0)
+        ax_heat.set_xlabel("mask (row number)")
+        ax_heat.set_ylabel("")
+        ax_counts.set_title("units per layer (random groups: mean)", fontsize=7)
+        ax_heat.set_title("Jaccard overlap between masks", fontsize=7)
     return fig
 
 
@@ -566,7 +603,8 @@ def build_figures(inputs: ReportInputs) -> tuple[list[ReportFigure], dict[str, s
     headline = inputs.headline_metric
     plans = [(f"forest_{metric}", f"Forest plot, {metric_label(metric)}",
               (f"Mean difference in {metric_label(metric)} (a - b) per cell with 95% CI; "
-              "shaded: +-SESOI; diamonds: pooled mixed-model estimates."),
+              "shaded: +-SESOI; diamonds: pooled mixed-model estimates, drawn only where the "
+               "cells agree in sign."),
               lambda metric=metric: forest_plot(analysis, metric))
              for metric in inputs.metrics]
     if not plans:

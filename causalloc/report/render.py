@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +21,15 @@ from causalloc.report.answer import (
     answer_cell_parts,
     answer_metrics,
     answer_notes,
+    answer_paragraph,
     answer_rows,
+    family_limits,
+    headline_comparisons,
     is_decided,
     label_columns,
     metric_header,
+    report_question,
+    undecidable,
 )
 from causalloc.report.figures import ReportFigure, build_figures
 from causalloc.report.inputs import ReportInputs
@@ -47,7 +53,6 @@ from causalloc.report.text import (
     localization_row,
     mixed_model_row,
     plural,
-    report_title,
     reproducibility_lines,
     setup_items,
     verdict_row,
@@ -79,30 +84,49 @@ class Cell:
     css_class: str = ""
 
 
+#: an answer table longer than this is split: the rows of the headline comparisons (those the
+#: answer paragraph counts) first, the other comparisons in a second table right after
+MAX_ANSWER_ROWS = 12
+
+
 def verdict_class(verdict: str) -> str:
     return f"verdict-{verdict}"
 
 
 def answer_blocks(inputs: ReportInputs) -> list[Block]:
-    """The answer table, its colour legend (HTML) and the sentences under it."""
+    """Under the ``**Answer:**`` paragraph: the families that cannot reject at their size
+    (said once), the answer table, its colour legend (HTML) and the sentences under it."""
+    blocks = [Block("paragraph", line) for line in family_limits(inputs)]
     metrics = answer_metrics(inputs)
     rows = answer_rows(inputs, metrics)
     if not rows:
-        return []
+        return blocks
     labels = label_columns(rows)
     columns = (*labels, *(metric_header(m, inputs.comparisons) for m in metrics))
     items = []
     for row in rows:
         cells = []
         for comparison in row.comparisons:
-            word, rest = answer_cell_parts(comparison)
+            word, rest = answer_cell_parts(comparison, undecidable(inputs, comparison))
             css = verdict_class(comparison["verdict"]) if comparison else ""
             cells.append(Cell(rest, bold=word, css_class=css) if is_decided(comparison)
                          else Cell(word + rest, css_class=css))
         items.append([row.pair, row.cell][:len(labels)] + cells)
     legend = [(verdict_class(v), label) for v, label in VERDICT_LEGEND.items()]
-    return [Block("table", columns=columns, items=items), Block("legend", items=legend),
-            *(Block("paragraph", note) for note in answer_notes(inputs, rows))]
+    notes = [Block("paragraph", note) for note in answer_notes(inputs, rows)]
+    headline = {f"{c['a']} vs {c['b']}" for c in headline_comparisons(inputs)}
+    first = [i for i, row in enumerate(rows) if row.pair in headline]
+    if len(rows) <= MAX_ANSWER_ROWS or not 0 < len(first) < len(rows):
+        return blocks + [Block("table", columns=columns, items=items),
+                         Block("legend", items=legend), *notes]
+    # a long table: the rows the answer is about first, the other comparisons right after
+    rest = [i for i in range(len(rows)) if i not in first]
+    return blocks + [Block("table", columns=columns, items=[items[i] for i in first]),
+                     Block("legend", items=legend), *notes,
+                     Block("paragraph", f"The other {plural(len(rest), 'row')} of comparisons "
+                                        "on the same metrics (controls and secondary "
+                                        "contrasts), read the same way:"),
+                     Block("table", columns=columns, items=[items[i] for i in rest])]
 
 
 def localization_blocks(inputs: ReportInputs) -> list[Block]:
@@ -134,13 +158,15 @@ def figure_blocks(figures: list[ReportFigure]) -> list[Block]:
 
 def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: dict[str, str],
                   report_command: str) -> list[Block]:
-    """The report in reading order: the answer table first (after the design status when
-    the design is partial or failed, which is never buried), then the setup, the
+    """The report in reading order: the question as title, the ``**Answer:**`` paragraph,
+    the design status when the design is partial or failed (never buried), the answer
+    table, then the setup, the
     localization accuracy, the figures, the pooled and dose-response tables, caveats and
     reproducibility; every comparison's sentence, grouped by metric, in the appendix."""
     status, status_text = design_status(inputs)
     status_block = Block("status", status_text, level={"complete": 0}.get(status, 1))
-    blocks = [Block("heading", report_title(inputs), level=1)]
+    blocks = [Block("heading", report_question(inputs), level=1),
+              Block("paragraph", answer_paragraph(inputs))]
     if status != "complete":
         blocks.append(status_block)
     blocks += answer_blocks(inputs)
@@ -154,12 +180,20 @@ def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: di
     main = [by_name[name] for name in answer_forests if name in by_name]
     main += [f for f in figures if not f.name.startswith("forest")]
     if main:
-        blocks += [Block("heading", "Figures"), *figure_blocks(main)]
+        blocks += [Block("heading", "Figures"),
+                   Block("paragraph", "Each figure is also written as a vector PDF next to its "
+                                      "PNG by `causalloc report` (committed report folders "
+                                      "keep the PNGs only)."),
+                   *figure_blocks(main)]
     models = inputs.analysis.get("mixed_models") or []
     if models:
         blocks += [Block("heading", "Pooled estimates (mixed models)"),
+                   Block("paragraph", "A pooled estimate averages the contrast over the cells; "
+                                      "where the cells' effects differ in sign (column "
+                                      "'signs across cells') it describes no cell, and the "
+                                      "forest plot draws no diamond for it."),
                    Block("table", columns=MIXED_MODEL_COLUMNS,
-                         items=[mixed_model_row(m) for m in models])]
+                         items=[mixed_model_row(m, inputs.comparisons) for m in models])]
     entries = inputs.analysis.get("dose_response") or []
     if entries:
         blocks += [Block("heading", "Dose-response slopes"),
@@ -236,8 +270,7 @@ def to_markdown(blocks: list[Block]) -> str:
             out.append(f"```\n{block.text}\n```")
         elif block.kind == "figure":
             figure = block.items[0]
-            out.append(f"![{figure.title}](figures/{figure.name}.png)\n\n"
-                       f"*{figure.caption}* (PDF: `figures/{figure.name}.pdf`)")
+            out.append(f"![{figure.title}](figures/{figure.name}.png)\n\n*{figure.caption}*")
     return "\n\n".join(out) + "\n"
 
 
@@ -269,6 +302,12 @@ def _html_cell(value) -> str:
     return f"<td{css}>{bold}{html.escape(value.text)}</td>"
 
 
+def _inline_html(text: str) -> str:
+    """Escaped ``text`` with Markdown's ``**bold**`` (the only inline markup the blocks use)
+    as ``<strong>``."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
 def to_html(blocks: list[Block], png: dict[str, bytes]) -> str:
     """One HTML file with the PNGs inlined as data URIs and the styles inline."""
     esc = html.escape
@@ -280,7 +319,7 @@ def to_html(blocks: list[Block], png: dict[str, bytes]) -> str:
             kind = "status problem" if block.level else "status"
             out.append(f'<p class="{kind}">{esc(block.text)}</p>')
         elif block.kind == "paragraph":
-            out.append(f"<p>{esc(block.text)}</p>")
+            out.append(f"<p>{_inline_html(block.text)}</p>")
         elif block.kind == "list":
             out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block.items) + "</ul>")
         elif block.kind == "table":

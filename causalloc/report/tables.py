@@ -8,12 +8,14 @@ from __future__ import annotations
 import pandas as pd
 
 from causalloc.report.answer import (
+    CANNOT_REJECT_MARK,
     answer_cell,
     answer_metrics,
     answer_rows,
     is_decided,
     label_columns,
     metric_header,
+    undecidable,
 )
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.localization import target_accuracy
@@ -44,7 +46,9 @@ def latex_table(rows: list[list[str]], headers: list[str] | tuple[str, ...], cap
         css = pd.DataFrame([["textbf: --rwrap;" if b else "" for b in row] for row in bold],
                            index=frame.index, columns=frame.columns)
         styler = styler.apply(lambda _: css, axis=None)
-    tabular = styler.to_latex(hrules=True, column_format=align)
+    # the answer table's mark of a family that cannot reject: a dagger pdflatex can set
+    tabular = styler.to_latex(hrules=True, column_format=align).replace(CANNOT_REJECT_MARK,
+                                                                         r"$^\dagger$")
     environment = "table*" if wide else "table"
     return (f"\\begin{{{environment}}}\n\\centering\n\\small\n\\caption{{{caption}}}\n"
             f"\\label{{{label}}}\n{tabular}\\end{{{environment}}}\n")
@@ -57,7 +61,8 @@ def answer_table(inputs: ReportInputs) -> str | None:
     if not rows:
         return None
     labels = label_columns(rows)
-    cells = [[row.pair, row.cell][:len(labels)] + [answer_cell(c) for c in row.comparisons]
+    cells = [[row.pair, row.cell][:len(labels)]
+             + [answer_cell(c, undecidable(inputs, c)) for c in row.comparisons]
              for row in rows]
     bold = [[False] * len(labels) + [is_decided(c) for c in row.comparisons] for row in rows]
     return latex_table(cells, [*labels, *(metric_header(m, inputs.comparisons) for m in metrics)],
@@ -93,11 +98,11 @@ def mixed_model_table(inputs: ReportInputs) -> str | None:
     models = inputs.analysis.get("mixed_models") or []
     if not models:
         return None
-    return latex_table([mixed_model_row(m) for m in models],
-                       ["Metric", "Contrast", "Estimate", r"95\% CI", "$p$", "$n$", "Fit",
-                        "Converged", "Formula"],
+    return latex_table([mixed_model_row(m, inputs.comparisons) for m in models],
+                       ["Metric", "Contrast", "Estimate", r"95\% CI", "$p$", "$n$",
+                        "Signs across cells", "Fit", "Converged", "Formula"],
                        "Pooled condition effects from linear mixed models.",
-                       "tab:mixed", "llrlrrlll", wide=True)
+                       "tab:mixed", "llrlrrllll", wide=True)
 
 
 def dose_response_table(inputs: ReportInputs) -> str | None:
@@ -105,9 +110,10 @@ def dose_response_table(inputs: ReportInputs) -> str | None:
     if not entries:
         return None
     return latex_table([dose_response_row(d) for d in entries],
-                       ["Metric", "Predictor", "Cell", "Slope", r"95\% CI", "$p$", "$n$"],
+                       ["Metric", "Predictor", "Condition", "Cell", "Slope", r"95\% CI", "$p$",
+                        "$n$"],
                        "Dose-response slopes (metric per unit of budget or overlap).",
-                       "tab:dose", "lllrlrr")
+                       "tab:dose", "llllrlrr")
 
 
 def tables_tex(inputs: ReportInputs) -> str:

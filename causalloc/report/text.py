@@ -19,9 +19,9 @@ from causalloc.vocab import cell_label, metric_label
 #: the fixed columns of the verdict table (report.md, report.html, tables.tex)
 VERDICT_COLUMNS = ("comparison", "cell", "metric", "family", "n", "mean_diff", "ci95", "d_z",
                    "verdict_test", "p_verdict", "p_adj", "tost_p_adj", "verdict", "blocks_needed")
-MIXED_MODEL_COLUMNS = ("metric", "contrast", "estimate", "ci95", "p", "n_obs", "method",
-                       "converged", "formula")
-DOSE_RESPONSE_COLUMNS = ("metric", "predictor", "cell", "slope", "ci95", "p", "n")
+MIXED_MODEL_COLUMNS = ("metric", "contrast", "estimate", "ci95", "p", "n_obs",
+                       "signs across cells", "method", "converged", "formula")
+DOSE_RESPONSE_COLUMNS = ("metric", "predictor", "condition", "cell", "slope", "ci95", "p", "n")
 LOCALIZATION_COLUMNS = ("mask", "units", "in V_tgt", "precision", "recall", "Jaccard")
 MISSING = "n/a"
 #: how many failed / excluded runs the caveats list one by one before summarising the rest
@@ -175,28 +175,73 @@ def verdict_row(comparison: dict) -> list[str]:
 
 
 def family_lines(inputs: ReportInputs) -> list[str]:
-    """One line per family of analysis.json: its role, size and the error rate it controls."""
+    """One line per family of analysis.json: its role, size and the error rate it controls,
+    and whether it can reject at its size (``can_reject``, ``min_p_adj``) when recorded."""
     lines = []
     for family in inputs.analysis.get("families") or []:
         role = ("the primary hypotheses" if family.get("role") == "primary"
                 else "secondary: not adjusted against the primary family")
+        limit = ""
+        if family.get("can_reject") is False:
+            reach = (f" (smallest reachable adjusted p {family['min_p_adj']:.2g})"
+                     if is_number(family.get("min_p_adj")) else "")
+            limit = f"; cannot reject at its size{reach}"
         lines.append(f"{family['name']} ({role}; {plural(family['n_comparisons'], 'comparison')}"
-                     f"): controls the {family['controls']}")
+                     f"): controls the {family['controls']}{limit}")
     return lines
 
 
-def mixed_model_row(model: dict) -> list[str]:
-    """One row of the pooled-estimate table, in the order of ``MIXED_MODEL_COLUMNS``."""
+def cell_signs(comparisons: list[dict], model: dict) -> tuple[int, int] | None:
+    """(cells where a - b > 0, cells) for the contrast ``a - b`` a pooled mixed model
+    estimates, from the per-cell comparisons of its metric (b - a ones counted with their
+    sign flipped); None when no comparison matches the contrast.
+
+    A pooled estimate over cells whose effects differ in sign averages opposite effects
+    (e.g. +0.046 from +0.26 and -0.10): the report then withholds it (the forest plot's
+    diamond) or states the split next to it (the pooled-estimate table)."""
+    contrast = str(model.get("contrast") or "")
+    if " - " not in contrast:
+        return None
+    a, b = contrast.split(" - ", 1)
+    diffs = [c["mean_diff"] if (c["a"], c["b"]) == (a, b) else -c["mean_diff"]
+             for c in comparisons
+             if c["metric"] == model.get("metric") and {c["a"], c["b"]} == {a, b}
+             and (c["a"], c["b"]) in ((a, b), (b, a)) and is_number(c.get("mean_diff"))]
+    if not diffs:
+        return None
+    return sum(d > 0 for d in diffs), len(diffs)
+
+
+def signs_differ(signs: tuple[int, int] | None) -> bool:
+    """Whether per-cell effects point both ways (some > 0, some <= 0 and not all zero)."""
+    return signs is not None and 0 < signs[0] < signs[1]
+
+
+def sign_statement(signs: tuple[int, int] | None) -> str:
+    """``differ (2 of 6 positive)`` / ``agree (all 6 positive)`` / ``n/a``."""
+    if signs is None:
+        return MISSING
+    positive, n = signs
+    if signs_differ(signs):
+        return f"differ ({positive} of {n} positive)"
+    return f"agree (all {n} {'positive' if positive else 'negative or zero'})"
+
+
+def mixed_model_row(model: dict, comparisons: list[dict] | None = None) -> list[str]:
+    """One row of the pooled-estimate table, in the order of ``MIXED_MODEL_COLUMNS``; the
+    ``signs across cells`` column states the heterogeneity the pooled estimate averages
+    over (``cell_signs``)."""
     return [model.get("metric", ""), str(model.get("contrast") or model.get("term")),
             fmt_sig(model.get("estimate")), fmt_interval(model.get("ci95")),
-            fmt_sig(model.get("p")), fmt_sig(model.get("n_obs")), str(model.get("method", "")),
+            fmt_sig(model.get("p")), fmt_sig(model.get("n_obs")),
+            sign_statement(cell_signs(comparisons or [], model)), str(model.get("method", "")),
             "yes" if model.get("converged") else "NO", str(model.get("formula", ""))]
 
 
 def dose_response_row(entry: dict) -> list[str]:
     """One row of the dose-response table, in the order of ``DOSE_RESPONSE_COLUMNS``."""
     return [entry.get("metric", ""), str(entry.get("predictor")),
-            cell_label(entry.get("cell") or {}), fmt_sig(entry.get("slope")),
+            str(entry.get("condition") or "all (pooled)"), cell_label(entry.get("cell") or {}), fmt_sig(entry.get("slope")),
             fmt_interval(entry.get("ci95")), fmt_sig(entry.get("p")), fmt_sig(entry.get("n"))]
 
 
@@ -272,19 +317,20 @@ def verdict_summary(inputs: ReportInputs) -> str:
     return text
 
 
+def numeric_order(values) -> list:
+    """``values`` sorted as numbers where they are numbers or numeric text (0, 1, 2, ..., 10,
+    not 0, 1, 10, 2), the rest after them in text order."""
+    def key(value):
+        try:
+            return (0, float(value), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(value))
+    return sorted(values, key=key)
+
+
 def _distinct(values) -> str:
     values = list(dict.fromkeys(str(v) for v in values))
     return ", ".join(values) if values else "not recorded"
-
-
-def report_title(inputs: ReportInputs) -> str:
-    """``causalloc report: tiny model, generated data``, from the design's setup, else the
-    name of the analysed table."""
-    setup = inputs.analysis.get("setup") or {}
-    what = ", ".join(f"{setup[key]} {key}" for key in ("model", "data")
-                     if isinstance(setup.get(key), str) and setup[key])
-    source = str(inputs.input_spec.get("source") or "").rstrip("/").rsplit("/", 1)[-1]
-    return f"causalloc report: {what or source}" if what or source else "causalloc report"
 
 
 def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
@@ -301,8 +347,8 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
             return _distinct(value) if isinstance(value, list) else str(value)
         return _distinct(cell[column] for cell in cells if column in cell)
 
-    seeds = repro.get("seeds") or setup.get("seeds") or sorted(
-        {r for c in inputs.comparisons for r in c.get("replicates") or []}, key=str)
+    seeds = numeric_order(repro.get("seeds") or setup.get("seeds") or
+                          {r for c in inputs.comparisons for r in c.get("replicates") or []})
     k_values = {c.get("k_random") for c in inputs.comparisons if is_number(c.get("k_random"))}
     k_random = setup.get("k_random") or (_distinct(sorted(k_values)) if k_values else "none")
     conditions = list(dict.fromkeys(x for c in inputs.comparisons for x in (c["a"], c["b"])))
@@ -397,8 +443,16 @@ def caveats(inputs: ReportInputs, skipped_figures: dict[str, str] | None = None)
             warnings = "; ".join(model.get("warnings") or []) or "no warning text"
             items.append(f"Mixed model {model.get('formula')} ({model.get('contrast')}) "
                          f"{state}: {warnings}")
+    limited = {f.get("name") for f in analysis.get("families") or []
+               if isinstance(f, dict) and f.get("can_reject") is False}
+    unlisted = [c for c in inputs.comparisons
+                if c["verdict"] == "inconclusive" and c.get("family") in limited]
+    if unlisted:
+        items.append(f"{plural(len(unlisted), 'inconclusive comparison')} of families that "
+                     "cannot reject at their size (said at the top: "
+                     f"{', '.join(sorted(limited))}) are not listed one by one.")
     for c in inputs.comparisons:
-        if c["verdict"] == "inconclusive":
+        if c["verdict"] == "inconclusive" and c.get("family") not in limited:
             needs = [f"{k} {c[f'blocks_needed_{k}']}" for k in ("detect", "equivalence")
                      if is_number(c.get(f"blocks_needed_{k}"))]
             needed = (f"about {c['blocks_needed']} blocks needed"
@@ -427,7 +481,7 @@ def reproducibility_lines(inputs: ReportInputs, report_command: str) -> list[str
         f"report command: {report_command}",
         (f"input: {source.get('source', 'not recorded')} (sha256 "
         f"{source.get('sha256', 'not recorded')})"),
-        f"seeds: {_distinct(repro.get('seeds') or [])}",
+        f"seeds: {_distinct(numeric_order(repro.get('seeds') or []))}",
         f"statistics seed: {repro.get('stats_seed', 'not recorded')}",
     ]
     lines += [f"{name}: {version}" for name, version in sorted(versions.items())]

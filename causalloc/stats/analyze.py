@@ -451,6 +451,7 @@ def _meta(table, spec, command, metrics, primary_metric, sesoi, direction, compa
     replicates = sorted(table.runs[table.replicate].unique().tolist(), key=str)
     meta = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "question": spec.question,
         "input": {
             "source": table.source,
             "kind": table.kind,

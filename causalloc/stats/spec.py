@@ -2,6 +2,9 @@
 
 Every key is optional; unknown keys are a SpecError naming the dotted key path::
 
+    question = "Does the oracle region beat random regions of equal size?"
+                                # the report's title (recorded in analysis.json); default:
+                                # built from the comparisons
     alpha = 0.05                # significance level of every test and of TOST
     ci_level = 0.95             # bootstrap / t interval level
     adjust = "holm"             # multiplicity within families: "holm" or "fdr_bh"
@@ -86,6 +89,7 @@ class AnalysisSpec:
     primary_metric: str | None = None
     primary: list[str] | None = None
     family_split: list[str] = field(default_factory=list)
+    question: str | None = None
     spec_hash: str | None = None
 
 
@@ -94,7 +98,7 @@ _TYPES = {
     "max_exact_patterns": int, "power": float, "seed": int, "metrics": list,
     "drop_unmatched": bool, "nonfinite": str, "mixed_model": bool, "dose_response": bool,
     "sesoi": dict, "higher_is_better": dict, "comparisons": list, "max_resamples": int,
-    "primary_metric": str, "primary": list, "family_split": list,
+    "primary_metric": str, "primary": list, "family_split": list, "question": str,
 }
 _COMPARISON_KEYS = {"a": str, "b": str, "metrics": list, "family": str}
 
@@ -108,6 +112,8 @@ def parse_spec(data: dict, source: str = "spec") -> AnalysisSpec:
     for key, value in data.items():  # in file order: the first problem is reported
         check.keys({key: value}, "", known)
         values[key] = check.of_type(value, key, _TYPES[key])
+    if "question" in values and not values["question"].strip():
+        check.fail("question", "must be a non-empty string (the question the report answers, its title)")
     for key in ("metrics", "primary", "family_split"):
         if key in values:
             values[key] = check.string_list(values[key], key)

@@ -107,8 +107,10 @@ def test_verdict_table_matches_analysis_json(partial_report):
     assert {r["verdict"] for r in rows} >= {"a_better", "equivalent", "inconclusive"}
 
 
-ANSWER_CELL = re.compile(r"(?P<bold>\*\*)?(?P<word>.+?)(?(bold)\*\*): (?P<diff>\S+) "
-                         r"\[(?P<lo>\S+), (?P<hi>\S+)\], n=(?P<n>\d+)")
+#: an answer cell: ``**oracle better**: +0.1 [0.05, 0.2], n=8``, or, in a family that cannot
+#: reject at its size, ``+0.1 [-0.05, 0.2], n=8 †`` (no verdict word, the mark)
+ANSWER_CELL = re.compile(r"(?:(?P<bold>\*\*)?(?P<word>[^\d+\-].*?)(?(bold)\*\*): )?(?P<diff>\S+) "
+                         r"\[(?P<lo>\S+), (?P<hi>\S+)\], n=(?P<n>\d+)(?P<mark> †)?")
 
 
 def assert_rounded(text: str, expected, what: str) -> None:
@@ -279,7 +281,10 @@ def test_partial_design_is_reported_plainly_at_the_top(partial_report):
     analysis_dir, _, analysis = partial_report
     markdown = (analysis_dir / "report.md").read_text()
     top = markdown.split("\n|", 1)[0]  # everything above the answer table
-    assert markdown.startswith("# causalloc report: tiny model, forget01 data\n")
+    lines = markdown.splitlines()
+    assert lines[0] == ("# Does oracle beat random, and does attributed:activations beat random "
+                        "or disjoint:oracle, on AUES? (graddiff, npo; tiny model, forget01 data)")
+    assert lines[2].startswith("**Answer:** On AUES, ") and lines[4].startswith("> **PARTIAL")
     assert "PARTIAL design" in top
     assert "2 of 112 runs failed" in top and "1 block dropped" in top
     assert "1 run excluded" in top
@@ -328,8 +333,9 @@ def test_failed_design_and_missing_run_table(tmp_path):
         "failed_runs": [{"run_id": "r1", "condition": "oracle", "error": "diverged"}]}))
     written = write_report(analysis_dir)
     markdown = written["report_md"].read_text()
-    assert markdown.splitlines()[2].startswith("> **This design FAILED: no comparison")
-    assert "1 run failed" in markdown.splitlines()[2]
+    assert markdown.splitlines()[2] == "**Answer:** none: the analysis holds no comparison."
+    assert markdown.splitlines()[4].startswith("> **This design FAILED: no comparison")
+    assert "1 run failed" in markdown.splitlines()[4]
     assert "Failed run r1 (oracle): diverged" in markdown
     assert written["figures"] == [] and "forest" in written["skipped_figures"]
 

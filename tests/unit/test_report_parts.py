@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.patches import Polygon
 from scipy import stats
 
 from causalloc.errors import DataError
@@ -17,11 +18,14 @@ from causalloc.report.figures import forest_plot, mask_anatomy, mean_ci, tradeof
 from causalloc.report.localization import localization_accuracy
 from causalloc.report.style import condition_styles
 from causalloc.report.text import (
+    cell_signs,
     comparison_sentence,
     describe_testbed,
     estimate_decimals,
     fmt_p,
     fmt_sig,
+    mixed_model_row,
+    sign_statement,
 )
 from causalloc.vocab import varying_cell_labels
 
@@ -103,6 +107,26 @@ def test_forest_plot_rows_sesoi_band_and_pooled_diamond():
         forest_plot(analysis, metric="fs")
 
 
+def test_forest_plot_draws_no_diamond_over_cells_of_opposite_sign():
+    """The pooled estimate of a contrast whose cells differ in sign is withheld and the
+    split is said (issue 24: +0.046 pooled over +0.26 and -0.10)."""
+    cells = [{**EXAMPLE, "cell": {"algorithm": name}, "mean_diff": diff, "ci95": [diff - 0.01, diff + 0.01]}
+             for name, diff in (("rmu", 0.26), ("ga", -0.10), ("dpo", 0.13))]
+    model = {"metric": "aues", "contrast": "oracle - random", "estimate": 0.046,
+             "ci95": [0.01, 0.08], "converged": True}
+    ax = forest_plot({"comparisons": cells, "mixed_models": [model]}).axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-2:] == ["pooled: oracle - random", "none: signs differ (2 of 3 cells > 0)"]
+    assert [p for p in ax.patches if isinstance(p, Polygon)] == []
+    assert sign_statement(cell_signs(cells, model)) == "differ (2 of 3 positive)"
+    # the reversed contrast counts the signs flipped; cells that agree keep the diamond
+    assert cell_signs(cells, {**model, "contrast": "random - oracle"}) == (1, 3)
+    agree = [{**c, "mean_diff": abs(c["mean_diff"]), "ci95": [0.0, 0.3]} for c in cells]
+    ax = forest_plot({"comparisons": agree, "mixed_models": [model]}).axes[0]
+    assert len([p for p in ax.patches if isinstance(p, Polygon)]) == 1
+    assert mixed_model_row(model, agree)[6] == "agree (all 3 positive)"
+
+
 def test_mask_anatomy_counts_and_jaccard():
     def mask(name, units):
         return {"name": name, "signature": {"n_layers": 2, "n_units": 4}, "units": units}
@@ -111,8 +135,12 @@ def test_mask_anatomy_counts_and_jaccard():
              mask("random_0", [[3], [0]]), mask("random_1", [[3], [1]])]
     fig = mask_anatomy(masks)
     counts_ax, heat_ax = fig.axes[:2]
-    lines = {line.get_label(): line.get_ydata().tolist() for line in counts_ax.get_lines()}
-    assert lines == {"oracle": [2, 1], "attributed:x": [1, 2], "random masks (n=2)": [1, 1]}
+    rows = [t.get_text() for t in counts_ax.get_yticklabels()]
+    assert rows == ["1  oracle", "2  attributed:x", "3  random masks (n=2)"]
+    counts = counts_ax.collections[0].get_array().reshape(3, 2)
+    assert counts.tolist() == [[2, 1], [1, 2], [1, 1]]
+    # the overlap panel's rows and columns are numbered like the rows of the counts panel
+    assert [t.get_text() for t in heat_ax.get_xticklabels()] == ["1", "2", "3"]
     jaccard = heat_ax.collections[0].get_array().reshape(3, 3)
     # oracle & attributed share 2 of 4 distinct units; the random pair shares 1 of 3
     assert jaccard[0, 1] == pytest.approx(0.5) and jaccard[2, 2] == pytest.approx(1 / 3)
