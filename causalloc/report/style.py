@@ -50,6 +50,10 @@ METRIC_LABELS = {
     "log_forget_quality": "log forget quality",
     "relearn_es": "relearning ES",
     "relearn_recovery": "relearning recovery",
+    "relearn_recovery_s5_lr0.001": "relearning recovery (5 steps, lr 1e-3)",
+    "relearn_recovery_s20_lr0.001": "relearning recovery (20 steps, lr 1e-3)",
+    "relearn_recovery_s20_lr0.01": "relearning recovery (20 steps, lr 1e-2)",
+    "quant_recovery": "4-bit quantization recovery",
     "mu95": "MU95",
     "model_utility": "model utility",
 }

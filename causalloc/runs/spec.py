@@ -38,13 +38,21 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 #: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
 FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
-FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm", "random")
+FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm",
+                    "hard_concrete", "slimming", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 #: per-run outcome metrics the run function can be asked for (runs.csv columns)
 KNOWN_METRICS = (
     "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
     "forget_quality", "log_forget_quality", "relearn_es", "relearn_recovery", "mu95", "model_utility",
+    "quant_recovery",
 )
+#: one relearning-recovery metric per attack strength of ``[relearn] strengths``
+#: (:func:`relearn_metric_name`); such names are known when the spec lists that strength
+RELEARN_STRENGTH_METRIC = re.compile(r"relearn_recovery_s(\d+)_lr(.+)")
+#: where the relearning attacks (and the quantization probe) start: the run's last step, or
+#: the checkpoint that defines FS@RS95 (max FS among checkpoints with RS >= 0.95 RS_0)
+RELEARN_STARTS = ("final", "fs_at_rs95")
 DEFAULT_METRICS = (
     "aues", "fs_at_rs95", "fs_final", "rs_final", "es_forget_final", "es_retain_final",
     "log_forget_quality", "mu95", "model_utility",
@@ -157,6 +165,29 @@ class RelearnSpec:
     steps: int = 10
     lr: float = 1e-3
     fraction: float = 0.5
+    #: further attacks ``(steps, lr)``, each giving ``relearn_recovery_s{steps}_lr{lr:g}``
+    strengths: tuple[tuple[int, float], ...] = ()
+    #: ``final`` (the run's last step) or ``fs_at_rs95`` (its matched-utility checkpoint)
+    start: str = "final"
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The per-strength metric names, in the order of ``strengths``."""
+        return tuple(relearn_metric_name(steps, lr) for steps, lr in self.strengths)
+
+    def to_dict(self) -> dict:
+        """Plain data; ``strengths`` and ``start`` only when set, so that the hashes of specs
+        written before they existed do not change."""
+        data = {"steps": self.steps, "lr": self.lr, "fraction": self.fraction}
+        if self.strengths:
+            data["strengths"] = [list(s) for s in self.strengths]
+        if self.start != "final":
+            data["start"] = self.start
+        return data
+
+
+def relearn_metric_name(steps: int, lr: float) -> str:
+    """``relearn_recovery_s{steps}_lr{lr:g}``, e.g. ``relearn_recovery_s20_lr0.001``."""
+    return f"relearn_recovery_s{int(steps)}_lr{float(lr):g}"
 
 
 @dataclass(frozen=True)
@@ -194,6 +225,8 @@ class ExperimentSpec:
         data = dataclasses.asdict(self)
         data.pop("source")
         data["testbed"] = self.testbed.to_dict()
+        if self.relearn is not None:
+            data["relearn"] = self.relearn.to_dict()
         return data
 
     @property
@@ -568,7 +601,13 @@ def _parse_eval(check: _Checker, raw: Any, relearn: RelearnSpec | None) -> EvalS
     if not isinstance(metrics, list) or not metrics:
         check.fail("eval.metrics", f"must be a non-empty list of metric names, got {metrics!r}")
     for i, metric in enumerate(metrics):
-        if metric not in KNOWN_METRICS:
+        per_strength = isinstance(metric, str) and RELEARN_STRENGTH_METRIC.fullmatch(metric)
+        if per_strength:
+            listed = relearn.metric_names() if relearn is not None else ()
+            if metric not in listed:
+                check.fail(f"eval.metrics[{i}]", f"{metric!r} names no attack of relearn.strengths "
+                           f"(its metrics: {', '.join(listed) or 'none'})")
+        elif metric not in KNOWN_METRICS:
             check.fail(f"eval.metrics[{i}]", f"unknown metric {metric!r} (known: "
                        f"{', '.join(KNOWN_METRICS)}){_suggest(metric, KNOWN_METRICS)}")
         if metric in metrics[:i]:
@@ -580,13 +619,37 @@ def _parse_eval(check: _Checker, raw: Any, relearn: RelearnSpec | None) -> EvalS
 
 def _parse_relearn(check: _Checker, raw: Any) -> RelearnSpec:
     table = check.table(raw, "relearn")
-    check.keys(table, "relearn", ("steps", "lr", "fraction"))
+    check.keys(table, "relearn", ("steps", "lr", "fraction", "strengths", "start"))
     return RelearnSpec(
         steps=check.integer(table, "steps", "relearn.steps", default=10, low=1),
         lr=check.number(table, "lr", "relearn.lr", default=1e-3, low=0.0, low_open=True),
         fraction=check.number(table, "fraction", "relearn.fraction", default=0.5, low=0.0,
                               high=1.0, low_open=True, high_open=True),
+        strengths=_parse_strengths(check, table.get("strengths", [])),
+        start=check.choice(table, "start", "relearn.start", RELEARN_STARTS, default="final"),
     )
+
+
+def _parse_strengths(check: _Checker, raw: Any) -> tuple[tuple[int, float], ...]:
+    """``[[steps, lr], ...]``: each a positive integer and a positive number, no duplicates."""
+    example = "e.g. strengths = [[5, 1e-3], [20, 1e-3], [20, 1e-2]]"
+    if not isinstance(raw, list):
+        check.fail("relearn.strengths", f"must be a list of [steps, lr] pairs ({example}), got {raw!r}")
+    out: list[tuple[int, float]] = []
+    for i, pair in enumerate(raw):
+        path = f"relearn.strengths[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            check.fail(path, f"must be a pair [steps, lr] ({example}), got {pair!r}")
+        steps, lr = pair
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            check.fail(path, f"steps must be an integer >= 1, got {steps!r}")
+        if isinstance(lr, bool) or not _is_number(lr) or not lr > 0:
+            check.fail(path, f"lr must be a number > 0, got {lr!r}")
+        name = relearn_metric_name(steps, lr)
+        if name in (relearn_metric_name(*p) for p in out):
+            check.fail(path, f"duplicate strength {pair!r} (metric {name})")
+        out.append((int(steps), float(lr)))
+    return tuple(out)
 
 
 def _parse_execution(check: _Checker, raw: Any) -> ExecutionSpec:
