@@ -371,8 +371,9 @@ def _quant_recovery(state: TestbedState, columns) -> float:
     return after - before
 
 
-def _relearn(spec: dict, state: TestbedState, columns, steps: int, lr: float) -> tuple[float, float]:
-    """Relearning attack of ``steps`` at ``lr`` on the unlearned model: fine-tune all weights on a seeded
+def _relearn(spec: dict, state: TestbedState, columns, steps: int | None = None,
+             lr: float | None = None) -> tuple[float, float]:
+    """Relearning attack of ``steps`` at ``lr`` (default: the spec's) on the unlearned model: fine-tune all weights on a seeded
     ``fraction`` of the forget items (the same split for every run of a block), ES on the
     rest: ``(relearn_es, relearn_recovery)``, the held-out ES after the attack and what the
     attack gained on those items (ES after minus ES of the unlearned model before it; the
@@ -387,6 +388,8 @@ def _relearn(spec: dict, state: TestbedState, columns, steps: int, lr: float) ->
     held_out = eval_batches([state.forget[i] for i in order[n_train:]], state.pad)
     with state.snapshot.restored_after(state.model):
         columns.merge_into(state.model)
+        steps = spec["steps"] if steps is None else steps
+        lr = spec["lr"] if lr is None else lr
         outcome = relearning_attack(state.model, train, held_out, int(steps), float(lr),
                                     int(spec["seed"]) % 2**32, in_place=True)
     return outcome.es, outcome.es - outcome.curve[0][1]
