@@ -183,6 +183,15 @@ def test_probes_from_the_matched_checkpoint_leave_theta_o_bitwise_intact(spec_fi
     quant = result["quant_theta_o"]
     assert quant["bits"] == 4 and quant["es_retain"] == pytest.approx(state.scores()["rs"])
 
+    class NothingLearned:
+        def merge_into(self, model):
+            pass
+
+    # each probe restores the model itself (not only the theta_o record computed after it)
+    assert worker_module._quant_recovery(state, NothingLearned()) == pytest.approx(
+        quant["es_forget_quantized"] - quant["es_forget"])
+    assert state.snapshot.changed(state.model) == []
+
 
 def _check_relearn_recovery(run, state):
     """relearn_recovery = held-out forget ES after the attack minus before it; with nothing
