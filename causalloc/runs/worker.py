@@ -24,7 +24,6 @@ import torch
 
 from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
 from causalloc.errors import ConstraintError, SpecError
-from causalloc.runs.spec import RELEARN_STRENGTH_METRIC, relearn_metric_name
 from causalloc.masks import (
     Mask,
     budget_to_count,
@@ -47,6 +46,7 @@ from causalloc.metrics import (
 )
 from causalloc.models.weights import weights_fingerprint
 from causalloc.quantize import quantize_linear_weights_
+from causalloc.runs.spec import RELEARN_STRENGTH_METRIC, relearn_metric_name
 from causalloc.testbed import Testbed, build_testbed, config_for
 from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
 from causalloc.unlearn.runner import ReferenceCache
