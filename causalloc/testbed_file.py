@@ -251,7 +251,7 @@ def _extract_checked(tar: tarfile.TarFile, manifest: dict, staging: Path, path: 
         try:
             source = tar.extractfile(member)
             with open(destination, "wb") as handle:
-                for chunk in iter(lambda: source.read(_CHUNK), b""):
+                while chunk := source.read(_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     handle.write(chunk)

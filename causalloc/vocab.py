@@ -236,6 +236,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("relearn_recovery", "relearning recovery", False, _UNIT_SESOI,
            "forget ES regained by a relearning attack (after - before), in [-1, 1]", -1.0, 1.0,
            needs_relearn=True),
+    Metric("relearn_recovery_s{steps}_lr{lr}", "relearning recovery ({steps} steps, lr {lr})", False,
+           _UNIT_SESOI, "forget ES regained by a relearning attack of that strength (after - before), "
+           "in [-1, 1]", -1.0, 1.0, needs_relearn=True),
+    Metric("quant_recovery", "4-bit quantization recovery", False, _UNIT_SESOI,
+           "forget ES regained when every decoder linear weight is rounded to 4 bits (after - before), "
+           "in [-1, 1]", -1.0, 1.0),
     Metric("mu95", "MU95", True, _LOG_SESOI,
            "best log forget quality among checkpoints keeping >= 95% of theta_o's model utility",
            -math.inf, 0.0, default=True),

@@ -31,6 +31,8 @@ EPILOG = """examples:
   causalloc localize --method all --out loc/ --json           # budget = |V_tgt|, summary as JSON
   causalloc localize --method wagle --budget 0.05 --per-layer --seed 3 --out loc/
   causalloc localize --method memflex --hyper memflex.n_copies=5 --budget 200 --out loc/
+  causalloc localize --method hard_concrete,slimming --budget 0.1 --out loc/   # learned gates
+  causalloc localize --method slimming --hyper slimming.steps=50 --set target_seed=1 --out loc/
   causalloc localize --method activations --testbed tofu --tofu-path "$CAUSALLOC_TOFU_DIR" --out loc/
   causalloc localize --method activations --set inject_steps=800 --cache-dir /scratch/c --out loc/
   causalloc localize --method activations --budget 0.1 --model-dir theta_o/ \\

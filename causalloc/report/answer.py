@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from causalloc.errors import DataError
 from causalloc.report.inputs import ReportInputs
-from causalloc.vocab import condition_prefix, metric_label, varying_cell_labels
 from causalloc.report.text import (
     ADJUSTMENT_NAMES,
     estimate_decimals,
@@ -38,7 +37,7 @@ from causalloc.report.text import (
     verdict_test,
     verdict_word,
 )
-from causalloc.vocab import metric_label, varying_cell_labels
+from causalloc.vocab import condition_prefix, metric_label, varying_cell_labels
 
 #: most metric columns of the answer table
 MAX_ANSWER_METRICS = 3

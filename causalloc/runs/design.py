@@ -18,7 +18,7 @@ Every run is a plain JSON-serialisable dict, the whole input of the run function
      "objective": {"name": "npo", "hyper": {...}},
      "train": {steps, lr, batch_size, optimizer, ..., "seed": derived training seed},
      "eval": {"every": 10, "metrics": [...]},
-     "relearn": null | {"steps", "lr", "fraction", "seed"},
+     "relearn": null | {"steps", "lr", "fraction", "seed"[, "strengths", "start"]},
      "condition": "disjoint:oracle", "condition_kind": "disjoint", "mask_draw": 0,
      "mask": MASK}
 
@@ -76,8 +76,7 @@ def expand(spec: ExperimentSpec) -> list[dict]:
                     "train": {**algorithm.train, "seed": derive_seed("train", seed)},
                     "eval": {"every": spec.eval.every, "metrics": list(spec.eval.metrics)},
                     "relearn": None if spec.relearn is None else {
-                        "steps": spec.relearn.steps, "lr": spec.relearn.lr,
-                        "fraction": spec.relearn.fraction, "seed": derive_seed("relearn", seed)},
+                        **spec.relearn.to_dict(), "seed": derive_seed("relearn", seed)},
                 }
                 block_id = sha256_json(block)
                 for condition in spec.conditions:

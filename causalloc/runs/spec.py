@@ -46,8 +46,15 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 #: objectives known when the registry (causalloc.unlearn.objectives) cannot be imported
 FALLBACK_ALGORITHMS = ("ga", "graddiff", "wga", "npo", "dpo", "rmu")
 #: attribution methods known when the registry (causalloc.attribution) cannot be imported
-FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm", "random")
+FALLBACK_METHODS = ("activations", "memflex", "wagle", "grad_x_weight", "weight_norm",
+                    "hard_concrete", "slimming", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+#: one relearning-recovery metric per attack strength of ``[relearn] strengths``
+#: (:func:`relearn_metric_name`); such names are known when the spec lists that strength
+RELEARN_STRENGTH_METRIC = re.compile(r"relearn_recovery_s(\d+)_lr(.+)")
+#: where the relearning attacks (and the quantization probe) start: the run's last step, or
+#: the checkpoint that defines FS@RS95 (max FS among checkpoints with RS >= 0.95 RS_0)
+RELEARN_STARTS = ("final", "fs_at_rs95")
 #: TrainConfig fields a spec may not set: the seed comes from ``seeds``, the schedule from [eval]
 _TRAIN_FIELDS_NOT_IN_SPEC = ("seed", "eval_every")
 
@@ -154,6 +161,29 @@ class RelearnSpec:
     steps: int = 10
     lr: float = 1e-3
     fraction: float = 0.5
+    #: further attacks ``(steps, lr)``, each giving ``relearn_recovery_s{steps}_lr{lr:g}``
+    strengths: tuple[tuple[int, float], ...] = ()
+    #: ``final`` (the run's last step) or ``fs_at_rs95`` (its matched-utility checkpoint)
+    start: str = "final"
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The per-strength metric names, in the order of ``strengths``."""
+        return tuple(relearn_metric_name(steps, lr) for steps, lr in self.strengths)
+
+    def to_dict(self) -> dict:
+        """Plain data; ``strengths`` and ``start`` only when set, so that the hashes of specs
+        written before they existed do not change."""
+        data = {"steps": self.steps, "lr": self.lr, "fraction": self.fraction}
+        if self.strengths:
+            data["strengths"] = [list(s) for s in self.strengths]
+        if self.start != "final":
+            data["start"] = self.start
+        return data
+
+
+def relearn_metric_name(steps: int, lr: float) -> str:
+    """``relearn_recovery_s{steps}_lr{lr:g}``, e.g. ``relearn_recovery_s20_lr0.001``."""
+    return f"relearn_recovery_s{int(steps)}_lr{float(lr):g}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +221,8 @@ class ExperimentSpec:
         data = dataclasses.asdict(self)
         data.pop("source")
         data["testbed"] = self.testbed.to_dict()
+        if self.relearn is not None:
+            data["relearn"] = self.relearn.to_dict()
         return data
 
     @property
@@ -585,18 +617,45 @@ def _parse_eval(check: Checker, raw: Any, relearn: RelearnSpec | None) -> EvalSp
             check.fail(f"eval.metrics[{i}]", f"duplicate metric {name!r}")
         if facts.needs_relearn and relearn is None:
             check.fail(f"eval.metrics[{i}]", f"{name!r} needs a [relearn] table")
+        if RELEARN_STRENGTH_METRIC.fullmatch(name) and name not in relearn.metric_names():
+            check.fail(f"eval.metrics[{i}]", f"{name!r} names no attack of relearn.strengths "
+                       f"(its metrics: {', '.join(relearn.metric_names()) or 'none'})")
     return EvalSpec(every=every, metrics=tuple(metrics))
 
 
 def _parse_relearn(check: Checker, raw: Any) -> RelearnSpec:
     table = check.table(raw, "relearn")
-    check.keys(table, "relearn", ("steps", "lr", "fraction"))
+    check.keys(table, "relearn", ("steps", "lr", "fraction", "strengths", "start"))
     return RelearnSpec(
         steps=check.integer(table, "steps", "relearn.steps", default=10, low=1),
         lr=check.number(table, "lr", "relearn.lr", default=1e-3, low=0.0, low_open=True),
         fraction=check.number(table, "fraction", "relearn.fraction", default=0.5, low=0.0,
                               high=1.0, low_open=True, high_open=True),
+        strengths=_parse_strengths(check, table.get("strengths", [])),
+        start=check.choice(table, "start", "relearn.start", RELEARN_STARTS, default="final"),
     )
+
+
+def _parse_strengths(check: Checker, raw: Any) -> tuple[tuple[int, float], ...]:
+    """``[[steps, lr], ...]``: each a positive integer and a positive number, no duplicates."""
+    example = "e.g. strengths = [[5, 1e-3], [20, 1e-3], [20, 1e-2]]"
+    if not isinstance(raw, list):
+        check.fail("relearn.strengths", f"must be a list of [steps, lr] pairs ({example}), got {raw!r}")
+    out: list[tuple[int, float]] = []
+    for i, pair in enumerate(raw):
+        path = f"relearn.strengths[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            check.fail(path, f"must be a pair [steps, lr] ({example}), got {pair!r}")
+        steps, lr = pair
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            check.fail(path, f"steps must be an integer >= 1, got {steps!r}")
+        if isinstance(lr, bool) or not is_number(lr) or not lr > 0:
+            check.fail(path, f"lr must be a number > 0, got {lr!r}")
+        name = relearn_metric_name(steps, lr)
+        if name in (relearn_metric_name(*p) for p in out):
+            check.fail(path, f"duplicate strength {pair!r} (metric {name})")
+        out.append((int(steps), float(lr)))
+    return tuple(out)
 
 
 def _parse_execution(check: Checker, raw: Any) -> ExecutionSpec:

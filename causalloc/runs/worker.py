@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
 from causalloc.errors import ConstraintError, SpecError
@@ -44,11 +45,15 @@ from causalloc.metrics import (
     truth_ratio_groups,
 )
 from causalloc.models.weights import weights_fingerprint
+from causalloc.quantize import quantize_linear_weights_
+from causalloc.runs.spec import RELEARN_STRENGTH_METRIC, relearn_metric_name
 from causalloc.testbed import Testbed, build_testbed, config_for
 from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
 from causalloc.unlearn.runner import ReferenceCache
 from causalloc.utility import UtilityProbe, mu95
 
+#: the ``quant_recovery`` scheme (see causalloc.quantize): 4-bit RTN, groups of 64 input weights
+QUANT_BITS, QUANT_GROUP = 4, 64
 #: run["testbed"] keys that are not TestbedConfig fields
 _TESTBED_KEYS = {"kind", "budget", "seed", "build"}
 
@@ -106,6 +111,7 @@ class TestbedState:
         self._utility_probe = None
         self._forget_answers = None
         self._initial_utility = None
+        self._quant_theta_o = None
 
     def _refusals(self, splits, max_length):
         """Forget questions paired with refusal answers (item i gets refusal i mod R)."""
@@ -149,6 +155,22 @@ class TestbedState:
         if step == 0:
             self._initial_utility = dict(values)
         return {**self.scores(step), **values}
+
+    def quant_theta_o(self) -> dict:
+        """ES forget / retain of theta_o and of theta_o rounded to 4 bits
+        (:func:`causalloc.quantize.quantize_linear_weights_`), once per testbed; the shared model
+        is restored bitwise from the saved theta_o afterwards. A small model may not survive
+        the rounding: this says how much retain ES the rounding alone costs."""
+        if self._quant_theta_o is None:
+            before = self.scores()
+            with self.snapshot.restored_after(self.model):
+                quantize_linear_weights_(self.model, QUANT_BITS, QUANT_GROUP)
+                after = self.scores()
+            self._quant_theta_o = {
+                "bits": QUANT_BITS, "group_size": QUANT_GROUP,
+                "es_forget": 1.0 - before["fs"], "es_retain": before["rs"],
+                "es_forget_quantized": 1.0 - after["fs"], "es_retain_quantized": after["rs"]}
+        return dict(self._quant_theta_o)
 
     def truth_ratio_reference(self):
         """Truth ratios of theta_r on the forget set (computed once, theta_r then released)."""
@@ -255,8 +277,13 @@ def execute(run: dict, context=None) -> dict:
     track_utility = bool(wanted & {"mu95", "model_utility"})
     evaluate = state.scores_with_utility if track_utility else state.scores
     state.reference_cache.scope(run.get("block_id"))
+    relearn = run.get("relearn") or {}
+    strength_metrics = {m for m in wanted if RELEARN_STRENGTH_METRIC.fullmatch(m)}
+    attacks = wanted & {"relearn_es", "relearn_recovery", "quant_recovery"} | strength_metrics
+    keep = (_fs_at_rs95_rule(0.95)
+            if attacks and relearn.get("start", "final") == "fs_at_rs95" else None)
     result, columns = unlearn(state.model, mask, objective, data, config, evaluate, state.snapshot,
-                              state.reference_cache)
+                              state.reference_cache, keep=keep)
     metrics_start = time.perf_counter()
     points = [p for p in result.trajectory if "rs" in p]
     rs = [p["rs"] for p in points]
@@ -281,8 +308,18 @@ def execute(run: dict, context=None) -> dict:
             tr = truth_ratio(state.model, state.tokenizer, state.testbed.splits.forget)
         p, log_p = forget_quality(tr, state.truth_ratio_reference())
         metrics.update(forget_quality=p, log_forget_quality=log_p)
+    if attacks:  # last: the columns may be set back to the start checkpoint here
+        extra["attack_start"] = _attack_start(relearn.get("start", "final"), result, columns, points)
     if run.get("relearn") and wanted & {"relearn_es", "relearn_recovery"}:
-        metrics["relearn_es"], metrics["relearn_recovery"] = _relearn(run["relearn"], state, columns)
+        metrics["relearn_es"], metrics["relearn_recovery"] = _relearn(
+            run["relearn"], state, columns, run["relearn"]["steps"], run["relearn"]["lr"])
+    for steps, lr in relearn.get("strengths", []):
+        name = relearn_metric_name(steps, lr)
+        if name in wanted:
+            metrics[name] = _relearn(run["relearn"], state, columns, steps, lr)[1]
+    if "quant_recovery" in wanted:
+        metrics["quant_recovery"] = _quant_recovery(state, columns)
+        extra["quant_theta_o"] = state.quant_theta_o()
     overlap = mask.overlap(state.testbed.v_tgt) / mask.size
     return {
         "metrics": {k: float(v) for k, v in metrics.items() if k in wanted},
@@ -301,8 +338,54 @@ def execute(run: dict, context=None) -> dict:
     }
 
 
-def _relearn(spec: dict, state: TestbedState, columns) -> tuple[float, float]:
-    """Relearning attack on the unlearned model: fine-tune all weights on a seeded
+def _fs_at_rs95_rule(fraction: float):
+    """``keep`` rule of :func:`causalloc.unlearn.unlearn` that keeps the checkpoint defining
+    FS@RS95 (:func:`causalloc.frontier.fs_at_rs`): the first checkpoint reaching the highest FS
+    among those with RS >= fraction * RS_0 (step 0 always qualifies)."""
+    best = {"fs": -np.inf}
+
+    def keep(trajectory: list[dict]) -> bool:
+        point = trajectory[-1]
+        if "rs" not in point or point["rs"] < fraction * trajectory[0]["rs"] or point["fs"] <= best["fs"]:
+            return False
+        best["fs"] = point["fs"]
+        return True
+
+    return keep
+
+
+def _attack_start(start: str, result, columns, points: list[dict]) -> dict:
+    """Set ``columns`` to the checkpoint the attacks start from and say which it is:
+    ``final`` leaves them as trained; ``fs_at_rs95`` copies back the kept FS@RS95 checkpoint
+    (step 0, theta_o itself, when no later checkpoint kept RS >= 0.95 RS_0)."""
+    if start == "final":
+        return {"rule": start, "step": points[-1]["step"], "rs": points[-1]["rs"], "fs": points[-1]["fs"]}
+    if start != "fs_at_rs95":
+        raise SpecError(f"relearn.start: unknown {start!r}")
+    kept = result.kept
+    with torch.no_grad():
+        for column, value in zip(columns.columns, kept["columns"]):
+            column.copy_(value)
+    point = next(p for p in points if p["step"] == kept["step"])
+    return {"rule": start, "step": kept["step"], "rs": point["rs"], "fs": point["fs"]}
+
+
+def _quant_recovery(state: TestbedState, columns) -> float:
+    """``quant_recovery``: ES(forget) of the unlearned model with every decoder linear weight
+    rounded to 4 bits (RTN, groups of 64 along the input dimension; causalloc.quantize) minus
+    its ES(forget) unrounded (Zhang et al., ICLR 2025). The columns are merged into the shared
+    model, which is restored bitwise from the saved theta_o afterwards."""
+    with state.snapshot.restored_after(state.model):
+        columns.merge_into(state.model)
+        before = 1.0 - state.scores()["fs"]
+        quantize_linear_weights_(state.model, QUANT_BITS, QUANT_GROUP)
+        after = 1.0 - state.scores()["fs"]
+    return after - before
+
+
+def _relearn(spec: dict, state: TestbedState, columns, steps: int | None = None,
+             lr: float | None = None) -> tuple[float, float]:
+    """Relearning attack of ``steps`` at ``lr`` (default: the spec's) on the unlearned model: fine-tune all weights on a seeded
     ``fraction`` of the forget items (the same split for every run of a block), ES on the
     rest: ``(relearn_es, relearn_recovery)``, the held-out ES after the attack and what the
     attack gained on those items (ES after minus ES of the unlearned model before it; the
@@ -317,6 +400,8 @@ def _relearn(spec: dict, state: TestbedState, columns) -> tuple[float, float]:
     held_out = eval_batches([state.forget[i] for i in order[n_train:]], state.pad)
     with state.snapshot.restored_after(state.model):
         columns.merge_into(state.model)
-        outcome = relearning_attack(state.model, train, held_out, int(spec["steps"]), float(spec["lr"]),
+        steps = spec["steps"] if steps is None else steps
+        lr = spec["lr"] if lr is None else lr
+        outcome = relearning_attack(state.model, train, held_out, int(steps), float(lr),
                                     int(spec["seed"]) % 2**32, in_place=True)
     return outcome.es, outcome.es - outcome.curve[0][1]

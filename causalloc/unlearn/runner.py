@@ -152,6 +152,7 @@ def unlearn(
     evaluate: Callable[[int], dict] | None = None,
     snapshot: ParameterSnapshot | None = None,
     reference_cache: ReferenceCache | None = None,
+    keep: Callable[[list[dict]], bool] | None = None,
 ) -> tuple[TrainResult, MaskedColumns]:
     """Unlearn with updates restricted to ``mask``; the shared ``model`` is left untouched.
 
@@ -165,7 +166,8 @@ def unlearn(
     frozen reference forwards across the runs that share it (see :class:`ReferenceCache`;
     it must only ever see this ``model``). The objective's forwards compute logits at the
     scored positions only (:mod:`causalloc.models.positions`, unless it sets
-    ``needs_full_logits``), and ``ctx.models`` runs several batches in one pass.
+    ``needs_full_logits``), and ``ctx.models`` runs several batches in one pass. ``keep``:
+    see :func:`~causalloc.unlearn.trainer.train_masked` (``result.kept``).
 
     The shared model is frozen for the run (``requires_grad`` off, flags put back after), and
     afterwards the whole of it, inside the mask too, must still be bitwise ``snapshot``
@@ -229,7 +231,7 @@ def unlearn(
             )
             return objective.loss(ctx)
 
-        result = train_masked(model, columns, loss_fn, config, evaluate)
+        result = train_masked(model, columns, loss_fn, config, evaluate, keep)
         result.max_abs_change_outside_mask = check_shared_model(model, snapshot, columns)
     result.matching_digest = hashlib.sha256(
         f"{draws.initial_seed()}|{streams[0].drawn.hexdigest()}|{streams[1].drawn.hexdigest()}".encode()

@@ -337,6 +337,9 @@ class TrainResult:
     #: sha256 of the data order and the seed of the objective's draws the run used: equal
     #: for every run of a matched block (they may differ only in the mask)
     matching_digest: str = ""
+    #: the checkpoint chosen by ``train_masked``'s ``keep`` rule: ``{"step", "columns"}``
+    #: (float32 copies of the trainable columns), or None
+    kept: dict | None = None
 
 
 def to_device(batch: Batch | None, device) -> Batch | None:
@@ -349,6 +352,7 @@ def train_masked(
     loss_fn: Callable[[int, MaskedColumns], torch.Tensor],
     config: TrainConfig,
     evaluate: Callable[[int], dict] | None = None,
+    keep: Callable[[list[dict]], bool] | None = None,
 ) -> TrainResult:
     """Optimise ``loss_fn(step, columns)`` over the masked columns only.
 
@@ -357,7 +361,9 @@ def train_masked(
     (gradient accumulation): their gradients add to those of the loss it returns.
     ``evaluate(step)`` is called at step 0,
     every ``config.eval_every`` steps and after the last step, with the trained columns
-    active; its dicts form the trajectory.
+    active; its dicts form the trajectory. ``keep(trajectory)``, called after each evaluation,
+    says whether the checkpoint just evaluated replaces ``result.kept`` (a copy of the
+    columns, e.g. the checkpoint that defines FS@RS95, for a later relearning attack).
     """
     result = TrainResult(config=asdict(config))
     params = list(columns.columns)
@@ -372,6 +378,8 @@ def train_masked(
         start = time.perf_counter()
         with torch.no_grad():
             result.trajectory.append({"step": step, **evaluate(step)})
+            if keep is not None and keep(result.trajectory):
+                result.kept = {"step": step, "columns": [c.detach().clone() for c in params]}
         result.seconds_eval += time.perf_counter() - start
 
     was_training = model.training

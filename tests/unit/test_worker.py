@@ -161,6 +161,38 @@ def test_relearning_attack_leaves_the_shared_theta_o_bitwise_intact(spec_file):
     _check_relearn_recovery(run, state)
 
 
+def test_probes_from_the_matched_checkpoint_leave_theta_o_bitwise_intact(spec_file):
+    """[relearn] strengths + start = fs_at_rs95 + quant_recovery: the attacks start from the
+    checkpoint that defines FS@RS95, theta_o is bitwise intact afterwards, and the 4-bit
+    rounding of theta_o itself is recorded."""
+    run = next(r for r in expand(load_spec(spec_file)) if r["condition"] == "oracle")
+    run = {**run, "relearn": {**run["relearn"], "strengths": [[2, 1e-3], [3, 1e-2]],
+                              "start": "fs_at_rs95"},
+           "eval": {**run["eval"], "metrics": ["fs_at_rs95", "relearn_recovery_s2_lr0.001",
+                                               "relearn_recovery_s3_lr0.01", "quant_recovery"]}}
+    context = WorkerContext(out_dir=".", threads=1)
+    result = worker_module.execute(run, context)
+    (state,) = context.cache.values()
+    assert state.snapshot.changed(state.model) == []
+    start = result["attack_start"]
+    assert start["rule"] == "fs_at_rs95" and 1.0 - start["fs"] <= 1.0
+    assert start["fs"] == pytest.approx(result["metrics"]["fs_at_rs95"])
+    assert set(result["metrics"]) == {"fs_at_rs95", "relearn_recovery_s2_lr0.001",
+                                      "relearn_recovery_s3_lr0.01", "quant_recovery"}
+    assert all(np.isfinite(v) for v in result["metrics"].values())
+    quant = result["quant_theta_o"]
+    assert quant["bits"] == 4 and quant["es_retain"] == pytest.approx(state.scores()["rs"])
+
+    class NothingLearned:
+        def merge_into(self, model):
+            pass
+
+    # each probe restores the model itself (not only the theta_o record computed after it)
+    assert worker_module._quant_recovery(state, NothingLearned()) == pytest.approx(
+        quant["es_forget_quantized"] - quant["es_forget"])
+    assert state.snapshot.changed(state.model) == []
+
+
 def _check_relearn_recovery(run, state):
     """relearn_recovery = held-out forget ES after the attack minus before it; with nothing
     unlearned (columns that merge nothing) "before" is theta_o's ES on the held-out items."""
