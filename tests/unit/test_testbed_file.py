@@ -14,7 +14,13 @@ import pytest
 
 from causalloc.cli import main
 from causalloc.errors import DataError, SpecError
-from causalloc.testbed_file import MANIFEST, export_testbed, find_testbed, import_testbed, read_record
+from causalloc.testbed_file import (
+    MANIFEST,
+    export_testbed,
+    find_testbed,
+    import_testbed,
+    read_record,
+)
 from tests.runs_helpers import parse
 
 ROOT = Path(__file__).resolve().parents[2]
