@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from causalloc.errors import DataError
+from causalloc.vocab import is_random_like
 
 #: file name of the oracle region V_tgt among the mask files
 TARGET_MASK_FILE = "v_tgt.json"
@@ -94,7 +95,7 @@ class ReportInputs:
         runs = self.runs
         if runs is not None and "condition_kind" in runs and self.condition_column in runs:
             kinds = runs["condition_kind"].astype(str)
-            names |= set(runs.loc[kinds.isin(["random", "layer_matched"]),
+            names |= set(runs.loc[kinds.map(is_random_like),
                                   self.condition_column].astype(str))
         return names
 

@@ -13,16 +13,7 @@ from collections.abc import Iterable, Iterator
 import matplotlib as mpl
 import seaborn as sns
 
-# condition_prefix and is_random_like are used here; the labels are re-exported for report
-# code written before causalloc.vocab (import them from causalloc.vocab)
-from causalloc.vocab import (  # noqa: F401
-    cell_label,
-    condition_prefix,
-    is_random_like,
-    metric_label,
-    random_group,
-    varying_cell_labels,
-)
+from causalloc.vocab import condition_prefix, is_random_like
 
 #: figure widths in inches: one column / two columns of a two-column paper (ACL, NeurIPS-like)
 SINGLE_COLUMN = 3.35

@@ -44,7 +44,7 @@ from causalloc.stats.sequential import CONTINUE, order_by_replicate, sequential_
 from causalloc.stats.spec import AnalysisSpec, Comparison
 from causalloc.stats.table import RunTable
 from causalloc.stats.verdict import verdicts
-from causalloc.vocab import DEFAULT_SESOI, HIGHER_IS_BETTER, condition_kinds
+from causalloc.vocab import DEFAULT_SESOI, HIGHER_IS_BETTER, REFERENCE_KINDS, condition_kinds
 from causalloc.vocab import cell_label as _cell_label
 
 #: columns of the comparisons DataFrame and of comparisons.csv, in this order
@@ -298,7 +298,7 @@ def default_pairs(conditions: list[str], design: dict) -> list[Comparison]:
     if RANDOM in conditions:
         pairs += [Comparison(c, RANDOM) for c in conditions if c != RANDOM]
     for control, (kind, reference) in kinds.items():
-        if kind in ("disjoint", "layer_matched") and reference in present - {RANDOM}:
+        if kind in REFERENCE_KINDS and reference in present - {RANDOM}:
             pairs.append(Comparison(reference, control))
     if not pairs and len(conditions) == 2:
         pairs = [Comparison(conditions[0], conditions[1])]

@@ -32,15 +32,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from causalloc import vocab
-
 #: verdict labels, in the order reports list them
 VERDICTS = ("a_better", "b_better", "equivalent", "negligible", "inconclusive")
-
-#: the default SESOI and direction of each metric live in the one metrics table,
-#: :data:`causalloc.vocab.METRICS` (re-exported here for the analysis)
-DEFAULT_SESOI = vocab.DEFAULT_SESOI
-HIGHER_IS_BETTER = vocab.HIGHER_IS_BETTER
 
 
 def verdicts(
