@@ -76,3 +76,40 @@ def fs_at_rs(rs: Sequence[float], fs: Sequence[float], rs0: float,
     rs, fs = checked_scores(rs, fs)
     eligible = rs >= fraction * float(rs0)
     return float(fs[eligible].max()) if eligible.any() else float("nan")
+
+
+#: theta_r's FS is reached within this distance of it (the AUES SESOI), and over-shot beyond
+#: it (causalloc.flags)
+TARGET_TOLERANCE = 0.02
+
+
+#: steps_to_target asks for this share of the forgetting between theta_o and theta_r
+TARGET_SHARE = 0.5
+
+
+def steps_to_target(steps: Sequence[float], rs: Sequence[float], fs: Sequence[float],
+                    fs_retrained: float, horizon: float, fraction: float = 0.95,
+                    share: float = TARGET_SHARE) -> float:
+    """Steps to a fixed forget target at kept utility: a dose-free endpoint (lower is better).
+
+    Target FS* = FS_0 + share * (FS_r - FS_0): ``share`` (default half) of the way from
+    theta_o's FS (checkpoint 0) to the retrained model's (``fs_retrained``, theta_r never saw
+    the forget set). The first checkpoint t with FS_t >= FS* while RS_t >= fraction * RS_0;
+    the step is interpolated linearly in FS from the checkpoint before t when that one was
+    below FS*. A run that never gets there is censored at ``2 * horizon`` (twice its steps),
+    so that it ranks behind every run that does. AUES scores whatever a run reaches at its
+    dose; this counts what it takes to reach one fixed point without breaking retain (Wang &
+    Veitch 2025 compare edits at matched efficacy likewise). Half the gap rather than all of
+    it: on the tiny testbeds no run keeps 95% of RS_0 at theta_r's FS, which would censor
+    every run.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    rs, fs = checked_scores(rs, fs)
+    target = fs[0] + share * (float(fs_retrained) - fs[0])
+    reached = np.flatnonzero((fs >= target) & (rs >= fraction * rs[0]))
+    if reached.size == 0:
+        return 2.0 * float(horizon)
+    t = int(reached[0])
+    if t == 0 or fs[t - 1] >= target:
+        return float(steps[t])
+    return float(steps[t - 1] + (target - fs[t - 1]) / (fs[t] - fs[t - 1]) * (steps[t] - steps[t - 1]))

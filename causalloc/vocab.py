@@ -245,6 +245,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("mu95", "MU95", True, _LOG_SESOI,
            "best log forget quality among checkpoints keeping >= 95% of theta_o's model utility",
            -math.inf, 0.0, default=True),
+    Metric("steps_to_target", "steps to target", False, None,
+           "training steps until FS is half-way from theta_o's to theta_r's with RS >= 95% of RS_0; "
+           "2 x the run's steps when never (causalloc.frontier.steps_to_target)", 0.0, math.inf),
+    Metric("select_{criterion}", "{criterion} on the selection split", None, None,
+           "a tuned design's selection criterion, scored on the selection items only "
+           "(causalloc.stats.tuning)", run=False),
     Metric("model_utility", "model utility", True, _UNIT_SESOI,
            "TOFU model utility (harmonic mean of nine retain, real-author and world-fact scores), "
            "in [0, 1]",

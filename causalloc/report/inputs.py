@@ -73,7 +73,8 @@ class ReportInputs:
         (the analysis' own order), else of ``input.block_columns``."""
         if self.comparisons:
             return list(self.comparisons[0]["cell"])
-        return [c for c in self.input_spec.get("block_columns", []) if c != self.replicate]
+        return [c for c in self.input_spec.get("block_columns", [])
+                if c not in (self.replicate, self.input_spec.get("cluster"))]
 
     @property
     def metrics(self) -> list[str]:
@@ -100,12 +101,17 @@ class ReportInputs:
         return names
 
     def done_runs(self) -> pd.DataFrame | None:
-        """Run rows that finished (``status == done`` when the table has a status column)."""
+        """Run rows that finished (``status == done`` when the table has a status column); of a
+        tuned design, the selected runs only (``tuning.selected_run_ids`` of analysis.json)."""
         if self.runs is None:
             return None
-        if "status" in self.runs:
-            return self.runs[self.runs["status"].astype(str) == "done"]
-        return self.runs
+        runs = self.runs
+        if "status" in runs:
+            runs = runs[runs["status"].astype(str) == "done"]
+        selected = (self.analysis.get("tuning") or {}).get("selected_run_ids")
+        if selected and "run_id" in runs:
+            runs = runs[runs["run_id"].isin(set(selected))]
+        return runs
 
 
 def load_inputs(path: str | Path) -> ReportInputs:

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from causalloc.errors import CausallocError, SpecError
 from causalloc.provenance import package_versions, run_environment
-from causalloc.runs.design import expand, manifest
+from causalloc.runs.design import block_columns, expand, manifest
 from causalloc.runs.spec import ExperimentSpec, canonical_json, load_spec, sha256_json
 from causalloc.runs.store import RunStore, last_line
 
@@ -387,7 +387,8 @@ def execute_design(
         store.add_runs(runs)
         recovered = store.recover_interrupted()
         versions = package_versions()
-        store.set_meta(spec_hash=spec.spec_hash, metrics=list(spec.eval.metrics))
+        store.set_meta(spec_hash=spec.spec_hash, metrics=list(spec.eval.metrics),
+                       block_columns=list(block_columns(spec)))
         _write_design_files(spec, out, command or shlex.join(sys.argv), versions)
         before = store.counts()
         todo = store.runs_to_do(retry_failed)
@@ -478,7 +479,7 @@ MATCHED = {
                        "design's runs from {want}; is the testbed cache (CAUSALLOC_CACHE) on "
                        "storage that every node shares?")),
     "matching_digest": (
-        lambda run: run["block_id"], ("matching broken: this run's data order and objective "
+        lambda run: run["block_id"] + str(run.get("grid_point", {}).get("steps", "")), ("matching broken: this run's data order and objective "
                                       "draws (digest {got}) differ from those of the other runs "
                                       "of its block ({want}); the conditions of a block must "
                                       "differ only in the mask")),
@@ -526,15 +527,23 @@ def built_testbed(spec: ExperimentSpec) -> dict | None:
         return {"kind": record["config"]["kind"], "injection": record["config"].get("injection", "free"),
                 "hash": record["hash"], "pinned_file": Path(spec.testbed.file).name,
                 "theta_o_fingerprint": record["theta_o_fingerprint"], **record["diagnostics"]}
-    try:
-        config = testbed_config(spec.testbed.to_dict())
-    except CausallocError:
-        return None
-    record = cached_record(config)
-    if record is None:
-        return None
-    return {"kind": config.kind, "injection": config.injection, "hash": record["hash"],
-            **record["diagnostics"]}
+    described = []
+    for _, testbed in spec.testbed.replicates():
+        try:
+            config = testbed_config(testbed)
+        except CausallocError:
+            return None
+        record = cached_record(config)
+        if record is None:
+            return None
+        described.append({"kind": config.kind, "injection": config.injection, "hash": record["hash"],
+                          "seed": testbed["seed"], "theta_o_fingerprint": record.get("theta_o_fingerprint"),
+                          **record["diagnostics"]})
+    if not spec.testbed.replicated:
+        described[0].pop("seed")
+        described[0].pop("theta_o_fingerprint")
+        return described[0]
+    return {**described[0], "replicates": described}
 
 
 def _write_design_files(spec: ExperimentSpec, out: Path, command: str, versions: dict,

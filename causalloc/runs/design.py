@@ -43,8 +43,26 @@ from causalloc.runs.spec import ConditionSpec, ExperimentSpec, sha256_json
 
 RUN_FORMAT = 1
 BLOCK_COLUMNS = ("model", "data", "algorithm", "budget", "seed")
+#: the block columns of a design with replicated testbeds (``[testbed] seeds``): blocks nest in
+#: testbeds, ``testbed`` = the testbed seed
+REPLICATED_BLOCK_COLUMNS = ("model", "data", "testbed", "algorithm", "budget", "seed")
 #: keys of a run dict that may differ between the runs of one block
-CONDITION_KEYS = ("condition", "condition_kind", "mask_draw", "mask")
+CONDITION_KEYS = ("condition", "condition_kind", "mask_draw", "mask", "grid_point")
+
+
+def block_columns(spec: ExperimentSpec) -> tuple[str, ...]:
+    """The block columns of the spec's run table."""
+    return REPLICATED_BLOCK_COLUMNS if spec.testbed.replicated else BLOCK_COLUMNS
+
+
+def block_value(run: dict, column: str):
+    """A run's value of a block column: ``testbed`` is the seed of its testbed."""
+    return run["testbed"]["seed"] if column == "testbed" else run[column]
+
+
+def train_settings(run: dict) -> dict:
+    """The training settings of a run: the block's, with its grid point's values."""
+    return {**run["train"], **run.get("grid_point", {})}
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -65,28 +83,44 @@ def expand(spec: ExperimentSpec) -> list[dict]:
     """All runs of the design, each a resolved dict with ``run_id`` and ``block_id``."""
     runs = []
     for seed in spec.seeds:
-        for algorithm in spec.algorithms:
-            for budget in spec.budgets:
-                block = {
-                    "format": RUN_FORMAT,
-                    "model": spec.testbed.model_label, "data": spec.testbed.data,
-                    "algorithm": algorithm.label, "budget": budget, "seed": seed,
-                    "testbed": spec.testbed.to_dict(),
-                    "objective": {"name": algorithm.name, "hyper": algorithm.hyper},
-                    "train": {**algorithm.train, "seed": derive_seed("train", seed)},
-                    "eval": {"every": spec.eval.every, "metrics": list(spec.eval.metrics)},
-                    "relearn": None if spec.relearn is None else {
-                        **spec.relearn.to_dict(), "seed": derive_seed("relearn", seed)},
-                }
-                block_id = sha256_json(block)
-                for condition in spec.conditions:
-                    for draw in range(spec.k_random if condition.is_random else 1):
-                        run = {**block, "block_id": block_id, "condition": condition.name,
-                               "condition_kind": condition.kind, "mask_draw": draw,
-                               "mask": _mask_spec(spec, condition, draw, seed)}
-                        run["run_id"] = run_id(run)
-                        runs.append(run)
+        for testbed_seed, testbed in spec.testbed.replicates():
+            for algorithm in spec.algorithms:
+                for budget in spec.budgets:
+                    block = _block(spec, algorithm, budget, seed, testbed, testbed_seed)
+                    block_id = sha256_json(block)
+                    for condition in spec.conditions:
+                        for draw in range(condition.draws(spec.k_random)):
+                            for point in algorithm.grid_points():
+                                run = {**block, "block_id": block_id, "condition": condition.name,
+                                       "condition_kind": condition.kind, "mask_draw": draw,
+                                       "mask": _mask_spec(spec, condition, draw, seed)}
+                                if point:
+                                    run["grid_point"] = point
+                                run["run_id"] = run_id(run)
+                                runs.append(run)
     return runs
+
+
+def _block(spec: ExperimentSpec, algorithm, budget: float, seed: int, testbed: dict,
+           testbed_seed: int) -> dict:
+    """What the runs of a block share. A tuned design adds its grid and criterion
+    (``tuning``) and the item split of its testbed (``eval.split``); without them the dict,
+    and so every id, is that of a design written before tuning existed."""
+    block = {
+        "format": RUN_FORMAT,
+        "model": spec.testbed.model_label, "data": spec.testbed.data,
+        "algorithm": algorithm.label, "budget": budget, "seed": seed,
+        "testbed": testbed,
+        "objective": {"name": algorithm.name, "hyper": algorithm.hyper},
+        "train": {**algorithm.train, "seed": derive_seed("train", seed)},
+        "eval": spec.eval.for_testbed(testbed_seed),
+        "relearn": None if spec.relearn is None else {
+            **spec.relearn.to_dict(), "seed": derive_seed("relearn", seed)},
+    }
+    if spec.tuning is not None:
+        block["tuning"] = {"grid": algorithm.grid, "criterion": spec.tuning.criterion}
+        block["eval"]["split"] = spec.tuning.split(testbed_seed)
+    return block
 
 
 def run_id(run: dict) -> str:
@@ -121,7 +155,7 @@ def manifest(spec: ExperimentSpec, command: str, package_versions: dict,
     ``environments`` (:meth:`~causalloc.runs.store.RunStore.environments`: the source commits,
     torch builds and thread counts the done runs were made with) into ``environments``."""
     data = {
-        "block_columns": list(BLOCK_COLUMNS),
+        "block_columns": list(block_columns(spec)),
         "condition_column": "condition",
         "replicate": "seed",
         "draw_column": "mask_draw",
@@ -141,6 +175,16 @@ def manifest(spec: ExperimentSpec, command: str, package_versions: dict,
     }
     if testbed:
         data["setup"]["testbed"] = testbed
+    if spec.testbed.replicated:
+        data["cluster"] = "testbed"
+        data["setup"]["testbed_seeds"] = list(spec.testbed.seeds)
+    if spec.tuning is not None:
+        data["tuning"] = {
+            "criterion": spec.tuning.criterion,
+            "selection_column": f"select_{spec.tuning.criterion}",
+            "selection_fraction": spec.tuning.selection_fraction,
+            "grid": {a.label: a.grid for a in spec.algorithms},
+        }
     if environments is not None:
         data["environments"] = environments
     return data

@@ -90,6 +90,10 @@ class TestbedSpec:
     #: a pinned testbed: the file (``[testbed] file``, resolved path) and its theta_o fingerprint
     file: str | None = None
     pinned: str | None = None
+    #: replicated testbeds (``[testbed] seeds``): one independent testbed per seed (V_tgt, the
+    #: generated data, the model init and the injection order all drawn from it); None: one
+    #: testbed, built with ``seed``
+    seeds: tuple[int, ...] | None = None
 
     @property
     def model_label(self) -> str:
@@ -107,8 +111,22 @@ class TestbedSpec:
     def to_dict(self) -> dict:
         """The set keys; a pinned testbed is named by its fingerprint (``pinned``), not by
         where its file lies on this machine, so run ids do not depend on that place."""
-        return {key: value for key, value in dataclasses.asdict(self).items()
+        return {key: (list(value) if isinstance(value, tuple) else value)
+                for key, value in dataclasses.asdict(self).items()
                 if value is not None and key != "file"}
+
+    @property
+    def replicated(self) -> bool:
+        """Several independent testbeds: blocks nest in testbeds (block column ``testbed``)."""
+        return self.seeds is not None
+
+    def replicates(self) -> list[tuple[int, dict]]:
+        """``(testbed seed, testbed table of one run)`` per testbed of the design: the one
+        testbed, or one per seed of ``seeds`` (each table has that ``seed`` and no ``seeds``)."""
+        if not self.replicated:
+            return [(self.seed, self.to_dict())]
+        base = {k: v for k, v in self.to_dict().items() if k != "seeds"}
+        return [(seed, {**base, "seed": seed}) for seed in self.seeds]
 
 
 @dataclass(frozen=True)
@@ -120,10 +138,16 @@ class ConditionSpec:
     strategy: str
     kind: str
     argument: str | float | None = None
+    #: draws per block of a random-type condition when it differs from the spec's k_random
+    k: int | None = None
 
     @property
     def is_random(self) -> bool:
         return self.kind in RANDOM_KINDS
+
+    def draws(self, k_random: int) -> int:
+        """Runs per block: ``k`` (else ``k_random``) for a random-type condition, else 1."""
+        return (self.k or k_random) if self.is_random else 1
 
     @property
     def reference(self) -> str | None:
@@ -145,12 +169,67 @@ class AlgorithmSpec:
     name: str
     train: dict
     hyper: dict
+    #: tuning grid: training key -> values (``lr = [3e-3, 1e-2]`` in the spec); every condition
+    #: and draw of a block runs every grid point; ``train`` then holds no value for these keys
+    grid: dict = field(default_factory=dict)
+
+    def grid_points(self) -> list[dict]:
+        """Every combination of the grid's values, in spec order ([{}] without a grid)."""
+        points = [{}]
+        for key, values in self.grid.items():
+            points = [{**point, key: value} for point in points for value in values]
+        return points
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """How a tuned design picks each arm's setting (``[tuning]``).
+
+    The forget and the retain items are each split once per testbed, by a seeded draw, into a
+    *selection* part (``selection_fraction`` of the items) and an *evaluation* part (the rest).
+    Training uses all forget and retain items; the selection part only scores the checkpoints
+    that choose the setting (``select_<criterion>``), the evaluation part those that report
+    it (every metric under its usual name). Per block, condition and draw the grid point with
+    the best ``select_<criterion>`` is kept (:func:`causalloc.stats.tuning.select_runs`).
+    """
+
+    criterion: str = "aues"
+    selection_fraction: float = 0.5
+
+    def split(self, testbed_seed: int) -> dict:
+        """The run's ``eval.split``: the fraction and the seed of the item split of a testbed."""
+        from causalloc.runs.design import derive_seed
+
+        return {"selection_fraction": self.selection_fraction,
+                "seed": derive_seed("selection split", testbed_seed)}
+
+
+#: criteria a tuned design may select on: computed from the checkpoints' (RS, FS) alone, so the
+#: selection split can score them
+TUNING_CRITERIA = ("aues", "fs_at_rs95")
+#: training keys a spec may give as a list of values (a tuning grid)
+GRID_KEYS = ("lr", "steps")
 
 
 @dataclass(frozen=True)
 class EvalSpec:
+    """When and on what runs are scored: a checkpoint every ``every`` steps (and the last),
+    the ``metrics``, and optionally RS on a seeded subset of ``retain_items`` retain items
+    (one per testbed; training still uses every retain item) to cut evaluation cost."""
+
     every: int = 10
     metrics: tuple[str, ...] = DEFAULT_RUN_METRICS
+    retain_items: int | None = None
+
+    def for_testbed(self, testbed_seed: int) -> dict:
+        """The run's ``eval`` table (``retain_items`` with its seed only when set)."""
+        from causalloc.runs.design import derive_seed
+
+        table = {"every": self.every, "metrics": list(self.metrics)}
+        if self.retain_items is not None:
+            table["retain_items"] = {"n": self.retain_items,
+                                     "seed": derive_seed("retain items", testbed_seed)}
+        return table
 
 
 @dataclass(frozen=True)
@@ -212,6 +291,7 @@ class ExperimentSpec:
     description: str = ""
     source: str | None = None
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+    tuning: TuningSpec | None = None
 
     def condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.conditions if c.name == name)
@@ -223,6 +303,16 @@ class ExperimentSpec:
         data["testbed"] = self.testbed.to_dict()
         if self.relearn is not None:
             data["relearn"] = self.relearn.to_dict()
+        if self.tuning is None:  # specs written before tuning existed keep their hashes
+            data.pop("tuning")
+        for algorithm in data["algorithms"]:
+            if not algorithm["grid"]:
+                algorithm.pop("grid")
+        if self.eval.retain_items is None:
+            data["eval"].pop("retain_items")
+        for condition in data["conditions"]:
+            if condition["k"] is None:
+                condition.pop("k")
         return data
 
     @property
@@ -287,7 +377,8 @@ def parse_spec(
     train_defaults = known_train_defaults() if train_defaults is None else train_defaults
     top = check.table(data, "")
     check.keys(top, "", ("name", "description", "testbed", "budgets", "seeds", "k_random",
-                         "conditions", "algorithms", "eval", "relearn", "localization", "execution"))
+                         "conditions", "algorithms", "eval", "relearn", "localization", "execution",
+                         "tuning"))
     testbed = _parse_testbed(check, top.get("testbed", {}))
     budgets = tuple(check.number_list(top, "budgets", low=0.0, high=1.0, low_open=True))
     seeds = tuple(int(s) for s in check.int_list(top, "seeds", low=0))
@@ -297,6 +388,7 @@ def parse_spec(
     algos = _parse_algorithms(check, top, algorithms, train_defaults)
     relearn = _parse_relearn(check, top["relearn"]) if "relearn" in top else None
     eval_spec = _parse_eval(check, top.get("eval", {}), relearn)
+    tuning = _parse_tuning(check, top, algos, eval_spec)
     for condition in conditions:  # attribution hyperparameters get their defaults filled in
         if condition.kind == "attributed" and condition.argument not in localization:
             localization[condition.argument] = dict(methods.get(condition.argument) or {})
@@ -306,7 +398,7 @@ def parse_spec(
         testbed=testbed, budgets=budgets, seeds=seeds, k_random=k_random,
         conditions=conditions, algorithms=algos, eval=eval_spec, relearn=relearn,
         localization=localization, source=source,
-        execution=_parse_execution(check, top.get("execution", {})),
+        execution=_parse_execution(check, top.get("execution", {})), tuning=tuning,
     )
 
 
@@ -382,10 +474,18 @@ def _parse_testbed(check: Checker, raw: Any) -> TestbedSpec:
     table = check.table(raw, "testbed")
     if "file" in table:
         return _parse_pinned_testbed(check, table)
-    check.keys(table, "testbed", ("kind", "budget", "seed", "n_authors", "n_forget_authors",
+    check.keys(table, "testbed", ("kind", "budget", "seed", "seeds", "n_authors", "n_forget_authors",
                                   "n_questions", "tofu_path", "build", "model", "dtype", "device",
                                   "batch_size", "grad_accum", "gradient_checkpointing",
                                   "max_length"))
+    seeds = None
+    if "seeds" in table:
+        if "seed" in table:
+            check.fail("testbed.seeds", "give either seed (one testbed) or seeds (replicated testbeds), not both")
+        seeds = tuple(int(s) for s in check.int_list({"testbed.seeds": table["seeds"]}, "testbed.seeds", low=0))
+        if len(seeds) < 2:
+            check.fail("testbed.seeds", f"replicated testbeds need at least 2 seeds, got {list(seeds)} "
+                                        "(one testbed: use seed)")
     kind = check.choice(table, "kind", "testbed.kind", TESTBED_KINDS, default="tiny")
     tofu_path = check.path(table, "tofu_path", "testbed.tofu_path", must_exist=True)
     if kind == "tofu" and tofu_path is None:
@@ -406,7 +506,8 @@ def _parse_testbed(check: Checker, raw: Any) -> TestbedSpec:
         kind=kind,
         budget=check.number(table, "budget", "testbed.budget", default=0.1, low=0.0, high=1.0,
                             low_open=True),
-        seed=check.integer(table, "seed", "testbed.seed", default=0, low=0),
+        seed=seeds[0] if seeds else check.integer(table, "seed", "testbed.seed", default=0, low=0),
+        seeds=seeds,
         n_authors=n_authors, n_forget_authors=n_forget, n_questions=n_questions,
         tofu_path=tofu_path, build=check.free_table(table, "build", "testbed.build"),
         **_parse_testbed_model(check, table, kind),
@@ -488,15 +589,19 @@ def _parse_conditions(check: Checker, top: dict, methods: Mapping, budgets) -> t
     for i, item in enumerate(raw):
         path = f"conditions[{i}]"
         table = check.table(item, path)
-        check.keys(table, path, ("name", "strategy"))
+        check.keys(table, path, ("name", "strategy", "k"))
         strategy = check.string(table, "strategy", f"{path}.strategy")
         kind, argument = _parse_strategy(check, strategy, f"{path}.strategy", methods)
+        k = check.integer(table, "k", f"{path}.k", low=1) if "k" in table else None
+        if k is not None and kind not in RANDOM_KINDS:
+            check.fail(f"{path}.k", f"only random-type conditions ({', '.join(RANDOM_KINDS)}) take "
+                                    f"draws; {strategy!r} is deterministic")
         name = check.string(table, "name", f"{path}.name", default=strategy)
         if not name:
             check.fail(f"{path}.name", "must not be empty")
         if any(c.name == name for c in conditions):
             check.fail(f"{path}.name", f"duplicate condition name {name!r}")
-        conditions.append(ConditionSpec(name=name, strategy=strategy, kind=kind, argument=argument))
+        conditions.append(ConditionSpec(name=name, strategy=strategy, kind=kind, argument=argument, k=k))
     names = [c.name for c in conditions]
     for i, condition in enumerate(conditions):
         if condition.kind in REFERENCE_KINDS and condition.argument not in names:
@@ -564,8 +669,10 @@ def _parse_algorithms(check: Checker, top: dict, known: Mapping, train_defaults:
         if hyper_defaults is not None:
             check.keys(table, path, allowed)
         defaults = {**train_defaults, **_objective_train_defaults(name, train_defaults)}
+        grid = {key: _check_grid(check, table, key, f"{path}.{key}", defaults)
+                for key in GRID_KEYS if isinstance(table.get(key), list)}
         train = {key: _check_train_value(check, table, key, f"{path}.{key}", defaults)
-                 for key in train_keys if key in table or key in defaults}
+                 for key in train_keys if (key in table or key in defaults) and key not in grid}
         hyper = dict(hyper_defaults or {})
         for key, value in table.items():
             if key in ("name", "label") or key in train_keys:
@@ -573,8 +680,39 @@ def _parse_algorithms(check: Checker, top: dict, known: Mapping, train_defaults:
             if hyper_defaults is not None and key in hyper_defaults:
                 value = check.like(value, hyper_defaults[key], f"{path}.{key}")
             hyper[key] = check.json_value(value, f"{path}.{key}")
-        algorithms.append(AlgorithmSpec(label=label, name=name, train=train, hyper=hyper))
+        algorithms.append(AlgorithmSpec(label=label, name=name, train=train, hyper=hyper, grid=grid))
     return tuple(algorithms)
+
+
+def _check_grid(check: Checker, table: dict, key: str, path: str, defaults: Mapping) -> list:
+    """A tuning grid ``key = [v1, v2, ...]``: each value valid for ``key``, distinct, at least two."""
+    values = table[key]
+    if len(values) < 2:
+        check.fail(path, f"a tuning grid needs at least 2 values, got {values!r} (one value: {key} = value)")
+    checked = [_check_train_value(check, {key: value}, key, f"{path}[{i}]", defaults)
+               for i, value in enumerate(values)]
+    if len(set(checked)) < len(checked):
+        check.fail(path, f"duplicate values in the grid {values!r}")
+    return checked
+
+
+def _parse_tuning(check: Checker, top: dict, algorithms: tuple, eval_spec: EvalSpec) -> TuningSpec | None:
+    """``[tuning]``: required by a spec with a grid (``lr = [...]``); without one it still
+    splits the items (selection and evaluation) so that a fixed-dose design is scored alike."""
+    gridded = [a.label for a in algorithms if a.grid]
+    if "tuning" not in top:
+        if gridded:
+            check.fail("tuning", f"algorithms {', '.join(gridded)} give a grid: add a [tuning] table "
+                                 "(criterion, selection_fraction) saying how each arm's setting is chosen")
+        return None
+    table = check.table(top["tuning"], "tuning")
+    check.keys(table, "tuning", ("criterion", "selection_fraction"))
+    criterion = check.choice(table, "criterion", "tuning.criterion", TUNING_CRITERIA, default="aues")
+    if criterion not in eval_spec.metrics:
+        check.fail("tuning.criterion", f"{criterion!r} must be one of eval.metrics ({', '.join(eval_spec.metrics)})")
+    fraction = check.number(table, "selection_fraction", "tuning.selection_fraction", default=0.5,
+                            low=0.0, high=1.0, low_open=True, high_open=True)
+    return TuningSpec(criterion=criterion, selection_fraction=fraction)
 
 
 def _check_train_value(check: Checker, table: dict, key: str, path: str, defaults: Mapping):
@@ -602,8 +740,10 @@ def _check_train_value(check: Checker, table: dict, key: str, path: str, default
 
 def _parse_eval(check: Checker, raw: Any, relearn: RelearnSpec | None) -> EvalSpec:
     table = check.table(raw, "eval")
-    check.keys(table, "eval", ("every", "metrics"))
+    check.keys(table, "eval", ("every", "metrics", "retain_items"))
     every = check.integer(table, "every", "eval.every", default=10, low=1)
+    retain_items = (check.integer(table, "retain_items", "eval.retain_items", low=2)
+                    if "retain_items" in table else None)
     default = DEFAULT_RUN_METRICS + (("relearn_es",) if relearn else ())
     metrics = table.get("metrics", list(default))
     if not isinstance(metrics, list) or not metrics:
@@ -620,7 +760,7 @@ def _parse_eval(check: Checker, raw: Any, relearn: RelearnSpec | None) -> EvalSp
         if RELEARN_STRENGTH_METRIC.fullmatch(name) and name not in relearn.metric_names():
             check.fail(f"eval.metrics[{i}]", f"{name!r} names no attack of relearn.strengths "
                        f"(its metrics: {', '.join(relearn.metric_names()) or 'none'})")
-    return EvalSpec(every=every, metrics=tuple(metrics))
+    return EvalSpec(every=every, metrics=tuple(metrics), retain_items=retain_items)
 
 
 def _parse_relearn(check: Checker, raw: Any) -> RelearnSpec:

@@ -227,35 +227,42 @@ class RunStore:
     # export -------------------------------------------------------------------------
     def export_csv(self, path: str | Path | None = None) -> Path:
         """Write ``runs.csv`` (schema.md): one row per done or failed run with the block
-        columns, condition, every metric, ``max_abs_change_outside_mask``, the fingerprint of
-        the theta_o the run used (``theta_o_fingerprint``, empty if the run function gave
-        none) and the trajectory as a JSON column. Metrics come in design order, then any extra ones sorted."""
+        columns (those recorded in the meta, e.g. ``testbed`` for replicated testbeds), condition,
+        ``lr`` (the run's learning rate: its grid point in a tuned design), every metric, the
+        outcome ``flags`` (``;``-joined, :mod:`causalloc.flags`), ``max_abs_change_outside_mask``,
+        the fingerprint of the theta_o the run used (``theta_o_fingerprint``, empty if the run
+        function gave none) and the trajectory as a JSON column. Metrics come in design order,
+        then any extra ones sorted."""
         import pandas as pd
 
-        from causalloc.runs.design import BLOCK_COLUMNS
+        from causalloc.runs.design import BLOCK_COLUMNS, block_value, train_settings
 
         path = Path(path) if path is not None else self.out_dir / "runs.csv"
         records = [r for r in self.rows() if r["status"] in ("done", "failed")]
+        block_columns = list(self.meta("block_columns", BLOCK_COLUMNS))
         metrics = list(self.meta("metrics", []))
         for record in records:
             metrics += sorted(set(record["metrics"] or {}) - set(metrics))
         table = []
         for record in records:
             run = record["run"]
+            extra = record["extra"] or {}
             row = {"run_id": record["run_id"], "status": record["status"]}
-            row.update({column: run[column] for column in BLOCK_COLUMNS})
+            row.update({column: block_value(run, column) for column in block_columns})
             row.update(block_id=run["block_id"], condition=run["condition"],
                        condition_kind=run["condition_kind"], mask_draw=run["mask_draw"],
+                       lr=_nan(train_settings(run).get("lr")),
                        overlap_with_oracle=_nan(record["overlap_with_oracle"]),
                        mask_size=record["mask_size"])
             row.update({metric: _nan((record["metrics"] or {}).get(metric)) for metric in metrics})
-            row.update(max_abs_change_outside_mask=_nan(record["max_abs_change_outside_mask"]),
-                       theta_o_fingerprint=(record["extra"] or {}).get("theta_o_fingerprint"),
+            row.update(flags=";".join(extra.get("flags") or []) or None,
+                       max_abs_change_outside_mask=_nan(record["max_abs_change_outside_mask"]),
+                       theta_o_fingerprint=extra.get("theta_o_fingerprint"),
                        seconds=record["seconds"], error=last_line(record["error"]) or None,
                        trajectory=_dumps(record["trajectory"]))
             table.append(row)
-        columns = (["run_id", "status", *BLOCK_COLUMNS, "block_id", "condition", "condition_kind",
-                    "mask_draw", "overlap_with_oracle", "mask_size", *metrics,
+        columns = (["run_id", "status", *block_columns, "block_id", "condition", "condition_kind",
+                    "mask_draw", "lr", "overlap_with_oracle", "mask_size", *metrics, "flags",
                     "max_abs_change_outside_mask", "theta_o_fingerprint", "seconds", "error",
                     "trajectory"])
         frame = pd.DataFrame(table, columns=columns)

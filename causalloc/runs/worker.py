@@ -24,6 +24,8 @@ import torch
 
 from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
 from causalloc.errors import ConstraintError, SpecError
+from causalloc.flags import outcome_flags
+from causalloc.frontier import steps_to_target
 from causalloc.masks import (
     Mask,
     budget_to_count,
@@ -46,6 +48,7 @@ from causalloc.metrics import (
 )
 from causalloc.models.weights import weights_fingerprint
 from causalloc.quantize import quantize_linear_weights_
+from causalloc.runs.design import train_settings
 from causalloc.runs.spec import RELEARN_STRENGTH_METRIC, relearn_metric_name
 from causalloc.testbed import Testbed, build_testbed, config_for
 from causalloc.unlearn import ParameterSnapshot, TrainConfig, UnlearnData, make_objective, unlearn
@@ -83,11 +86,18 @@ def resolve_testbed(spec: dict, progress: bool = False) -> Testbed:
 
 
 class TestbedState:
-    """What every run on one testbed shares inside a worker process."""
+    """What every run on one testbed shares inside a worker process.
+
+    ``split`` (a tuned design's ``eval.split``: ``selection_fraction`` and ``seed``) divides
+    the forget and the retain items each into a selection and an evaluation part, drawn once
+    per testbed: scores are then those of the evaluation items, with the selection items'
+    as ``rs_sel`` / ``fs_sel``, and forget quality and MU95 use the evaluation forget items.
+    """
 
     __test__ = False
 
-    def __init__(self, testbed: Testbed, max_length: int):
+    def __init__(self, testbed: Testbed, max_length: int, split: dict | None = None,
+                 retain_items: dict | None = None):
         self.testbed = testbed
         self.model = testbed.load_model("theta_o")
         self.theta_o_fingerprint = weights_fingerprint(testbed.path / "theta_o")
@@ -102,7 +112,9 @@ class TestbedState:
         self.forget = encode_items(self.tokenizer, splits.forget, max_length)
         self.retain = encode_items(self.tokenizer, splits.retain, max_length)
         self.refusal = self._refusals(splits, max_length)
+        self.scored_retain = retain_subset(len(self.retain), retain_items)
         self._score_order, self._score_batches = self._scoring_batches()
+        self.parts = item_split(len(self.forget), len(self.scored_retain), split)
         self.reference_cache = ReferenceCache()
         self.masks: dict[str, Mask] = {}
         self._tr_reference = None
@@ -112,6 +124,41 @@ class TestbedState:
         self._forget_answers = None
         self._initial_utility = None
         self._quant_theta_o = None
+        self._theta_r_scores = None
+
+    @property
+    def scored_forget_items(self) -> list:
+        """The forget items that forget quality is computed on (the evaluation part)."""
+        forget = self.testbed.splits.forget
+        return forget if self.parts is None else [forget[i] for i in self.parts["forget_eval"]]
+
+    def _per_item(self, model) -> np.ndarray:
+        """ES of every forget item, then every retain item, from one teacher-forced pass."""
+        values = np.empty(len(self._score_order))
+        values[self._score_order] = extraction_strength(model, self._score_batches)
+        return values
+
+    def _summarise(self, values: np.ndarray) -> dict:
+        """RS = mean ES(retain), FS = 1 - mean ES(forget): of all items, or of the evaluation
+        items with the selection items' as ``rs_sel`` / ``fs_sel``."""
+        n_forget = len(self.forget)
+        forget, retain = values[:n_forget], values[n_forget:]
+        if self.parts is None:
+            return {"rs": float(np.mean(retain)), "fs": 1.0 - float(np.mean(forget))}
+        parts = self.parts
+        return {"rs": float(np.mean(retain[parts["retain_eval"]])),
+                "fs": 1.0 - float(np.mean(forget[parts["forget_eval"]])),
+                "rs_sel": float(np.mean(retain[parts["retain_sel"]])),
+                "fs_sel": 1.0 - float(np.mean(forget[parts["forget_sel"]]))}
+
+    def theta_r_scores(self) -> dict:
+        """RS and FS of theta_r (the retrained model: the forget target) on the scored items,
+        once per testbed (theta_r then released)."""
+        if self._theta_r_scores is None:
+            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device)
+            self._theta_r_scores = self._summarise(self._per_item(theta_r))
+            del theta_r
+        return dict(self._theta_r_scores)
 
     def _refusals(self, splits, max_length):
         """Forget questions paired with refusal answers (item i gets refusal i mod R)."""
@@ -120,8 +167,8 @@ class TestbedState:
                 for i, item in enumerate(splits.forget)]
 
     def _scoring_batches(self):
-        """Forget and retain examples together, sorted by length (least padding), batched."""
-        examples = self.forget + self.retain
+        """Forget and scored retain examples together, sorted by length (least padding), batched."""
+        examples = self.forget + [self.retain[i] for i in self.scored_retain]
         order = np.argsort([len(e["input_ids"]) for e in examples], kind="stable")
         return order, eval_batches([examples[i] for i in order], self.pad)
 
@@ -131,10 +178,7 @@ class TestbedState:
         theta_o's (their added term is exactly 0), so every run reuses theta_o's scores."""
         if step == 0 and self._initial_scores is not None:
             return dict(self._initial_scores)
-        values = np.empty(len(self._score_order))
-        values[self._score_order] = extraction_strength(self.model, self._score_batches)
-        n_forget = len(self.forget)
-        scores = {"rs": float(np.mean(values[n_forget:])), "fs": 1.0 - float(np.mean(values[:n_forget]))}
+        scores = self._summarise(self._per_item(self.model))
         if step == 0:
             self._initial_scores = dict(scores)
         return scores
@@ -147,7 +191,7 @@ class TestbedState:
             return {**self.scores(step), **self._initial_utility}
         if self._utility_probe is None:
             self._utility_probe = UtilityProbe(self.tokenizer, self.testbed.splits.extra, self.max_length)
-            self._forget_answers = AnswerScorer(self.tokenizer, truth_ratio_groups(self.testbed.splits.forget),
+            self._forget_answers = AnswerScorer(self.tokenizer, truth_ratio_groups(self.scored_forget_items),
                                                 self.max_length)
         tr = TruthRatio.from_nll(self._forget_answers.nll(self.model))
         values = {"mu": self._utility_probe(self.model).value,
@@ -176,9 +220,39 @@ class TestbedState:
         """Truth ratios of theta_r on the forget set (computed once, theta_r then released)."""
         if self._tr_reference is None:
             theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device)
-            self._tr_reference = truth_ratio(theta_r, self.tokenizer, self.testbed.splits.forget)
+            self._tr_reference = truth_ratio(theta_r, self.tokenizer, self.scored_forget_items)
             del theta_r
         return self._tr_reference
+
+
+def retain_subset(n_retain: int, retain_items: dict | None) -> np.ndarray:
+    """Indices of the retain items RS is scored on: all, or ``retain_items["n"]`` of them drawn
+    without replacement by a Generator seeded with ``retain_items["seed"]`` (sorted)."""
+    if retain_items is None:
+        return np.arange(n_retain)
+    n = int(retain_items["n"])
+    if n > n_retain:
+        raise SpecError(f"eval.retain_items: {n} is more than the testbed's {n_retain} retain items")
+    return np.sort(np.random.default_rng(int(retain_items["seed"])).choice(n_retain, n, replace=False))
+
+
+def item_split(n_forget: int, n_retain: int, split: dict | None) -> dict | None:
+    """Indices of the selection and evaluation parts of the forget and the retain items:
+    ``round(selection_fraction * n)`` items of each set, drawn without replacement by a
+    Generator seeded with ``split["seed"]`` (the testbed's), the rest for evaluation; at least
+    one item in every part. None without a split."""
+    if split is None:
+        return None
+    rng = np.random.default_rng(int(split["seed"]))
+    parts = {}
+    for name, n in (("forget", n_forget), ("retain", n_retain)):
+        n_sel = round(float(split["selection_fraction"]) * n)
+        if not 0 < n_sel < n:
+            raise SpecError(f"tuning.selection_fraction: {split['selection_fraction']} of {n} {name} "
+                            f"items leaves a part empty")
+        order = rng.permutation(n)
+        parts[f"{name}_sel"], parts[f"{name}_eval"] = np.sort(order[:n_sel]), np.sort(order[n_sel:])
+    return parts
 
 
 def check_fingerprint(loaded: str, expected: str, source: str) -> None:
@@ -192,10 +266,11 @@ def check_fingerprint(loaded: str, expected: str, source: str) -> None:
 def _state(run: dict, context) -> TestbedState:
     cache = context.cache if context is not None else {}
     spec = run["testbed"]
-    key = ("testbed", spec.get("pinned") or testbed_config(spec).hash())
+    split, retain_items = run["eval"].get("split"), run["eval"].get("retain_items")
+    key = ("testbed", spec.get("pinned") or testbed_config(spec).hash(), repr(split), repr(retain_items))
     if key not in cache:
         testbed = resolve_testbed(spec)
-        cache[key] = TestbedState(testbed, testbed.config.max_length)
+        cache[key] = TestbedState(testbed, testbed.config.max_length, split, retain_items)
     return cache[key]
 
 
@@ -269,7 +344,7 @@ def execute(run: dict, context=None) -> dict:
     budget = run["budget"]
     mask = build_mask(run["mask"], budget, state)
     objective = make_objective(run["objective"]["name"], **run["objective"]["hyper"])
-    config = TrainConfig(**run["train"], eval_every=int(run["eval"]["every"]))
+    config = TrainConfig(**train_settings(run), eval_every=int(run["eval"]["every"]))
     data = UnlearnData(state.forget, state.retain, state.pad, state.refusal)
     setup_seconds = time.perf_counter() - start
 
@@ -303,9 +378,18 @@ def execute(run: dict, context=None) -> dict:
         value, eligible = mu95([p["lfq"] for p in points], [p["mu"] for p in points], points[0]["mu"])
         metrics.update(mu95=value, model_utility=float("nan") if diverged else final["mu"])
         extra = {"model_utility_theta_o": points[0]["mu"], "mu95_eligible_checkpoints": eligible}
+    reference = state.theta_r_scores()
+    if "steps_to_target" in wanted:
+        metrics["steps_to_target"] = float("nan") if diverged else steps_to_target(
+            [p["step"] for p in points], rs, fs, reference["fs"], config.steps)
+    if "tuning" in run:
+        metrics[f"select_{run['tuning']['criterion']}"] = _selection_score(run["tuning"]["criterion"], points)
+    extra["flags"] = outcome_flags(rs, fs, reference["fs"], metrics.get("mu95"), points[0].get("lfq"),
+                                   diverged=diverged)
+    extra["fs_theta_r"] = reference["fs"]
     if wanted & {"forget_quality", "log_forget_quality"}:
         with columns:
-            tr = truth_ratio(state.model, state.tokenizer, state.testbed.splits.forget)
+            tr = truth_ratio(state.model, state.tokenizer, state.scored_forget_items)
         p, log_p = forget_quality(tr, state.truth_ratio_reference())
         metrics.update(forget_quality=p, log_forget_quality=log_p)
     if attacks:  # last: the columns may be set back to the start checkpoint here
@@ -321,9 +405,10 @@ def execute(run: dict, context=None) -> dict:
         metrics["quant_recovery"] = _quant_recovery(state, columns)
         extra["quant_theta_o"] = state.quant_theta_o()
     overlap = mask.overlap(state.testbed.v_tgt) / mask.size
+    kept = wanted | {f"select_{run['tuning']['criterion']}"} if "tuning" in run else wanted
     return {
-        "metrics": {k: float(v) for k, v in metrics.items() if k in wanted},
-        "trajectory": [{k: p[k] for k in ("step", "rs", "fs", "mu", "lfq") if k in p} for p in points],
+        "metrics": {k: float(v) for k, v in metrics.items() if k in kept},
+        "trajectory": [{k: p[k] for k in TRAJECTORY_KEYS if k in p} for p in points],
         "max_abs_change_outside_mask": result.max_abs_change_outside_mask,
         "max_abs_change_inside_mask": result.max_abs_change_inside_mask,
         "mask_size": mask.size,
@@ -336,6 +421,21 @@ def execute(run: dict, context=None) -> dict:
         "timings": {"setup": setup_seconds, "train": result.seconds_train, "eval": result.seconds_eval,
                     "metrics": time.perf_counter() - metrics_start},
     }
+
+
+#: what a trajectory point keeps: step, scores (of the evaluation items in a tuned design, with
+#: the selection items' as rs_sel / fs_sel), model utility and log forget quality when tracked
+TRAJECTORY_KEYS = ("step", "rs", "fs", "rs_sel", "fs_sel", "mu", "lfq")
+
+
+def _selection_score(criterion: str, points: list[dict]) -> float:
+    """A tuned run's criterion on the selection items' scores (``rs_sel``, ``fs_sel``)."""
+    rs, fs = [p["rs_sel"] for p in points], [p["fs_sel"] for p in points]
+    if criterion == "aues":
+        return aues(rs, fs)
+    if criterion == "fs_at_rs95":
+        return fs_at_rs(rs, fs, rs[0], 0.95)
+    raise SpecError(f"tuning.criterion: unknown {criterion!r}")
 
 
 def _fs_at_rs95_rule(fraction: float):

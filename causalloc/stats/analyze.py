@@ -36,7 +36,14 @@ from causalloc.stats.bayes import jzs_bf10
 from causalloc.stats.classical import paired_t, wilcoxon_signed_rank
 from causalloc.stats.effects import bootstrap_mean_ci, paired_effect_sizes, prob_improvement
 from causalloc.stats.families import assign_families, describe_families
-from causalloc.stats.mixed import DOSE_COLUMNS, MIXED_COLUMNS, dose_responses, mixed_model
+from causalloc.stats.tuning import selected_table
+from causalloc.stats.mixed import (
+    DOSE_COLUMNS,
+    MIXED_COLUMNS,
+    dose_responses,
+    mixed_model,
+    random_intercept_mean,
+)
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
 from causalloc.stats.permutation import INVERTED_COLUMNS, randomization_test, sign_flip_test
 from causalloc.stats.power import blocks_needed, blocks_to_detect, p_floor, sd_interval
@@ -195,6 +202,8 @@ class AnalysisResult:
     mixed_models: pd.DataFrame
     dose_response: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    #: a tuned design's ``selected_runs.csv`` (:func:`causalloc.stats.tuning.selected_table`)
+    selected: pd.DataFrame | None = None
 
     def to_dict(self) -> dict:
         """The analysis.json document (docs/analysis_json.md); non-finite numbers -> null."""
@@ -229,6 +238,10 @@ class AnalysisResult:
                 entry[key] = row[key]
             if row.get("sequential") is not None:
                 entry["sequential"] = row["sequential"]
+            if row.get("clusters") is not None:
+                entry.update({k: row[k] for k in ("clusters", "by_cluster", "cluster_model")})
+            if isinstance(row.get("flagged_runs"), dict):
+                entry["flagged_runs"] = row["flagged_runs"]
             for key in ("n_blocks", "n_boot", "n_resamples", "n_resamples_rand", "k_random",
                         "blocks_needed", "blocks_needed_detect", "blocks_needed_equivalence"):
                 entry[key] = _as_int(entry[key])
@@ -340,9 +353,48 @@ def analyze(table: RunTable, spec: AnalysisSpec | None = None, *, command: str =
     meta = _meta(table, spec, command, metrics, primary_metric, sesoi, direction, comparisons)
     meta.update({"dropped_blocks": dropped, "excluded_runs": excluded,
                  "failed_runs": table.failed_runs, "warnings": warnings_out})
+    if table.tuning is not None:
+        meta["tuning"] = {**table.tuning, "selected_run_ids": table.runs["run_id"].astype(str).tolist()
+                          if "run_id" in table.runs else []}
+    if "flags" in table.runs:
+        meta["flags"] = flag_counts(table)
+        comparisons["flagged_runs"] = [_flagged(meta["flags"], cell, a, b) for cell, a, b in
+                                       zip(comparisons["cell"], comparisons["a"], comparisons["b"])]
     if sequential:
         meta["policy"]["sequential"] = sequential_policy(sequential, spec)
-    return AnalysisResult(comparisons, mixed, dose, meta)
+    selected = None
+    if table.tuning is not None:
+        selected = selected_table(table.runs, list(dict.fromkeys([*table.metrics, *metrics])),
+                                  table.design["tuning"])
+    return AnalysisResult(comparisons, mixed, dose, meta, selected)
+
+
+def flag_counts(table: RunTable) -> list[dict]:
+    """Per cell and condition: runs, runs with any outcome flag, and each flag's count
+    (``flags`` column, ``;``-joined names; :mod:`causalloc.flags` defines them). Of a tuned
+    design, the selected runs."""
+    runs = table.runs
+    cells = table.cell_columns
+    names = runs["flags"].fillna("").astype(str).str.split(";")
+    out = []
+    for key, rows in runs.groupby([*cells, table.condition_column], sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        cell = {c: table_module._clean(v) for c, v in zip(cells, key[:-1])}
+        flags = [f for f in names[rows.index] if f != [""]]
+        counts: dict[str, int] = {}
+        for run_flags in flags:
+            for flag in run_flags:
+                if flag:
+                    counts[flag] = counts.get(flag, 0) + 1
+        out.append({"cell": cell, "condition": key[-1], "n_runs": int(len(rows)),
+                    "n_flagged": int(sum(1 for f in flags if any(f))), "counts": counts})
+    return out
+
+
+def _flagged(counts: list[dict], cell: dict, a: str, b: str) -> dict:
+    """Flagged runs of a comparison's two conditions in its cell: {condition: n_flagged}."""
+    return {entry["condition"]: entry["n_flagged"] for entry in counts
+            if entry["cell"] == cell and entry["condition"] in (a, b)}
 
 
 def _sequential_verdicts(frame: pd.DataFrame, records: list[dict], spec: AnalysisSpec,
@@ -459,6 +511,7 @@ def _meta(table, spec, command, metrics, primary_metric, sesoi, direction, compa
             "block_columns": table.block_columns,
             "condition_column": table.condition_column,
             "replicate": table.replicate,
+            "cluster": table.cluster,
             "draw_column": table.draw_column,
             "metrics": metrics,
             "n_rows": table.n_rows,
@@ -593,6 +646,8 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                         "b_values": b_all[use],
                         "draws": draw_rows.to_numpy()[use] if multi else None,
                         "replicates": [table_module._clean(r) for r in replicate_ids[use]],
+                        "clusters": None if not table.cluster else
+                        [table_module._clean(c) for c in index[table.cluster].to_numpy()[use]],
                     }
                 )
     return records
@@ -640,7 +695,7 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     stats_frame = pd.concat(parts).sort_index()
     info = pd.DataFrame(
         [
-            {key: r[key] for key in ("id", "family", "a", "b", "metric", "cell", "replicates")}
+            {key: r[key] for key in ("id", "family", "a", "b", "metric", "cell", "replicates", "clusters")}
             | {"diffs": (r["a_values"] - r["b_values"]).tolist()}
             for r in records
         ]
@@ -667,7 +722,30 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
     frame["p_rand_exact"] = [None if pd.isna(v) else bool(v) for v in frame["p_rand_exact"]]
     frame["diffs_constant"] = frame["diffs_constant"].astype(bool)
     frame["sequential"] = None
-    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates", "sequential"]]
+    frame["by_cluster"], frame["cluster_model"] = zip(*(
+        cluster_effects(np.asarray(d), c, spec.ci_level) for d, c in zip(frame["diffs"], frame["clusters"])))
+    return frame[[*COMPARISON_COLUMNS, "diffs", "replicates", "clusters", "by_cluster",
+                  "cluster_model", "sequential"]]
+
+
+def cluster_effects(diffs: np.ndarray, clusters: list | None, ci_level: float = 0.95):
+    """Per cluster (testbed) the mean within-block difference, and the effect for the
+    population of clusters: ``diff ~ 1 + (1 | cluster)`` on the block contrasts, i.e. the
+    model ``metric ~ condition + (1 | cluster) + (1 | cluster:condition) + (1 | cluster:seed)``
+    on the block values (:func:`causalloc.stats.mixed.random_intercept_mean`, REML with
+    Satterthwaite df), whose interval widens with the between-cluster spread of the effect.
+    (None, None) when blocks are not nested in clusters."""
+    if clusters is None:
+        return None, None
+    groups = pd.Series(diffs).groupby(pd.Series(clusters, dtype=object), sort=True)
+    by_cluster = [{"cluster": table_module._clean(key), "n_blocks": int(len(values)),
+                   "mean_diff": float(values.mean())} for key, values in groups]
+    fit = random_intercept_mean(diffs, np.asarray(clusters, dtype=object), ci_level)
+    model = {key: fit[key] for key in ("estimate", "se", "df", "t", "p", "converged", "warnings")}
+    model.update(ci95=[fit["ci_lo"], fit["ci_hi"]], n_clusters=len(by_cluster),
+                 sd_cluster_condition=None if fit["sd_group"] is None else fit["sd_group"] / np.sqrt(2),
+                 sd_residual=fit["sd_residual"] / np.sqrt(2))
+    return by_cluster, model
 
 
 def _p_floors(frame: pd.DataFrame, spec: AnalysisSpec) -> pd.Series:
@@ -807,6 +885,7 @@ def _models(table: RunTable, pairs, metrics, spec: AnalysisSpec, warnings_out):
                         replicate=table.replicate,
                         block_columns=key,
                         ci_level=spec.ci_level,
+                        cluster=table.cluster,
                     )
                 )
             except (ValueError, np.linalg.LinAlgError) as exc:
@@ -845,6 +924,9 @@ def write_analysis(result: AnalysisResult, out_dir: str | Path) -> dict[str, Pat
     paths = {"analysis": out / "analysis.json", "comparisons": out / "comparisons.csv"}
     paths["analysis"].write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
     result.comparisons_csv().to_csv(paths["comparisons"], index=False)
+    if result.selected is not None:
+        paths["selected_runs"] = out / "selected_runs.csv"
+        result.selected.to_csv(paths["selected_runs"], index=False)
     return paths
 
 

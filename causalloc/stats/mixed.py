@@ -161,6 +161,7 @@ def mixed_model(
     replicate: str,
     block_columns: list[str],
     ci_level: float = 0.95,
+    cluster: str | None = None,
 ) -> pd.DataFrame:
     """Each condition's effect against ``reference`` pooled across cells, by a mixed model.
 
@@ -188,18 +189,28 @@ def mixed_model(
     from its single row; matched tables have none). ``sd_*`` are on the metric's scale
     (lme4's VarCorr). One row per non-reference condition, every warning of its fit
     (boundary fit, constant contrasts) in ``warnings``.
+
+    ``cluster`` (``testbed`` for replicated testbeds): blocks nest in clusters, and the effect
+    varies between clusters instead of seeds::
+
+        metric ~ condition + cell + (1 | testbed) + (1 | testbed:condition) + (1 | cell:testbed:seed)
+
+    fitted the same way with the contrasts grouped by testbed: the verdict is then about the
+    population of testbeds (a testbed intercept alone cancels in the contrasts).
     """
     wide = data.groupby([*block_columns, condition], sort=True)[metric].mean().unstack(condition)
     index = wide.index.to_frame(index=False)
-    cells = [c for c in block_columns if c != replicate and index[c].nunique() > 1]
+    group = cluster or replicate
+    cells = [c for c in block_columns if c not in (replicate, cluster) and index[c].nunique() > 1]
     cell = ":".join(cells)
+    block = ":".join([*cells, *([cluster] if cluster else []), replicate])
     rows = []
     for level in wide.columns:
         if level == reference:
             continue
         contrast = (wide[level] - wide[reference]).to_numpy()
         use = np.isfinite(contrast)
-        seeds = index[replicate].to_numpy()[use]
+        seeds = index[group].to_numpy()[use]
         row = {"metric": metric, "term": f"{condition}{level}",
                "contrast": f"{level} - {reference}", "n_obs": 2 * int(use.sum()),
                "n_blocks": int(use.sum()), "n_replicates": int(pd.unique(seeds).size),
@@ -209,9 +220,9 @@ def mixed_model(
                    "warnings": [f"{int(use.sum())} block(s) with both conditions, need >= 2"]}
         else:
             fit = random_intercept_mean(contrast[use], seeds, ci_level)
-        random = [f"(1 | {cell}:{replicate})" if cell else f"(1 | {replicate})"]
+        random = [f"(1 | {block})"] if block != group else [f"(1 | {group})"]
         if fit.get("sd_group") is not None:
-            random = [f"(1 | {replicate})", f"(1 | {replicate}:{condition})", *random]
+            random = [f"(1 | {group})", f"(1 | {group}:{condition})", *random]
         fixed = " + ".join([condition, *([cell] if cell else [])])
         row["formula"] = f"{metric} ~ {fixed} + " + " + ".join(random)
         for key in ("estimate", "se", "df", "t", "p", "converged", "warnings"):

@@ -47,11 +47,18 @@ class RunTable:
     failed_runs: list[dict] = field(default_factory=list)
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)
     design: dict = field(default_factory=dict)
+    #: the block column blocks nest in (``testbed`` for replicated testbeds): not a cell
+    #: column, so a cell pools its clusters; None when blocks are not nested
+    cluster: str | None = None
+    #: a tuned design: what :func:`causalloc.stats.tuning.select_runs` kept (``runs`` then
+    #: holds the selected runs only) and the selection summary; None otherwise
+    tuning: dict | None = None
 
     @property
     def cell_columns(self) -> list[str]:
-        """Block columns other than the replicate: comparisons are made within each cell."""
-        return [c for c in self.block_columns if c != self.replicate]
+        """Block columns other than the replicate (and the cluster): comparisons are made
+        within each cell."""
+        return [c for c in self.block_columns if c not in (self.replicate, self.cluster)]
 
 
 def _split(value: str | list[str] | None) -> list[str] | None:
@@ -108,6 +115,17 @@ def load_runs(
     runs, failed, failed_runs = _split_failed(csv_path, frame, condition_column)
     for column in metrics:
         runs[column] = _numeric(runs[column], column, csv_path)
+    tuning = None
+    if design.get("tuning"):
+        from causalloc.stats.tuning import select_runs, tuning_summary
+
+        selected = select_runs(runs, design["tuning"], block_columns=block_columns,
+                               condition=condition_column, draw=draw, source=str(csv_path))
+        tuning = tuning_summary(runs, selected, design["tuning"], condition=condition_column)
+        runs = selected
+    cluster = design.get("cluster")
+    if cluster is not None and cluster not in block_columns:
+        raise TableError(f"{csv_path}: design.json cluster {cluster!r} is not a block column ({block_columns})")
     _check_unique(csv_path, runs, [*block_columns, condition_column] + ([draw] if draw else []),
                   bool(draw))
     check_fingerprints(runs, block_columns, csv_path)
@@ -126,6 +144,8 @@ def load_runs(
         failed_runs=failed_runs,
         failed=failed,
         design=design,
+        cluster=cluster,
+        tuning=tuning,
     )
 
 
