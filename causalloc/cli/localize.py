@@ -33,6 +33,8 @@ EPILOG = """examples:
   causalloc localize --method memflex --hyper memflex.n_copies=5 --budget 200 --out loc/
   causalloc localize --method hard_concrete,slimming --budget 0.1 --out loc/   # learned gates
   causalloc localize --method slimming --hyper slimming.steps=50 --set target_seed=1 --out loc/
+  causalloc localize --method slimming --hyper slimming.layer_norm=false \\
+      --hyper slimming.forget_loss=unlikelihood --hyper slimming.lr=0.1 --out loc/   # raw gradients
   causalloc localize --method activations --testbed tofu --tofu-path "$CAUSALLOC_TOFU_DIR" --out loc/
   causalloc localize --method activations --set inject_steps=800 --cache-dir /scratch/c --out loc/
   causalloc localize --method activations --budget 0.1 --model-dir theta_o/ \\

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from causalloc.attribution import localize
-from causalloc.attribution.gates import unlikelihood
+from causalloc.attribution.base import check_batches
+from causalloc.attribution.gates import layer_normalized, train_gates, unlikelihood
 from causalloc.data.collate import encode_items, eval_batches, pad_id
 from causalloc.errors import SpecError
 from causalloc.quantize import quantize_linear_weights_, quantized_group
@@ -40,6 +41,8 @@ def test_learned_localizer_runs_leaves_model_unchanged_and_is_reproducible(metho
     ("slimming", {"lr": -1.0}, "lr"),
     ("hard_concrete", {"init_drop": 1.5}, "init_drop"),
     ("hard_concrete", {"temperature": 0.0}, "temperature"),
+    ("slimming", {"forget_loss": "ga"}, "forget_loss must be one of"),
+    ("hard_concrete", {"layer_norm": "yes"}, "layer_norm must be true or false"),
 ])
 def test_bad_hyperparameters_give_clear_errors(method, hyper, problem):
     with pytest.raises(SpecError, match=problem):
@@ -62,20 +65,58 @@ def small_testbed(tmp_path_factory):
     return build_testbed(config_for("tiny", **SMALL), cache_dir=cache / "testbeds")
 
 
-def test_learned_masks_beat_chance_precision_on_a_tiny_testbed(small_testbed):
-    """On the seconds-scale testbed, both learned masks find V_tgt better than chance
-    (chance precision = the budget, 0.1)."""
+#: the previous defaults (raw gradients, unlikelihood forget term), for the comparison below
+RAW_UNLIKELIHOOD = {"slimming": {"lr": 0.1, "forget_loss": "unlikelihood", "layer_norm": False},
+                    "hard_concrete": {"lr": 0.3, "forget_loss": "unlikelihood", "layer_norm": False}}
+
+
+def test_learned_masks_find_v_tgt_on_a_tiny_testbed(small_testbed):
+    """On the seconds-scale testbed both learned masks find most of V_tgt (chance precision =
+    the budget, 0.1; measured: hard_concrete 0.82, slimming 0.69) and beat the raw-gradient,
+    unlikelihood variant of the same method (0.45, 0.41), which over-selects layer 0."""
     tb = small_testbed
     model = tb.load_model("theta_o", device="cpu")
     tokenizer = tb.tokenizer()
     forget = eval_batches(encode_items(tokenizer, tb.splits.forget, 64), pad_id(tokenizer), 16)
     retain = eval_batches(encode_items(tokenizer, tb.splits.retain, 64), pad_id(tokenizer), 16)
-    chance = tb.v_tgt.size / tb.v_tgt.signature.total_units
     for method in LEARNED:
         mask = localize(method, model, forget, retain, tb.v_tgt.size).mask
+        raw = localize(method, model, forget, retain, tb.v_tgt.size, **RAW_UNLIKELIHOOD[method]).mask
         precision = mask.overlap(tb.v_tgt) / mask.size
-        print(method, "precision", precision, "chance", chance)
-        assert precision > 2 * chance, method
+        raw_precision = raw.overlap(tb.v_tgt) / raw.size
+        print(method, "precision", precision, "raw/unlikelihood", raw_precision)
+        assert precision > 0.6, method
+        assert precision > raw_precision + 0.15, method
+
+
+def test_layer_normalized_gradient_has_unit_rms_per_layer_and_keeps_the_order():
+    grad = torch.tensor([[0.0, 3.0, 4.0], [0.0, 0.0, 0.0], [1e-3, -2e-3, 0.0]])
+    out = layer_normalized(grad)
+    rms = out.pow(2).mean(dim=1).sqrt()
+    torch.testing.assert_close(rms[[0, 2]], torch.ones(2))
+    assert torch.equal(out[1], grad[1])  # an all-zero layer stays zero (no division by 0)
+    assert torch.equal(out.argsort(dim=1), grad.argsort(dim=1))  # order within a layer kept
+    torch.testing.assert_close(out[0] / out[0, 2], grad[0] / grad[0, 2])
+
+
+@pytest.mark.parametrize("forget_loss", ["nll", "unlikelihood"])
+def test_train_gates_takes_layer_normalized_steps(forget_loss):
+    """One step from 0 without penalty: the gates are -lr * the step direction, so with
+    layer_norm every layer's gates have RMS lr; without it they keep the raw gradient's scale
+    (about 1e-6 on this untrained model)."""
+    model = tiny_llama()
+    forget = check_batches(FORGET, "forget", "cpu")
+    retain = check_batches(RETAIN, "retain", "cpu")
+    rms = {}
+    for layer_norm in (True, False):
+        params = torch.zeros(2, 64)
+        record = train_gates(model, forget, retain, params, lambda p, training: p,
+                             lambda p: p.abs().mean(), steps=1, lr=0.01, alpha=1.0, lam=0.0,
+                             forget_loss=forget_loss, layer_norm=layer_norm)
+        assert set(record) >= {"first_forget", "last_retain_nll", "last_penalty"}
+        rms[layer_norm] = params.pow(2).mean(dim=1).sqrt()
+    torch.testing.assert_close(rms[True], torch.full((2,), 0.01))
+    assert rms[False].max() < 1e-3 and rms[False].min() > 0
 
 
 def test_quantization_is_groupwise_4bit_round_to_nearest():
