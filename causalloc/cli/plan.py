@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 def design_plan(spec_path: str, analysis_spec=None, pilot: str | None = None,
                 effects: dict | None = None) -> dict:
     """The plan of an experiment spec (see causalloc.stats.plan.plan)."""
-    from causalloc.runs.design import BLOCK_COLUMNS, expand
+    from causalloc.runs.design import block_columns, expand
     from causalloc.runs.spec import load_spec
     from causalloc.stats import load_runs
     from causalloc.stats.plan import design_table, plan
@@ -50,8 +50,9 @@ def design_plan(spec_path: str, analysis_spec=None, pilot: str | None = None,
     experiment = load_spec(spec_path)
     runs = expand(experiment)
     design = {"conditions": {c.name: {"kind": c.kind, "reference": c.reference}
-                             for c in experiment.conditions}}
-    table = design_table(runs, block_columns=list(BLOCK_COLUMNS),
+                             for c in experiment.conditions},
+              "cluster": "testbed" if experiment.testbed.replicated else None}
+    table = design_table(runs, block_columns=list(block_columns(experiment)),
                          metrics=list(experiment.eval.metrics), design=design)
     pilot_table = load_runs(pilot) if pilot else None
     seconds = None

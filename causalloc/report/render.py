@@ -34,6 +34,16 @@ from causalloc.report.answer import (
 from causalloc.report.figures import ReportFigure, build_figures
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.localization import flat_units, signature, target_accuracy
+from causalloc.report.robust import (
+    TESTBED_COLUMNS,
+    TUNING_COLUMNS,
+    flag_mark,
+    flag_note,
+    testbed_paragraph,
+    testbed_rows,
+    tuning_paragraph,
+    tuning_rows,
+)
 from causalloc.report.style import (
     PNG_DPI,
     VERDICT_COLORS,
@@ -108,12 +118,14 @@ def answer_blocks(inputs: ReportInputs) -> list[Block]:
         cells = []
         for comparison in row.comparisons:
             word, rest = answer_cell_parts(comparison, undecidable(inputs, comparison))
+            rest += flag_mark(comparison)
             css = verdict_class(comparison["verdict"]) if comparison else ""
             cells.append(Cell(rest, bold=word, css_class=css) if is_decided(comparison)
                          else Cell(word + rest, css_class=css))
         items.append([row.pair, row.cell][:len(labels)] + cells)
     legend = [(verdict_class(v), label) for v, label in VERDICT_LEGEND.items()]
-    notes = [Block("paragraph", note) for note in answer_notes(inputs, rows)]
+    flags = flag_note(inputs)
+    notes = [Block("paragraph", note) for note in [*answer_notes(inputs, rows), *([flags] if flags else [])]]
     headline = {f"{c['a']} vs {c['b']}" for c in headline_comparisons(inputs)}
     first = [i for i, row in enumerate(rows) if row.pair in headline]
     if len(rows) <= MAX_ANSWER_ROWS or not 0 < len(first) < len(rows):
@@ -127,6 +139,22 @@ def answer_blocks(inputs: ReportInputs) -> list[Block]:
                                         "on the same metrics (controls and secondary "
                                         "contrasts), read the same way:"),
                      Block("table", columns=columns, items=[items[i] for i in rest])]
+
+
+def robust_blocks(inputs: ReportInputs) -> list[Block]:
+    """A tuned design's selection (rule, grid, edges) and a replicated design's per-testbed
+    estimates beside the pooled ones (:mod:`causalloc.report.robust`)."""
+    blocks = []
+    tuning = tuning_paragraph(inputs)
+    if tuning:
+        blocks += [Block("heading", "Tuning: each arm at its own setting"), Block("paragraph", tuning),
+                   Block("table", columns=TUNING_COLUMNS, items=tuning_rows(inputs))]
+    testbeds = testbed_paragraph(inputs)
+    if testbeds:
+        blocks += [Block("heading", "Testbeds: per-testbed and population estimates"),
+                   Block("paragraph", testbeds),
+                   Block("table", columns=TESTBED_COLUMNS, items=testbed_rows(inputs))]
+    return blocks
 
 
 def localization_blocks(inputs: ReportInputs) -> list[Block]:
@@ -174,6 +202,7 @@ def report_blocks(inputs: ReportInputs, figures: list[ReportFigure], skipped: di
         blocks.append(status_block)
     blocks += [Block("heading", "Setup"),
                Block("list", items=[f"{label}: {value}" for label, value in setup_items(inputs)])]
+    blocks += robust_blocks(inputs)
     blocks += localization_blocks(inputs)
     answer_forests = [f"forest_{metric}" for metric in answer_metrics(inputs)]
     by_name = {f.name: f for f in figures}

@@ -356,6 +356,11 @@ def setup_items(inputs: ReportInputs) -> list[tuple[str, str]]:
     sesoi = policy.get("sesoi") or {}
     versions = repro.get("package_versions") or setup.get("package_versions") or {}
     testbed = [("Testbed", describe_testbed(setup["testbed"]))] if setup.get("testbed") else []
+    replicates = (setup.get("testbed") or {}).get("replicates") or []
+    if replicates:
+        testbed = [("Testbeds", f"{len(replicates)} independent builds of one config (testbed seeds "
+                                f"{_distinct(r['seed'] for r in replicates)}; blocks nest in them); "
+                                f"first: {describe_testbed(replicates[0])}")]
     return [
         ("Model", recorded("model", "model")),
         *testbed,

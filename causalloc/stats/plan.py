@@ -36,16 +36,20 @@ from causalloc.stats.table import RunTable
 
 def design_table(runs: list[dict], *, block_columns: list[str], metrics: list[str],
                  design: dict) -> RunTable:
-    """A RunTable of the design's runs (every run 'done', metrics 0): structure only."""
+    """A RunTable of the design's runs (every run 'done', metrics 0): structure only. Of a
+    tuned design, one run per block x condition x draw (what the selection keeps); ``testbed``
+    is the seed of a run's testbed table."""
     columns = [*block_columns, "condition", "mask_draw"]
-    frame = pd.DataFrame([{c: run[c] for c in columns} for run in runs])
+    frame = pd.DataFrame([{c: run["testbed"]["seed"] if c == "testbed" else run[c] for c in columns}
+                          for run in runs]).drop_duplicates(columns).reset_index(drop=True)
     for metric in metrics:
         frame[metric] = 0.0
     frame["_row"] = np.arange(len(frame))
     return RunTable(runs=frame, blocks=frame[block_columns].drop_duplicates(),
                     block_columns=list(block_columns), condition_column="condition",
                     replicate="seed", metrics=list(metrics), draw_column="mask_draw",
-                    source="design", kind="design", n_rows=len(frame), design=design)
+                    source="design", kind="design", n_rows=len(frame), design=design,
+                    cluster=design.get("cluster"))
 
 
 def _design_records(table: RunTable, spec: AnalysisSpec):

@@ -82,9 +82,9 @@ def test_export_csv_follows_the_schema(tmp_path, runs):
     table = pd.read_csv(path)
     assert list(table.columns) == [
         "run_id", "status", "model", "data", "algorithm", "budget", "seed", "block_id",
-        "condition", "condition_kind", "mask_draw", "overlap_with_oracle", "mask_size", "aues",
-        "fs_final", "rs_final", "extra_metric", "max_abs_change_outside_mask", "theta_o_fingerprint", "seconds",
-        "error", "trajectory"]
+        "condition", "condition_kind", "mask_draw", "lr", "overlap_with_oracle", "mask_size", "aues",
+        "fs_final", "rs_final", "extra_metric", "flags", "max_abs_change_outside_mask", "theta_o_fingerprint",
+        "seconds", "error", "trajectory"]
     assert len(table) == 2  # pending runs are not exported
     done, failed = table.iloc[0], table.iloc[1]
     assert (done["status"], done["condition"], done["mask_draw"]) == ("done", "oracle", 0)
