@@ -103,9 +103,10 @@ def expand(spec: ExperimentSpec) -> list[dict]:
 
 def _block(spec: ExperimentSpec, algorithm, budget: float, seed: int, testbed: dict,
            testbed_seed: int) -> dict:
-    """What the runs of a block share. A tuned design adds its grid and criterion
-    (``tuning``) and the item split of its testbed (``eval.split``); without them the dict,
-    and so every id, is that of a design written before tuning existed."""
+    """What the runs of a block share. A tuned design adds its criterion (``tuning``) and the
+    item split of its testbed (``eval.split``); without them the dict, and so every id, is
+    that of a design written before tuning existed. The grid is not part of the block (each
+    run carries its ``grid_point``), so widening a grid keeps the ids of the runs already made."""
     block = {
         "format": RUN_FORMAT,
         "model": spec.testbed.model_label, "data": spec.testbed.data,
@@ -117,8 +118,8 @@ def _block(spec: ExperimentSpec, algorithm, budget: float, seed: int, testbed: d
         "relearn": None if spec.relearn is None else {
             **spec.relearn.to_dict(), "seed": derive_seed("relearn", seed)},
     }
-    if spec.tuning is not None:
-        block["tuning"] = {"grid": algorithm.grid, "criterion": spec.tuning.criterion}
+    if spec.tuning is not None:  # the grid itself stays out: a widened grid reuses the runs made
+        block["tuning"] = {"criterion": spec.tuning.criterion}
         block["eval"]["split"] = spec.tuning.split(testbed_seed)
     return block
 

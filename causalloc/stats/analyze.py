@@ -602,6 +602,7 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                 cell = {c: table_module._clean(v) for c, v in zip(cells, cell_values)}
                 ok = np.isfinite(a_all[positions]) & np.isfinite(b_all[positions])
                 replicate_ids = index[table.replicate].to_numpy()
+                block_of = _block_identity(table, index)
                 short = _short_draws(counts, [pair.a, pair.b], positions)
                 for bad, condition, found, k in short:
                     reason = (f"{condition}: {found} of {k} {metric} draws finite (a draw run "
@@ -613,14 +614,13 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                         raise TableError(f"{table.source}: {where}; pass --drop-unmatched to "
                                          "leave such blocks out")
                     warnings_out.append(where)
-                    dropped.append({"cell": cell, "block": {
-                        table.replicate: table_module._clean(replicate_ids[bad])},
-                        "missing": [condition], "reason": reason})
+                    dropped.append({"cell": cell, "block": block_of(bad),
+                                    "missing": [condition], "reason": reason})
                 for bad in positions[~ok]:
                     dropped.append(
                         {
                             "cell": cell,
-                            "block": {table.replicate: table_module._clean(replicate_ids[bad])},
+                            "block": block_of(bad),
                             "missing": [pair.a, pair.b],
                             "reason": f"non-finite {metric} excluded (nonfinite=drop); "
                             f"block left out of {pair.a} vs {pair.b} only",
@@ -651,6 +651,12 @@ def _collect(table, pairs, metrics, dropped, warnings_out, spec) -> list[dict]:
                     }
                 )
     return records
+
+
+def _block_identity(table: RunTable, index: pd.DataFrame):
+    """Position -> the block's identity within its cell: {cluster, replicate} values."""
+    columns = [c for c in (table.cluster, table.replicate) if c]
+    return lambda position: {c: table_module._clean(index[c].iloc[position]) for c in columns}
 
 
 def _short_draws(counts: dict, conditions: list[str], positions: np.ndarray):

@@ -386,7 +386,7 @@ def check_matching(
             dropped.append(
                 {
                     "cell": {k: as_dict[k] for k in table.cell_columns},
-                    "block": {table.replicate: as_dict[table.replicate]},
+                    "block": {c: as_dict[c] for c in (table.cluster, table.replicate) if c},
                     "missing": missing,
                     "reason": reason,
                 }

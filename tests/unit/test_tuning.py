@@ -224,3 +224,12 @@ def test_the_item_split_and_retain_subset_are_disjoint_and_seeded():
     with pytest.raises(SpecError, match="selection_fraction"):
         item_split(1, 10, {"selection_fraction": 0.5, "seed": 1})
     assert item_split(40, 120, None) is None
+
+
+def test_widening_a_grid_keeps_the_ids_of_the_runs_already_made():
+    narrow = {r["run_id"] for r in expand(parse(TUNED))}
+    wide = copy.deepcopy(TUNED)
+    wide["algorithms"][0]["lr"] = [1e-4, 1e-3, 1e-2, 1e-1]
+    widened = expand(parse(wide))
+    kept = {r["run_id"] for r in widened if r["grid_point"]["lr"] != 1e-4}
+    assert narrow == kept and len(widened) == len(narrow) // 3 * 4
