@@ -233,3 +233,35 @@ def test_widening_a_grid_keeps_the_ids_of_the_runs_already_made():
     widened = expand(parse(wide))
     kept = {r["run_id"] for r in widened if r["grid_point"]["lr"] != 1e-4}
     assert narrow == kept and len(widened) == len(narrow) // 3 * 4
+
+
+def test_an_unmatched_block_is_dropped_in_its_own_testbed_only(tmp_path):
+    import json
+
+    from causalloc.stats import AnalysisSpec, load_runs
+    from causalloc.stats.analyze import analyze
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for testbed in range(3):
+        for seed in range(4):
+            for condition in ("oracle", "random"):
+                if (testbed, seed, condition) == (1, 2, "random"):
+                    continue  # the unmatched block: testbed 1, seed 2
+                rows.append({"status": "done", "model": "tiny", "testbed": testbed, "algorithm": "ga",
+                             "seed": seed, "condition": condition, "mask_draw": 0,
+                             "aues": rng.normal(0.6 if condition == "oracle" else 0.5, 0.02),
+                             "flags": "collapse" if seed == 0 else None})
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "design.json").write_text(json.dumps({
+        "block_columns": ["model", "testbed", "algorithm", "seed"], "condition_column": "condition",
+        "replicate": "seed", "cluster": "testbed", "draw_column": "mask_draw", "metrics": ["aues"],
+        "conditions": {"oracle": {"kind": "oracle"}, "random": {"kind": "random"}}}))
+    table = load_runs(tmp_path)
+    assert table.cell_columns == ["model", "algorithm"]
+    result = analyze(table, AnalysisSpec(drop_unmatched=True, n_boot=199))
+    (comparison,) = result.to_dict()["comparisons"]
+    assert comparison["n_blocks"] == 11  # 12 blocks, one dropped, seed 2 of the others kept
+    assert result.meta["dropped_blocks"][0]["block"] == {"testbed": 1, "seed": 2}
+    assert [c["n_blocks"] for c in comparison["by_cluster"]] == [4, 3, 4]
+    assert comparison["flagged_runs"] == {"oracle": 3, "random": 3}
