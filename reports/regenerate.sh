@@ -68,6 +68,7 @@ causalloc analyze "$out" --out "$out" "${analysis_spec[@]}"
 causalloc report "$out"
 mkdir -p "$report/figures"
 cp "$out"/{report.md,analysis.json,comparisons.csv,tables.tex} "$report/"
+if [[ -f $out/selected_runs.csv ]]; then cp "$out/selected_runs.csv" "$report/"; fi
 if [[ $rerun == 1 ]]; then
     cp "$out"/{runs.csv,design.json} "$report/"
     if [[ -d $out/masks ]]; then

@@ -265,3 +265,28 @@ def test_an_unmatched_block_is_dropped_in_its_own_testbed_only(tmp_path):
     assert result.meta["dropped_blocks"][0]["block"] == {"testbed": 1, "seed": 2}
     assert [c["n_blocks"] for c in comparison["by_cluster"]] == [4, 3, 4]
     assert comparison["flagged_runs"] == {"oracle": 3, "random": 3}
+
+
+def test_the_robust_reports_testbed_models_match_lmertest():
+    """The committed selected_runs.csv refitted by lmerTest (tests/reference/make_robust_reference.R).
+    Estimates agree everywhere; SE, df and p where lme4's fit is interior (a singular lme4 fit
+    with the block variance at 0 pools block levels into the error, which the contrast
+    formulation does not: 3 steps_to_target rows, e.g. df 344 against 179)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    reference = pd.read_csv(root / "tests" / "reference" / "robust_lmertest.csv")
+    selected = pd.read_csv(root / "reports" / "oracle_vs_random_robust" / "selected_runs.csv")
+    for row in reference.itertuples():
+        level, base = row.contrast.split(" - ")
+        rows = selected[selected["condition"].isin([level, base])]
+        if row.scope != "pooled":
+            rows = rows[rows["algorithm"] == row.scope]
+        fit = mixed_model(rows, metric=row.metric, condition="condition", reference=base,
+                          replicate="seed", block_columns=["testbed", "algorithm", "seed"],
+                          cluster="testbed").set_index("contrast").loc[row.contrast]
+        assert fit["estimate"] == pytest.approx(row.estimate, rel=1e-6, abs=1e-9)
+        if row.singular and not fit["df"] == pytest.approx(row.df, rel=1e-2):
+            continue
+        assert fit["se"] == pytest.approx(row.se, rel=1e-3)
+        assert fit["p"] == pytest.approx(row.p, rel=2e-2, abs=1e-6)
