@@ -75,6 +75,7 @@ def test_the_answer_table_reads_back_as_analysis_json(folder):
             c = by_id[comparison["id"]]
             match = ANSWER_CELL.fullmatch(text)
             assert match, text
+            assert int(match["flagged"] or 0) == sum((c.get("flagged_runs") or {}).values()), text
             if undecidable(inputs, c) and c["verdict"] == "inconclusive":
                 assert match["word"] is None and match["mark"] == f" {CANNOT_REJECT_MARK}", text
             else:

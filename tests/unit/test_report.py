@@ -108,9 +108,11 @@ def test_verdict_table_matches_analysis_json(partial_report):
 
 
 #: an answer cell: ``**oracle better**: +0.1 [0.05, 0.2], n=8``, or, in a family that cannot
-#: reject at its size, ``+0.1 [-0.05, 0.2], n=8 †`` (no verdict word, the mark)
+#: reject at its size, ``+0.1 [-0.05, 0.2], n=8 †`` (no verdict word, the mark); then
+#: `` [3 flagged]`` when runs of the cell carry outcome flags
 ANSWER_CELL = re.compile(r"(?:(?P<bold>\*\*)?(?P<word>[^\d+\-].*?)(?(bold)\*\*): )?(?P<diff>\S+) "
-                         r"\[(?P<lo>\S+), (?P<hi>\S+)\], n=(?P<n>\d+)(?P<mark> †)?")
+                         r"\[(?P<lo>\S+), (?P<hi>\S+)\], n=(?P<n>\d+)(?P<mark> †)?"
+                         r"(?: \[(?P<flagged>\d+) flagged\])?")
 
 
 def assert_rounded(text: str, expected, what: str) -> None:
