@@ -13,7 +13,7 @@ per cell and the report marks every such verdict. Thresholds (in ``docs/metrics.
 - ``mu95_floor``: MU95 equals the log forget quality of theta_o (no checkpoint that kept 95%
   of the model utility improved on the start: MU95 is censored at its floor).
 
-Pure numpy, read by the executor and documented for the statistics and report layers.
+Plain Python, called by the executor and documented for the statistics and report layers.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from causalloc.frontier import TARGET_TOLERANCE
-
 #: final RS below this fraction of RS_0 is a collapse
 COLLAPSE_FRACTION = 0.5
-#: every flag, in the order runs.csv joins them
-FLAGS = ("collapse", "no_forgetting", "over_forgetting", "mu95_floor")
+#: theta_r's FS counts as reached within this distance of it (the AUES SESOI), and as
+#: over-shot beyond it
+TARGET_TOLERANCE = 0.02
 
 
 def outcome_flags(rs: Sequence[float], fs: Sequence[float], fs_target: float,

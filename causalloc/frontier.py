@@ -78,11 +78,6 @@ def fs_at_rs(rs: Sequence[float], fs: Sequence[float], rs0: float,
     return float(fs[eligible].max()) if eligible.any() else float("nan")
 
 
-#: theta_r's FS is reached within this distance of it (the AUES SESOI), and over-shot beyond
-#: it (causalloc.flags)
-TARGET_TOLERANCE = 0.02
-
-
 #: steps_to_target asks for this share of the forgetting between theta_o and theta_r
 TARGET_SHARE = 0.5
 

@@ -40,9 +40,9 @@ from causalloc.stats.tuning import selected_table
 from causalloc.stats.mixed import (
     DOSE_COLUMNS,
     MIXED_COLUMNS,
+    cluster_effects,
     dose_responses,
     mixed_model,
-    random_intercept_mean,
 )
 from causalloc.stats.multiplicity import MC_Z, adjust_pvalues, unstable_decisions
 from causalloc.stats.permutation import INVERTED_COLUMNS, randomization_test, sign_flip_test
@@ -732,26 +732,6 @@ def _statistics(records, sesoi, direction, spec: AnalysisSpec, warnings_out) -> 
         cluster_effects(np.asarray(d), c, spec.ci_level) for d, c in zip(frame["diffs"], frame["clusters"])))
     return frame[[*COMPARISON_COLUMNS, "diffs", "replicates", "clusters", "by_cluster",
                   "cluster_model", "sequential"]]
-
-
-def cluster_effects(diffs: np.ndarray, clusters: list | None, ci_level: float = 0.95):
-    """Per cluster (testbed) the mean within-block difference, and the effect for the
-    population of clusters: ``diff ~ 1 + (1 | cluster)`` on the block contrasts, i.e. the
-    model ``metric ~ condition + (1 | cluster) + (1 | cluster:condition) + (1 | cluster:seed)``
-    on the block values (:func:`causalloc.stats.mixed.random_intercept_mean`, REML with
-    Satterthwaite df), whose interval widens with the between-cluster spread of the effect.
-    (None, None) when blocks are not nested in clusters."""
-    if clusters is None:
-        return None, None
-    groups = pd.Series(diffs).groupby(pd.Series(clusters, dtype=object), sort=True)
-    by_cluster = [{"cluster": table_module._clean(key), "n_blocks": int(len(values)),
-                   "mean_diff": float(values.mean())} for key, values in groups]
-    fit = random_intercept_mean(diffs, np.asarray(clusters, dtype=object), ci_level)
-    model = {key: fit[key] for key in ("estimate", "se", "df", "t", "p", "converged", "warnings")}
-    model.update(ci95=[fit["ci_lo"], fit["ci_hi"]], n_clusters=len(by_cluster),
-                 sd_cluster_condition=None if fit["sd_group"] is None else fit["sd_group"] / np.sqrt(2),
-                 sd_residual=fit["sd_residual"] / np.sqrt(2))
-    return by_cluster, model
 
 
 def _p_floors(frame: pd.DataFrame, spec: AnalysisSpec) -> pd.Series:

@@ -236,6 +236,26 @@ def mixed_model(
     return pd.DataFrame(rows, columns=MIXED_COLUMNS)
 
 
+def cluster_effects(diffs: np.ndarray, clusters: list | None, ci_level: float = 0.95):
+    """``clusters``: each block's cluster as a plain value. Per cluster (testbed) the mean within-block difference, and the effect for the
+    population of clusters: ``diff ~ 1 + (1 | cluster)`` on the block contrasts, i.e. the
+    model ``metric ~ condition + (1 | cluster) + (1 | cluster:condition) + (1 | cluster:seed)``
+    on the block values (:func:`random_intercept_mean`, REML with
+    Satterthwaite df), whose interval widens with the between-cluster spread of the effect.
+    (None, None) when blocks are not nested in clusters."""
+    if clusters is None:
+        return None, None
+    groups = pd.Series(diffs).groupby(pd.Series(clusters, dtype=object), sort=True)
+    by_cluster = [{"cluster": key, "n_blocks": int(len(values)),
+                   "mean_diff": float(values.mean())} for key, values in groups]
+    fit = random_intercept_mean(diffs, np.asarray(clusters, dtype=object), ci_level)
+    model = {key: fit[key] for key in ("estimate", "se", "df", "t", "p", "converged", "warnings")}
+    model.update(ci95=[fit["ci_lo"], fit["ci_hi"]], n_clusters=len(by_cluster),
+                 sd_cluster_condition=None if fit["sd_group"] is None else fit["sd_group"] / np.sqrt(2),
+                 sd_residual=fit["sd_residual"] / np.sqrt(2))
+    return by_cluster, model
+
+
 def _points(groups: np.ndarray, x: np.ndarray, y: np.ndarray, ci_level: float) -> list[list]:
     """Per group: the mean of y with a t CI at each distinct x (rounded to 3 decimals)."""
     summary = (

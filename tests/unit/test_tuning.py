@@ -13,8 +13,7 @@ from causalloc.errors import SpecError, TableError
 from causalloc.flags import outcome_flags
 from causalloc.frontier import steps_to_target
 from causalloc.runs.design import block_columns, expand, manifest, train_settings
-from causalloc.stats.analyze import cluster_effects
-from causalloc.stats.mixed import mixed_model, random_intercept_mean
+from causalloc.stats.mixed import cluster_effects, mixed_model, random_intercept_mean
 from causalloc.stats.tuning import select_runs, selected_table, tuning_summary
 from tests.runs_helpers import BASE, parse
 
