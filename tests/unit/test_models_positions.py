@@ -1,10 +1,12 @@
 """Forwards restricted to the scored positions give the full forward's logits and gradients there."""
 
+import numpy as np
 import pytest
 import torch
 
 from causalloc.data.collate import collate
 from causalloc.masks import Mask
+from causalloc.metrics import _forward_logits, _prefix_cache, extraction_strength, shared_prefix_length
 from causalloc.models.loading import build_tiny_model
 from causalloc.models.positions import scored_positions, scored_positions_only, up_to_last_scored
 from causalloc.models.units import adapter_for
@@ -94,3 +96,48 @@ def test_a_model_without_unit_adapter_runs_unchanged(batch):
         with scored_positions_only(opt, batch):
             same = opt(**inputs).logits
     assert torch.equal(full, same)
+
+
+# ES with the shared prefix run once -------------------------------------------------------------
+def prefixed_batches(prefix: list[int]) -> list[dict]:
+    """Two batches of rows that all start with ``prefix`` (a chat template's system prompt),
+    rows of varied length (right padding)."""
+    rows = random_examples(10, vocab=VOCAB, seed=5, prompt_len=6, answer_len=5)
+    for row in rows:
+        row["input_ids"] = prefix + row["input_ids"]
+        row["labels"] = [-100] * len(prefix) + row["labels"]
+    return [collate(rows[:6], pad_token_id=0), collate(rows[6:], pad_token_id=0)]
+
+
+def test_shared_prefix_length_stops_at_the_first_difference_and_before_any_answer():
+    batches = prefixed_batches([7, 8, 9, 10])
+    assert shared_prefix_length(batches) >= 4
+    batches[1]["input_ids"][2, 2] = 39  # one row of the second batch differs at position 2
+    assert shared_prefix_length(batches) == 2
+    batches[1]["input_ids"][2, 1] = 39  # a 1-token prefix is not worth a cache
+    assert shared_prefix_length(batches) == 0
+    answer_first = prefixed_batches([7, 8, 9, 10])
+    answer_first[0]["labels"][0, 3] = answer_first[0]["input_ids"][0, 3]  # an answer at position 3
+    assert shared_prefix_length(answer_first) == 2  # its logits are read at position 2
+
+
+def test_es_with_the_shared_prefix_run_once_equals_the_whole_rows(model):
+    """Logits at the scored positions and ES, with trained masked columns active too (their
+    hooks see the prefix and the rest of the rows in separate forwards)."""
+    batches = prefixed_batches([7, 8, 9, 10, 11])
+    prefix = shared_prefix_length(batches)
+    signature = adapter_for(model).signature
+    mask = Mask(tuple([1, 4, 9] for _ in range(signature.n_layers)), signature)
+    with MaskedColumns(model, mask) as columns, torch.no_grad():
+        for column in columns.columns:
+            column.add_(torch.randn_like(column))
+        cache = _prefix_cache(model, batches[0]["input_ids"][0, :prefix])
+        for batch in batches:
+            whole, labels = _forward_logits(model, batch)
+            shared, _ = _forward_logits(model, batch, cache, prefix)
+            scored = scored_positions(labels)
+            assert not scored[:, :prefix].any()
+            torch.testing.assert_close(shared[scored[:, prefix:]], whole[scored], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(extraction_strength(model, batches),
+                                      extraction_strength(model, batches, share_prefix=False))
+    assert prefix == 5
