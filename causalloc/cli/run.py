@@ -36,6 +36,7 @@ model, precision and device come from the spec's [testbed] table (see analyses/e
   model = "meta-llama/Llama-3.1-8B-Instruct"   # a hub id, or a directory (relative to the spec)
   dtype = "bfloat16"                           # float32 | bfloat16 | float16
   device = "auto"                              # auto (CUDA when present) | cpu | cuda | cuda:N
+  run_dtype = "bfloat16"                       # runs in this precision (default: dtype); in the run ids
   batch_size = 4                               # testbed build: micro-batch,
   grad_accum = 4                               #   micro-batches per optimizer step,
   gradient_checkpointing = true                #   activation recomputation
