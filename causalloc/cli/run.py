@@ -36,6 +36,7 @@ model, precision and device come from the spec's [testbed] table (see analyses/e
   model = "meta-llama/Llama-3.1-8B-Instruct"   # a hub id, or a directory (relative to the spec)
   dtype = "bfloat16"                           # float32 | bfloat16 | float16
   device = "auto"                              # auto (CUDA when present) | cpu | cuda | cuda:N
+  run_dtype = "bfloat16"                       # runs in this precision (default: dtype); in the run ids
   batch_size = 4                               # testbed build: micro-batch,
   grad_accum = 4                               #   micro-batches per optimizer step,
   gradient_checkpointing = true                #   activation recomputation
@@ -96,22 +97,23 @@ def _warn_cannot_reject(spec_path: str) -> None:
         print(f"warning: could not plan the analysis of {spec_path}: {exc}", file=sys.stderr)
 
 
-def until_conclusive(spec_path: str, out: str, *, look_every: int | None,
+def until_conclusive(spec, out, *, look_every: int | None,
                      max_blocks: int | None, stream=None, **options) -> dict:
-    """Run the spec's seeds, then waves of ``look_every`` more seeds (the next integers),
-    analysing the primary metric group-sequentially after each wave, until every primary
-    comparison is decided or ``max_blocks`` seeds have run. Returns the last run summary
-    with ``sequential`` added ({seeds, decisions, decided})."""
+    """Run the spec's seeds (``spec``: a spec file or a loaded ExperimentSpec), then waves of
+    ``look_every`` more seeds (the next integers), analysing the primary metric
+    group-sequentially after each wave, until every primary comparison is decided or
+    ``max_blocks`` seeds have run. Returns the last run summary with ``sequential`` added
+    ({seeds, decisions, decided})."""
     import dataclasses
 
     from causalloc.errors import SpecError
-    from causalloc.runs import execute_design, load_spec
+    from causalloc.runs import ExperimentSpec, execute_design, load_spec
     from causalloc.stats import load_runs
     from causalloc.stats.analyze import analyze
     from causalloc.stats.families import PRIMARY
     from causalloc.stats.spec import AnalysisSpec
 
-    spec = load_spec(spec_path)
+    spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
     seeds = list(spec.seeds)
     look_every = look_every or len(seeds)
     max_blocks = max_blocks or 6 * look_every

@@ -13,7 +13,7 @@ Every run is a plain JSON-serialisable dict, the whole input of the run function
                  mask_draw and mask),
      "model": "tiny", "data": "generated", "algorithm": label, "budget": 0.1, "seed": 0,
      "testbed": {kind, budget, seed, n_authors, n_forget_authors, [n_questions],
-                 [tofu_path], build: {...}, [model], [dtype], [device], [batch_size],
+                 [tofu_path], build: {...}, [model], [dtype], [device], [run_dtype], [batch_size],
                  [grad_accum], [gradient_checkpointing], [max_length]},
      "objective": {"name": "npo", "hyper": {...}},
      "train": {steps, lr, batch_size, optimizer, ..., "seed": derived training seed},

@@ -67,7 +67,9 @@ class TestbedSpec:
     ``model`` (kind ``hf``: a hub id or an absolute model directory), ``dtype``, ``device``
     and the training keys ``batch_size``, ``grad_accum``, ``gradient_checkpointing`` and
     ``max_length`` are None when not set (the testbed's defaults apply; a spec without them
-    keeps its run ids).
+    keeps its run ids). ``run_dtype`` is the dtype the runs load theta_o (and theta_r) in,
+    None: the testbed's ``dtype``; it is part of the run ids but not of what the testbed is
+    (a bfloat16 run on a testbed built and stored in float32).
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -83,6 +85,7 @@ class TestbedSpec:
     model: str | None = None
     dtype: str | None = None
     device: str | None = None
+    run_dtype: str | None = None
     batch_size: int | None = None
     grad_accum: int | None = None
     gradient_checkpointing: bool | None = None
@@ -476,7 +479,7 @@ def _parse_testbed(check: Checker, raw: Any) -> TestbedSpec:
         return _parse_pinned_testbed(check, table)
     check.keys(table, "testbed", ("kind", "budget", "seed", "seeds", "n_authors", "n_forget_authors",
                                   "n_questions", "tofu_path", "build", "model", "dtype", "device",
-                                  "batch_size", "grad_accum", "gradient_checkpointing",
+                                  "run_dtype", "batch_size", "grad_accum", "gradient_checkpointing",
                                   "max_length"))
     seeds = None
     if "seeds" in table:
@@ -517,11 +520,12 @@ def _parse_testbed(check: Checker, raw: Any) -> TestbedSpec:
 def _parse_pinned_testbed(check: Checker, table: dict) -> TestbedSpec:
     """``[testbed] file = "PATH"``: a testbed file (``causalloc testbed export``) fixes theta_o,
     theta_r, V_tgt, tokenizer and data, so no key that would build another testbed may stand
-    beside it (``device`` may: it says where runs compute, not what the testbed is)."""
+    beside it (``device`` and ``run_dtype`` may: they say where and in which precision runs
+    compute, not what the testbed is)."""
     from causalloc.testbed_file import read_record
 
     for key in table:
-        if key not in ("file", "device"):
+        if key not in ("file", "device", "run_dtype"):
             check.fail(f"testbed.{key}", "not allowed beside testbed.file: the file fixes the testbed "
                                          "(its record holds the config)")
     file = check.path(table, "file", "testbed.file", must_exist=True)
@@ -530,13 +534,14 @@ def _parse_pinned_testbed(check: Checker, table: dict) -> TestbedSpec:
     except CausallocError as exc:
         check.fail("testbed.file", str(exc))
     config = record["config"]
-    device = _parse_testbed_model(check, table, config["kind"]).get("device")
+    run_settings = _parse_testbed_model(check, table, config["kind"])
     return TestbedSpec(
         kind=config["kind"], budget=config["budget"], seed=config["target_seed"],
         n_authors=config["n_authors"], n_forget_authors=config["n_forget_authors"],
         n_questions=None if config.get("tofu_path") else config["n_questions"],
         tofu_path=config.get("tofu_path"), model=config.get("model"), dtype=config.get("dtype"),
-        device=device, max_length=config.get("max_length"), file=file,
+        device=run_settings.get("device"), run_dtype=run_settings.get("run_dtype"),
+        max_length=config.get("max_length"), file=file,
         pinned=record["theta_o_fingerprint"])
 
 
@@ -550,8 +555,9 @@ def _parse_testbed_model(check: Checker, table: dict, kind: str) -> dict:
     elif kind == "hf":
         check.fail("testbed.model", "required when kind = 'hf' (a hub id such as "
                    "'meta-llama/Llama-3.1-8B-Instruct' or a model directory)")
-    if "dtype" in table:
-        out["dtype"] = check.choice(table, "dtype", "testbed.dtype", DTYPES)
+    for key in ("dtype", "run_dtype"):
+        if key in table:
+            out[key] = check.choice(table, key, f"testbed.{key}", DTYPES)
     if "device" in table:
         device = check.string(table, "device", "testbed.device")
         try:

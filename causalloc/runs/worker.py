@@ -1,11 +1,11 @@
 """The real run function: one resolved run dict -> metrics, trajectory and the hard-constraint check.
 
-Per worker process (``context.cache``) it keeps, for each testbed, one loaded theta_o
-(frozen, shared read-only by every run and used as the reference model of NPO / DPO /
-RMU), its snapshot for the constraint check (digests; values read back from the saved
-theta_o, so no second copy of the model), the fingerprint of the theta_o it loaded
-(checked against the testbed's record and against the one the design's runs used, before
-every run), the encoded data, the evaluation batches,
+Per worker process (``context.cache``) it keeps, for each testbed and run dtype
+(``[testbed] run_dtype``), one loaded theta_o (frozen, shared read-only by every run and
+used as the reference model of NPO / DPO / RMU), its snapshot for the constraint check
+(digests; values read back from the saved theta_o, so no second copy of the model), the
+fingerprint of the theta_o it loaded (checked against the testbed's record and against the
+one the design's runs used, before every run), the encoded data, the evaluation batches,
 theta_r's truth ratios (for forget quality), the attributed masks already computed, the
 scores of theta_o (every run's step 0) and the reference forwards of the current block.
 When ``mu95`` or ``model_utility`` is asked for, every checkpoint also gets its TOFU model
@@ -57,8 +57,9 @@ from causalloc.utility import UtilityProbe, mu95
 
 #: the ``quant_recovery`` scheme (see causalloc.quantize): 4-bit RTN, groups of 64 input weights
 QUANT_BITS, QUANT_GROUP = 4, 64
-#: run["testbed"] keys that are not TestbedConfig fields
-_TESTBED_KEYS = {"kind", "budget", "seed", "build"}
+#: run["testbed"] keys that are not TestbedConfig fields (``run_dtype`` says in which dtype the
+#: runs load the testbed's models, not what the testbed is)
+_TESTBED_KEYS = {"kind", "budget", "seed", "build", "run_dtype"}
 
 
 def testbed_config(spec: dict):
@@ -92,14 +93,17 @@ class TestbedState:
     the forget and the retain items each into a selection and an evaluation part, drawn once
     per testbed: scores are then those of the evaluation items, with the selection items'
     as ``rs_sel`` / ``fs_sel``, and forget quality and MU95 use the evaluation forget items.
+    ``run_dtype`` (``[testbed] run_dtype``) is the dtype theta_o and theta_r are loaded in
+    (None: the testbed's own); the snapshot converts the saved theta_o to it, as loading does.
     """
 
     __test__ = False
 
     def __init__(self, testbed: Testbed, max_length: int, split: dict | None = None,
-                 retain_items: dict | None = None):
+                 retain_items: dict | None = None, run_dtype: str | None = None):
         self.testbed = testbed
-        self.model = testbed.load_model("theta_o")
+        self.run_dtype = run_dtype
+        self.model = testbed.load_model("theta_o", dtype=run_dtype)
         self.theta_o_fingerprint = weights_fingerprint(testbed.path / "theta_o")
         check_fingerprint(self.theta_o_fingerprint, testbed.theta_o_fingerprint,
                           f"the record of the testbed at {testbed.path} (testbed.json): the cached "
@@ -155,7 +159,8 @@ class TestbedState:
         """RS and FS of theta_r (the retrained model: the forget target) on the scored items,
         once per testbed (theta_r then released)."""
         if self._theta_r_scores is None:
-            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device)
+            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device,
+                                              dtype=self.run_dtype)
             self._theta_r_scores = self._summarise(self._per_item(theta_r))
             del theta_r
         return dict(self._theta_r_scores)
@@ -219,7 +224,8 @@ class TestbedState:
     def truth_ratio_reference(self):
         """Truth ratios of theta_r on the forget set (computed once, theta_r then released)."""
         if self._tr_reference is None:
-            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device)
+            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device,
+                                              dtype=self.run_dtype)
             self._tr_reference = truth_ratio(theta_r, self.tokenizer, self.scored_forget_items)
             del theta_r
         return self._tr_reference
@@ -267,10 +273,12 @@ def _state(run: dict, context) -> TestbedState:
     cache = context.cache if context is not None else {}
     spec = run["testbed"]
     split, retain_items = run["eval"].get("split"), run["eval"].get("retain_items")
-    key = ("testbed", spec.get("pinned") or testbed_config(spec).hash(), repr(split), repr(retain_items))
+    key = ("testbed", spec.get("pinned") or testbed_config(spec).hash(), spec.get("run_dtype"),
+           repr(split), repr(retain_items))
     if key not in cache:
         testbed = resolve_testbed(spec)
-        cache[key] = TestbedState(testbed, testbed.config.max_length, split, retain_items)
+        cache[key] = TestbedState(testbed, testbed.config.max_length, split, retain_items,
+                                  spec.get("run_dtype"))
     return cache[key]
 
 
@@ -309,7 +317,8 @@ def save_block_masks(spec, folder: Path) -> list[Path]:
     runs = expand(spec)
     first = [r for r in runs if r["block_id"] == runs[0]["block_id"] and r["mask_draw"] == 0]
     testbed = resolve_testbed(first[0]["testbed"])
-    state = TestbedState(testbed, testbed.config.max_length)
+    state = TestbedState(testbed, testbed.config.max_length,
+                         run_dtype=first[0]["testbed"].get("run_dtype"))
     paths = [state.testbed.v_tgt.save(folder / "v_tgt.json")]
     for run in first:
         mask = build_mask(run["mask"], run["budget"], state)

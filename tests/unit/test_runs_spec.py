@@ -94,6 +94,8 @@ CYCLE = [{"name": "a", "strategy": "disjoint:b"}, {"name": "b", "strategy": "lay
     ("testbed.kind", "tofu", "testbed.tofu_path: required when kind = 'tofu'"),
     ("testbed.n_forget_authors", 20, "testbed.n_forget_authors: must be smaller than n_authors (20)"),
     ("testbed.budget", 0, "testbed.budget: must be in (0.0, 1.0], got 0"),
+    ("testbed.run_dtype", "bf16", "testbed.run_dtype: unknown value 'bf16' (known: float32, bfloat16, float16)"),
+    ("testbed.run_dtype", 16, "testbed.run_dtype: "),
     ("testbed.build", {"when": datetime.date(2020, 1, 1)}, "testbed.build.when: dates and times"),
     ("seeds", [0, "1"], "seeds[1]: must be an integer, got str '1'"),
     ("seeds", [0, 0], "seeds[1]: duplicate value 0"),
@@ -197,3 +199,34 @@ def test_every_shipped_analysis_spec_parses_and_names_conditions_of_its_design(p
     names = {c.name for c in design.conditions}
     comparisons = load_analysis_spec(path).comparisons
     assert comparisons and all({c.a, c.b} <= names for c in comparisons)
+
+
+def _with_run_dtype(path: Path, run_dtype: str):
+    """The shipped spec at ``path`` with ``[testbed] run_dtype`` set."""
+    from causalloc.runs.spec import parse_spec, tomllib
+
+    data = tomllib.loads(path.read_text())
+    data["testbed"]["run_dtype"] = run_dtype
+    return parse_spec(data, source=str(path), base_dir=path.parent, default_name=path.stem)
+
+
+@pytest.mark.parametrize("name", ["oracle_vs_random", "regression"])  # built and pinned testbeds
+def test_run_dtype_is_in_the_run_ids_only_when_set_and_never_in_the_testbed(name):
+    import pandas as pd
+
+    from causalloc.runs.design import expand
+    from causalloc.runs.worker import testbed_config
+
+    path = ROOT / "analyses" / f"{name}.toml"
+    committed = set(pd.read_csv(ROOT / "reports" / name / "runs.csv")["run_id"])
+    spec = load_spec(path)
+    assert spec.testbed.run_dtype is None and "run_dtype" not in spec.testbed.to_dict()
+    assert {run["run_id"] for run in expand(spec)} == committed  # a spec without it keeps its ids
+    bf16 = _with_run_dtype(path, "bfloat16")
+    assert bf16.testbed.run_dtype == "bfloat16"
+    runs = expand(bf16)
+    assert all(run["testbed"]["run_dtype"] == "bfloat16" for run in runs)
+    assert not {run["run_id"] for run in runs} & committed
+    if not spec.testbed.pinned:  # the same testbed (config hash) serves both
+        float32 = expand(spec)[0]["testbed"]
+        assert testbed_config(runs[0]["testbed"]).hash() == testbed_config(float32).hash()

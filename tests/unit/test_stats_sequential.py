@@ -153,3 +153,24 @@ def test_run_until_conclusive_adds_waves_of_seeds_then_stops(tmp_path, capsys):
     assert [look["blocks"] for look in sequential["looks"]] == [4, 8]
     assert doc["policy"]["sequential"]["look_every"] == 4
     assert doc["comparisons"][0]["verdict"] == "a_better"
+
+
+def test_until_conclusive_takes_a_loaded_spec_as_well_as_a_path(tmp_path):
+    """benchmarks/gpu.py hands it a spec changed in memory (run_dtype): the same waves."""
+    import dataclasses
+
+    from causalloc.cli.run import until_conclusive
+    from causalloc.runs import load_spec
+
+    path = write_spec(tmp_path, SEQ_SPEC)
+    options = {"look_every": 4, "max_blocks": 12, "workers": 0, "progress": False,
+               "run_fn": "tests.runs_helpers:toy_run"}
+    by_path = until_conclusive(str(path), tmp_path / "path", **options)
+    spec = load_spec(path)
+    bf16 = dataclasses.replace(spec, testbed=dataclasses.replace(spec.testbed, run_dtype="bfloat16"))
+    by_spec = until_conclusive(bf16, tmp_path / "spec", **options)
+    assert by_spec["sequential"] == by_path["sequential"]
+    assert by_path["sequential"]["seeds"] == list(range(8))
+    table = pd.read_csv(tmp_path / "spec" / "runs.csv")
+    assert sorted(table["seed"].unique()) == list(range(8))
+    assert not set(table["run_id"]) & set(pd.read_csv(tmp_path / "path" / "runs.csv")["run_id"])

@@ -193,6 +193,32 @@ def test_probes_from_the_matched_checkpoint_leave_theta_o_bitwise_intact(spec_fi
     assert state.snapshot.changed(state.model) == []
 
 
+def test_a_bfloat16_run_on_a_float32_testbed_is_exact_and_restores_theta_o_bitwise(spec_file):
+    """[testbed] run_dtype = "bfloat16": theta_o and theta_r are loaded in bfloat16 from the
+    float32 testbed (the same cached testbed), the snapshot converts the saved float32 theta_o
+    as loading does, so the relearning attack's restore is bitwise and nothing outside the mask
+    moves; a float32 run in the same worker gets its own state."""
+    spec = load_spec(spec_file)
+    bf16 = dataclasses.replace(spec, testbed=dataclasses.replace(spec.testbed, run_dtype="bfloat16"))
+    metrics = {"metrics": ["aues", "log_forget_quality", "relearn_es", "relearn_recovery"]}
+    run_bf16, run_fp32 = ({**run, "eval": {**run["eval"], **metrics}}
+                          for run in (expand(bf16)[0], expand(spec)[0]))
+    assert run_bf16["testbed"]["run_dtype"] == "bfloat16" and run_bf16["condition"] == "oracle"
+    context = WorkerContext(out_dir=".", threads=1)
+    result = worker_module.execute(run_bf16, context)
+    (state,) = context.cache.values()
+    assert {p.dtype for p in state.model.parameters()} == {torch.bfloat16}
+    assert state.testbed.path == build_testbed(config_for("tiny", **SMALL)).path
+    assert result["max_abs_change_outside_mask"] == 0.0
+    assert state.snapshot.changed(state.model) == []  # restored bitwise after the attack
+    assert all(np.isfinite(v) for v in result["metrics"].values())
+    expected = state.testbed.load_model("theta_o").to(torch.bfloat16)
+    assert all(torch.equal(a, b) for a, b in zip(state.model.parameters(), expected.parameters()))
+    worker_module.execute(run_fp32, context)
+    dtypes = {next(s.model.parameters()).dtype for s in context.cache.values()}
+    assert dtypes == {torch.bfloat16, torch.float32}
+
+
 def _check_relearn_recovery(run, state):
     """relearn_recovery = held-out forget ES after the attack minus before it; with nothing
     unlearned (columns that merge nothing) "before" is theta_o's ES on the held-out items."""
