@@ -18,7 +18,7 @@ call so a drifting machine speed hits all alike; times are medians over ``--repe
 
     python benchmarks/checkpoint_eval.py --authors 10 --forget-authors 1 \\
         --set hidden=64 --set intermediate=512 --set layers=2 --set inject_steps=400 --json
-    python benchmarks/checkpoint_eval.py --spec analyses/smollm2_oracle_vs_random.toml --repeats 3
+    python benchmarks/checkpoint_eval.py --spec analyses/smollm2_oracle_vs_random.toml --es-only --repeats 2
 
 ``--spec`` takes the testbed and evaluation items of the spec's first run (built or cached)
 instead of a tiny testbed.
@@ -60,6 +60,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=10, help="calls of each variant")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--spec", help="evaluate on the testbed and items of this spec's first run")
+    parser.add_argument("--es-only", action="store_true",
+                        help="only the two ES variants (SmolLM2's utility probes take minutes a call)")
     add_testbed_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -67,13 +69,14 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     state = spec_testbed_state(args.spec) if args.spec else tiny_testbed_state(args)
-    state.scores_with_utility()  # builds the probes (once per testbed in a worker) and theta_r's ratios
     variants = {
         "es": lambda: state.scores(),
         "es_whole_rows": lambda: extraction_strength(state.model, state._score_batches, share_prefix=False),
-        "es_utility": lambda: state.scores_with_utility(),
-        "generation": lambda: state._utility_probe._answerer(state.model),
     }
+    if not args.es_only:
+        state.scores_with_utility()  # builds the probes (once per testbed in a worker) and theta_r's ratios
+        variants.update(es_utility=lambda: state.scores_with_utility(),
+                        generation=lambda: state._utility_probe._answerer(state.model))
     seconds = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, call in variants.items():
@@ -83,7 +86,6 @@ def main(argv=None) -> dict:
     ms = {name: 1000 * float(np.median(values)) for name, values in seconds.items()}
     report = {
         **{f"ms_{name}": value for name, value in ms.items()},
-        "ratio_es_utility_to_es": ms["es_utility"] / ms["es"],
         "ratio_es_whole_rows_to_es": ms["es_whole_rows"] / ms["es"],
         "shared_prefix_tokens": shared_prefix_length(state._score_batches),
         "mean_tokens_per_item": float(np.mean([len(e["input_ids"]) for e in state.forget + state.retain])),
@@ -92,15 +94,18 @@ def main(argv=None) -> dict:
             extraction_strength(state.model, state._score_batches, share_prefix=False))),
         "utility_items": state.testbed.diagnostics.get("utility_sets"),
         "n_forget": len(state.forget), "n_retain": len(state.retain),
-        "values": state.scores_with_utility(),
+        "values": state.scores() if args.es_only else state.scores_with_utility(),
         "settings": vars(args),
     }
+    if not args.es_only:
+        report["ratio_es_utility_to_es"] = ms["es_utility"] / ms["es"]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for name, value in ms.items():
             print(f"{name:12s} {value:8.1f} ms per checkpoint")
-        print(f"es_utility / es = {report['ratio_es_utility_to_es']:.2f}; es_whole_rows / es = "
+        utility = "" if args.es_only else f"es_utility / es = {report['ratio_es_utility_to_es']:.2f}; "
+        print(f"{utility}es_whole_rows / es = "
               f"{report['ratio_es_whole_rows_to_es']:.2f} (shared prefix {report['shared_prefix_tokens']} "
               f"of {report['mean_tokens_per_item']:.0f} tokens; ES equal: {report['es_values_equal']})")
     return report
