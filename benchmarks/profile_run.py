@@ -3,7 +3,7 @@ timed phase by phase.
 
 The run (``--run-index``, default the first of the expanded design) executes in this
 process (``execute_design`` with ``workers=0``, ``--threads`` torch threads) into a temporary
-store, under cProfile. Printed, in seconds of wall time:
+store, under cProfile, its testbed built (or found in the cache) first. Printed, in seconds of wall time:
 
 - ``loading``: the worker's testbed state (theta_o loaded, its fingerprint and the
   snapshot's digests, the items encoded);
@@ -12,7 +12,8 @@ store, under cProfile. Printed, in seconds of wall time:
 - ``training``, split (``training_parts``) into ``backward``, the ``optimizer`` step,
   gradient ``clipping``, and the rest, ``forward_and_loss``: the objective's forward passes
   and loss, of which ``reference`` is the frozen reference's forwards (memoised per block,
-  so a block's first run pays them);
+  so a block's first run pays them); backward passes outside training (a spec's relearning
+  attack) count in ``backward`` too, so profile specs without attacks;
 - ``evaluations``: the later checkpoints' evaluations (each in ``evaluation_each``);
 - ``utility_probes``: model utility and forget quality at each checkpoint, when the spec
   tracks MU95;
@@ -98,7 +99,7 @@ def profile_run(spec_path: str, run_index: int, threads: int) -> dict:
 
     from causalloc.runs import RunStore, execute_design, expand, load_spec
     from causalloc.runs.store import RunStore as StoreClass
-    from causalloc.runs.worker import TestbedState
+    from causalloc.runs.worker import TestbedState, resolve_testbed
 
     torch.set_num_threads(threads)
     spec = load_spec(spec_path)
@@ -107,6 +108,7 @@ def profile_run(spec_path: str, run_index: int, threads: int) -> dict:
         raise SystemExit(f"--run-index {run_index}: the design has {len(runs)} runs")
     chosen = runs[run_index]
     spec = narrowed(spec, chosen)
+    resolve_testbed(chosen["testbed"], progress=True)  # built (or found) before the clock starts
     logs = {name: [] for name in ("loading", "scores", "scores_with_utility", "theta_r_scores", *STORE_METHODS)}
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory(prefix="causalloc-profile-") as out, ExitStack() as patches:
