@@ -66,8 +66,8 @@ def cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
 
 @contextmanager
 def timed(owner, name: str, log: list):
-    """Replace ``owner.name`` by a wrapper appending ``(first argument's repr or None,
-    seconds)`` of every call to ``log``; put back afterwards."""
+    """Replace ``owner.name`` by a wrapper appending ``(first argument after self, or the
+    ``step`` keyword, or None; seconds)`` of every call to ``log``; put back afterwards."""
     original = getattr(owner, name)
 
     @functools.wraps(original)
@@ -98,7 +98,6 @@ def profile_run(spec_path: str, run_index: int, threads: int) -> dict:
     import torch
 
     from causalloc.runs import RunStore, execute_design, expand, load_spec
-    from causalloc.runs.store import RunStore as StoreClass
     from causalloc.runs.worker import TestbedState, resolve_testbed
 
     torch.set_num_threads(threads)
@@ -117,7 +116,7 @@ def profile_run(spec_path: str, run_index: int, threads: int) -> dict:
         patches.enter_context(timed(TestbedState, "scores_with_utility", logs["scores_with_utility"]))
         patches.enter_context(timed(TestbedState, "theta_r_scores", logs["theta_r_scores"]))
         for method in STORE_METHODS:
-            patches.enter_context(timed(StoreClass, method, logs[method]))
+            patches.enter_context(timed(RunStore, method, logs[method]))
         start = time.perf_counter()
         profiler.enable()
         execute_design(spec, out, workers=0, progress=False, command="benchmarks/profile_run.py")
