@@ -68,12 +68,15 @@ def register(subparsers) -> None:
                         help="group-sequential analysis: blocks in ascending replicate order, "
                              "a look every --look-every blocks, each comparison stopped at its "
                              "first conclusive look (alpha spending; see "
-                             "causalloc.stats.sequential)")
+                             "causalloc.stats.sequential); on by default when the analysis "
+                             "spec has a [sequential] table")
     parser.add_argument("--look-every", type=int, metavar="N",
-                        help="blocks between looks (with --sequential; required)")
+                        help="blocks between looks (with --sequential; required unless the "
+                             "spec's [sequential] table gives it)")
     parser.add_argument("--max-blocks", type=int, metavar="M",
                         help="planned largest number of blocks (with --sequential; default: "
-                             "the blocks in the table, i.e. the table is the whole design)")
+                             "the spec's [sequential] max_blocks, else the blocks in the "
+                             "table, i.e. the table is the whole design)")
     parser.add_argument("--json", action="store_true", help="print analysis.json to stdout")
     parser.set_defaults(func=handler)
 
@@ -160,6 +163,29 @@ def verdict_table(frame) -> str:
     return shown.to_string(index=False, justify="left", formatters=formatters)
 
 
+def sequential_settings(from_spec: dict | None, flag: bool, look_every: int | None,
+                        max_blocks: int | None) -> dict | None:
+    """The group-sequential settings of an analysis: the spec's ``[sequential]`` table, with
+    ``--look-every`` / ``--max-blocks`` taking precedence; ``--sequential`` turns it on for a
+    spec without that table (``--look-every`` then required). None: a fixed-sample analysis."""
+    if not (flag or from_spec):
+        if look_every or max_blocks:
+            raise SpecError("--look-every / --max-blocks need --sequential (or a [sequential] "
+                            "table in the analysis spec)")
+        return None
+    settings = dict(from_spec or {"look_every": None, "max_blocks": None})
+    if look_every is not None:
+        settings["look_every"] = look_every
+    if max_blocks is not None:
+        settings["max_blocks"] = max_blocks
+    if not settings["look_every"] or settings["look_every"] < 1:
+        raise SpecError("--sequential needs --look-every N (N >= 1 blocks between looks)")
+    if settings["max_blocks"] is not None and settings["max_blocks"] < settings["look_every"]:
+        raise SpecError(f"--max-blocks {settings['max_blocks']}: fewer than --look-every "
+                        f"{settings['look_every']}")
+    return settings
+
+
 def handler(args) -> int:
     from causalloc.stats import load_runs, load_spec, write_analysis
     from causalloc.stats.analyze import analyze, command_line
@@ -199,16 +225,8 @@ def handler(args) -> int:
         given = parse_metric_values(args.direction, "--direction", _direction, "higher|lower")
         spec.higher_is_better = {**spec.higher_is_better,
                                  **resolve_only_metric(given, metrics, "--direction")}
-    sequential = None
-    if args.sequential:
-        if not args.look_every or args.look_every < 1:
-            raise SpecError("--sequential needs --look-every N (N >= 1 blocks between looks)")
-        if args.max_blocks is not None and args.max_blocks < args.look_every:
-            raise SpecError(f"--max-blocks {args.max_blocks}: fewer than --look-every "
-                            f"{args.look_every}")
-        sequential = {"look_every": args.look_every, "max_blocks": args.max_blocks}
-    elif args.look_every or args.max_blocks:
-        raise SpecError("--look-every / --max-blocks need --sequential")
+    sequential = sequential_settings(spec.sequential, args.sequential, args.look_every,
+                                     args.max_blocks)
     result = analyze(table, spec, command=command_line(), sequential=sequential)
     paths = write_analysis(result, args.out)
     if args.json:

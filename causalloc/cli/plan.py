@@ -62,9 +62,10 @@ def design_plan(spec_path: str, analysis_spec=None, pilot: str | None = None,
                 seconds_per_run=seconds)
 
 
-def warn_families(spec_path: str, stream=None) -> None:
-    """A warning line per family of the spec's default analysis that cannot reject."""
-    for family in design_plan(spec_path)["families"]:
+def warn_families(spec_path: str, analysis_spec=None, stream=None) -> None:
+    """A warning line per family that cannot reject, of ``analysis_spec`` (an AnalysisSpec)
+    or else of the spec's default analysis."""
+    for family in design_plan(spec_path, analysis_spec)["families"]:
         if not family["can_reject"]:
             print(f"warning: family {family['name']!r} ({family['n_comparisons']} comparisons) "
                   f"cannot reject at this size: smallest adjusted p {family['min_p_adj']:.3g} "

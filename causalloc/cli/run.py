@@ -7,6 +7,8 @@ import json
 import shlex
 import sys
 
+from causalloc.errors import SpecError
+
 DESCRIPTION = """Expand an experiment spec (TOML) into matched blocks x conditions and run every
 run not done yet: local worker processes or Ray tasks, results in DIR/runs.sqlite (resumable:
 kill it at any time and run the same command again). Writes DIR/design.json, DIR/spec.toml and
@@ -20,13 +22,15 @@ EPILOG = """examples:
   causalloc run analyses/example_tiny.toml --out runs/tiny --backend ray --address HEAD_IP:6379 --gpus-per-run 1
   causalloc run analyses/example_tiny.toml --out runs/tiny --json > summary.json
   causalloc run analyses/example_tiny.toml --out runs/tiny --until-conclusive --look-every 4 --max-blocks 24
+  causalloc run analyses/smollm2_robust.toml --out runs/smol --until-conclusive --analysis analyses/smollm2_robust.analysis.toml
 
 Before running, a warning names every family of the default analysis that cannot reject at
 the spec's size (see causalloc plan). --until-conclusive runs the spec's seeds, then adds
-seeds in waves of --look-every (the next integers after the largest seed) and analyses the
-primary metric group-sequentially (causalloc analyze --sequential) after each wave, until
-every primary comparison is decided or --max-blocks seeds have run; the store keeps every
-run, and the seeds ascend in the order they were added.
+seeds in waves of --look-every (the next integers after the largest seed) and analyses
+group-sequentially (causalloc analyze --sequential; the default analysis of the spec's first
+metric, or the --analysis spec) after each wave, until every primary comparison is decided or
+--max-blocks seeds have run; the store keeps every run, and the seeds ascend in the order
+they were added.
 """
 
 MODEL_EPILOG = """
@@ -77,53 +81,68 @@ def register(subparsers) -> None:
     parser.add_argument("--until-conclusive", action="store_true",
                         help="add seeds in waves until every primary comparison is decided "
                              "(group-sequential analysis) or --max-blocks is reached")
+    parser.add_argument("--analysis", metavar="FILE",
+                        help="analysis spec whose primary family decides --until-conclusive "
+                             "(its comparisons, families, SESOIs; its [sequential] table gives "
+                             "the defaults of --look-every and --max-blocks); default: the "
+                             "default analysis of the spec's first metric")
     parser.add_argument("--look-every", type=int, metavar="N",
-                        help="seeds per wave with --until-conclusive (default: the spec's "
-                             "number of seeds)")
+                        help="seeds per wave with --until-conclusive (default: the analysis "
+                             "spec's, else the spec's number of seeds)")
     parser.add_argument("--max-blocks", type=int, metavar="M",
-                        help="most seeds with --until-conclusive (default: 6 waves)")
+                        help="most seeds with --until-conclusive (default: the analysis "
+                             "spec's, else 6 waves)")
     parser.add_argument("--run-fn", metavar="MODULE:FUNCTION", help=argparse.SUPPRESS)
     parser.set_defaults(func=handle)
 
 
-def _warn_cannot_reject(spec_path: str) -> None:
-    """Print causalloc plan's warning for each family that cannot reject (never fatal)."""
+def _warn_cannot_reject(spec_path: str, analysis_path: str | None) -> None:
+    """Print causalloc plan's warning for each family that cannot reject (never fatal), of the
+    ``--analysis`` spec when given."""
     from causalloc.cli.plan import warn_families
     from causalloc.errors import CausallocError
+    from causalloc.stats.spec import load_spec as load_analysis_spec
 
     try:
-        warn_families(spec_path)
+        warn_families(spec_path, load_analysis_spec(analysis_path) if analysis_path else None)
     except CausallocError as exc:
         print(f"warning: could not plan the analysis of {spec_path}: {exc}", file=sys.stderr)
 
 
 def until_conclusive(spec, out, *, look_every: int | None,
-                     max_blocks: int | None, stream=None, **options) -> dict:
+                     max_blocks: int | None, analysis=None, stream=None, **options) -> dict:
     """Run the spec's seeds (``spec``: a spec file or a loaded ExperimentSpec), then waves of
-    ``look_every`` more seeds (the next integers), analysing the primary metric
-    group-sequentially after each wave, until every primary comparison is decided or
-    ``max_blocks`` seeds have run. Returns the last run summary with ``sequential`` added
-    ({seeds, decisions, decided})."""
+    ``look_every`` more seeds (the next integers), analysing group-sequentially after each
+    wave, until every primary comparison is decided or ``max_blocks`` seeds have run.
+    ``analysis`` (an AnalysisSpec or its file) names the comparisons and the primary family
+    (default: the default analysis of the spec's first metric); its ``[sequential]`` table
+    gives ``look_every`` and ``max_blocks`` where these are None. Returns the last run
+    summary with ``sequential`` added ({seeds, decisions, decided})."""
     import dataclasses
 
-    from causalloc.errors import SpecError
     from causalloc.runs import ExperimentSpec, execute_design, load_spec
     from causalloc.stats import load_runs
     from causalloc.stats.analyze import analyze
     from causalloc.stats.families import PRIMARY
     from causalloc.stats.spec import AnalysisSpec
+    from causalloc.stats.spec import load_spec as load_analysis_spec
 
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
+    if analysis is None:
+        analysis = AnalysisSpec(metrics=[spec.eval.metrics[0]])
+    elif not isinstance(analysis, AnalysisSpec):
+        analysis = load_analysis_spec(analysis)
+    # the looks only need the primary family's tests: no pooled models
+    analysis = dataclasses.replace(analysis, mixed_model=False, dose_response=False)
+    planned = analysis.sequential or {}
     seeds = list(spec.seeds)
-    look_every = look_every or len(seeds)
-    max_blocks = max_blocks or 6 * look_every
+    look_every = look_every or planned.get("look_every") or len(seeds)
+    max_blocks = max_blocks or planned.get("max_blocks") or 6 * look_every
     if look_every < 1 or max_blocks < look_every:
         raise SpecError(f"--look-every {look_every} / --max-blocks {max_blocks}: need "
                         "1 <= look-every <= max-blocks")
     if len(seeds) > max_blocks:
         raise SpecError(f"--max-blocks {max_blocks}: the spec already has {len(seeds)} seeds")
-    analysis = AnalysisSpec(metrics=[spec.eval.metrics[0]], mixed_model=False,
-                            dose_response=False)
     while True:
         target = min(max_blocks, -(-len(seeds) // look_every) * look_every)
         seeds += list(range(max(seeds) + 1, max(seeds) + 1 + target - len(seeds)))
@@ -147,7 +166,10 @@ def handle(args) -> int:
     from causalloc.runs import execute_design
     from causalloc.runs.backends import summary_text
 
-    _warn_cannot_reject(args.spec)
+    if args.analysis and not args.until_conclusive:
+        raise SpecError("--analysis decides --until-conclusive: give both (causalloc analyze "
+                        "--spec analyses a finished store)")
+    _warn_cannot_reject(args.spec, args.analysis)
     options = {"workers": args.workers, "backend": args.backend, "address": args.address,
                "retry_failed": args.retry_failed, "run_fn": args.run_fn,
                "threads_per_worker": args.threads_per_worker, "progress": not args.no_progress,
@@ -155,7 +177,8 @@ def handle(args) -> int:
                "command": shlex.join(["causalloc", *sys.argv[1:]])}
     if args.until_conclusive:
         summary = until_conclusive(args.spec, args.out, look_every=args.look_every,
-                                   max_blocks=args.max_blocks, **options)
+                                   max_blocks=args.max_blocks, analysis=args.analysis,
+                                   **options)
     else:
         summary = execute_design(args.spec, args.out, **options)
     if args.save_masks:

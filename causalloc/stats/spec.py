@@ -27,6 +27,10 @@ Every key is optional; unknown keys are a SpecError naming the dotted key path::
 
     [sesoi]                     # smallest effect size of interest, metric units
     aues = 0.02
+    [sequential]                # group-sequential analysis (as --sequential): blocks in
+    look_every = 4              # replicate order, a look every 4 blocks, planned at most
+    max_blocks = 24             # 24 (optional; default: the blocks in the table); the
+                                # plan `causalloc run --until-conclusive` ran the design under
     [higher_is_better]          # direction of each metric
     relearn_es = false
 
@@ -90,6 +94,8 @@ class AnalysisSpec:
     primary: list[str] | None = None
     family_split: list[str] = field(default_factory=list)
     question: str | None = None
+    #: ``{"look_every": N, "max_blocks": M or None}`` or None (fixed-sample analysis)
+    sequential: dict | None = None
     spec_hash: str | None = None
 
 
@@ -99,6 +105,7 @@ _TYPES = {
     "drop_unmatched": bool, "nonfinite": str, "mixed_model": bool, "dose_response": bool,
     "sesoi": dict, "higher_is_better": dict, "comparisons": list, "max_resamples": int,
     "primary_metric": str, "primary": list, "family_split": list, "question": str,
+    "sequential": dict,
 }
 _COMPARISON_KEYS = {"a": str, "b": str, "metrics": list, "family": str}
 
@@ -128,6 +135,8 @@ def parse_spec(data: dict, source: str = "spec") -> AnalysisSpec:
     if "comparisons" in values:
         values["comparisons"] = [_comparison(check, entry, f"comparisons[{i}]")
                                  for i, entry in enumerate(values["comparisons"])]
+    if "sequential" in values:
+        values["sequential"] = _sequential(check, values["sequential"])
     spec = AnalysisSpec(**values)
     _check_ranges(check, spec)
     return spec
@@ -148,6 +157,22 @@ def _comparison(check: Checker, entry, path: str) -> Comparison:
     if metrics:
         metrics = tuple(check.string_list(metrics, f"{path}.metrics"))
     return Comparison(a=entry["a"], b=entry["b"], metrics=metrics or None, family=entry.get("family"))
+
+
+def _sequential(check: Checker, table: dict) -> dict:
+    """``[sequential]``: ``look_every`` (required, >= 1) and ``max_blocks`` (>= look_every)."""
+    check.keys(table, "sequential", ("look_every", "max_blocks"))
+    if "look_every" not in table:
+        check.fail("sequential.look_every", "missing (blocks between looks)")
+    look_every = check.of_type(table["look_every"], "sequential.look_every", int)
+    if look_every < 1:
+        check.fail("sequential.look_every", f"must be >= 1, got {look_every}")
+    max_blocks = table.get("max_blocks")
+    if max_blocks is not None:
+        max_blocks = check.of_type(max_blocks, "sequential.max_blocks", int)
+        if max_blocks < look_every:
+            check.fail("sequential.max_blocks", f"must be >= look_every ({look_every}), got {max_blocks}")
+    return {"look_every": look_every, "max_blocks": max_blocks}
 
 
 def _check_ranges(check: Checker, spec: AnalysisSpec) -> None:

@@ -174,3 +174,67 @@ def test_until_conclusive_takes_a_loaded_spec_as_well_as_a_path(tmp_path):
     table = pd.read_csv(tmp_path / "spec" / "runs.csv")
     assert sorted(table["seed"].unique()) == list(range(8))
     assert not set(table["run_id"]) & set(pd.read_csv(tmp_path / "path" / "runs.csv")["run_id"])
+
+
+SEQ_ANALYSIS = """
+metrics = ["aues"]
+
+[sequential]
+look_every = 4
+max_blocks = 12
+
+[[comparisons]]
+a = "oracle"
+b = "random"
+family = "primary"
+"""
+
+
+def test_until_conclusive_reads_its_looks_and_family_from_an_analysis_spec(tmp_path, capsys):
+    """--analysis: the looks come from its [sequential] table, and `analyze --spec` with the
+    same file (no flags) repeats the sequential analysis the run stopped on."""
+    spec = write_spec(tmp_path, SEQ_SPEC)
+    analysis = write_spec(tmp_path, SEQ_ANALYSIS, name="seq.analysis.toml")
+    out = tmp_path / "out"
+    code = main(["run", str(spec), "--out", str(out), "--workers", "0", "--no-progress",
+                 "--run-fn", "tests.runs_helpers:toy_run", "--until-conclusive",
+                 "--analysis", str(analysis)])
+    err = capsys.readouterr().err
+    assert code == 0 and "4 seeds" in err and "8 seeds: " in err and "12 seeds" not in err
+    assert sorted(pd.read_csv(out / "runs.csv")["seed"].unique()) == list(range(8))
+    assert main(["analyze", str(out), "--out", str(tmp_path / "a"), "--spec", str(analysis)]) == 0
+    doc = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert doc["policy"]["sequential"]["look_every"] == 4
+    assert doc["policy"]["sequential"]["max_blocks"] == 12
+    sequential = doc["comparisons"][0]["sequential"]
+    assert sequential["decision"] == "a_better" and sequential["blocks_used"] == 8
+    # a flag overrides the table: a look every 2 blocks is another plan
+    assert main(["analyze", str(out), "--out", str(tmp_path / "b"), "--spec", str(analysis),
+                 "--look-every", "2"]) == 0
+    looks = json.loads((tmp_path / "b" / "analysis.json").read_text())["comparisons"][0]
+    assert [look["blocks"] for look in looks["sequential"]["looks"]][:2] == [2, 4]
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[sequential]\nmax_blocks = 8\n", "sequential.look_every: missing"),
+    ("[sequential]\nlook_every = 0\n", "sequential.look_every: must be >= 1"),
+    ("[sequential]\nlook_every = 4\nmax_blocks = 2\n", "sequential.max_blocks: must be >= look_every"),
+    ("[sequential]\nlook_every = 4\nevery = 2\n", "sequential"),
+])
+def test_a_bad_sequential_table_names_its_key(tmp_path, table, message):
+    from causalloc.errors import SpecError
+    from causalloc.stats.spec import load_spec
+
+    path = write_spec(tmp_path, table, name="bad.analysis.toml")
+    with pytest.raises(SpecError, match=message) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_analysis_without_until_conclusive_is_refused(tmp_path, capsys):
+    spec = write_spec(tmp_path, SEQ_SPEC)
+    analysis = write_spec(tmp_path, SEQ_ANALYSIS, name="seq.analysis.toml")
+    code = main(["run", str(spec), "--out", str(tmp_path / "out"), "--workers", "0",
+                 "--no-progress", "--analysis", str(analysis)])
+    assert code != 0 and "--analysis decides --until-conclusive" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs.sqlite").exists()
