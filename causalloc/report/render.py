@@ -35,10 +35,13 @@ from causalloc.report.figures import ReportFigure, build_figures
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.localization import flat_units, signature, target_accuracy
 from causalloc.report.robust import (
+    SEQUENTIAL_COLUMNS,
     TESTBED_COLUMNS,
     TUNING_COLUMNS,
     flag_mark,
     flag_note,
+    sequential_paragraph,
+    sequential_rows,
     testbed_paragraph,
     testbed_rows,
     tuning_paragraph,
@@ -149,6 +152,10 @@ def robust_blocks(inputs: ReportInputs) -> list[Block]:
     if tuning:
         blocks += [Block("heading", "Tuning: each arm at its own setting"), Block("paragraph", tuning),
                    Block("table", columns=TUNING_COLUMNS, items=tuning_rows(inputs))]
+    sequential = sequential_paragraph(inputs)
+    if sequential:
+        blocks += [Block("heading", "Sequential looks"), Block("paragraph", sequential),
+                   Block("table", columns=SEQUENTIAL_COLUMNS, items=sequential_rows(inputs))]
     testbeds = testbed_paragraph(inputs)
     if testbeds:
         blocks += [Block("heading", "Testbeds: per-testbed and population estimates"),

@@ -1,7 +1,8 @@
-"""The parts of a report that a tuned or replicated design adds: how each arm's setting was
-chosen (and where the choice sits at an edge of its grid), every testbed's estimate beside the
-pooled one and the population-of-testbeds model, and the runs behind a verdict that carry
-outcome flags (:mod:`causalloc.flags`). Text and rows only; render.py lays them out."""
+"""The parts of a report that a tuned, replicated or sequential design adds: how each arm's
+setting was chosen (and where the choice sits at an edge of its grid), every testbed's
+estimate beside the pooled one and the population-of-testbeds model, the looks of a
+group-sequential analysis, and the runs behind a verdict that carry outcome flags
+(:mod:`causalloc.flags`). Text and rows only; render.py lays them out."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from causalloc.vocab import cell_label, metric_label
 
 TUNING_COLUMNS = ("objective", "condition", "grid", "chosen (count per value)", "at low edge",
                   "at high edge")
+SEQUENTIAL_COLUMNS = ("comparison", "cell", "metric", "looks: blocks, p (boundary)", "decision",
+                      "blocks used / planned", "blocks to detect the observed difference [sd 95% CI]")
 TESTBED_COLUMNS = ("comparison", "cell", "metric", "blocks: mean [CI], verdict",
                    "testbeds: estimate [CI], df, p", "testbeds with this sign", "per-testbed means")
 
@@ -66,6 +69,39 @@ def tuning_rows(inputs: ReportInputs) -> list[list[str]]:
              ", ".join(f"{v}: {n}" for v, n in r["counts"].items()),
              f"{r['at_low_edge']}/{r['n']}", f"{r['at_high_edge']}/{r['n']}"]
             for r in tuning.get("choices", [])]
+
+
+def sequential_paragraph(inputs: ReportInputs) -> str | None:
+    """How the looks were planned and read (analysis.json ``policy.sequential``)."""
+    policy = (inputs.analysis.get("policy") or {}).get("sequential")
+    if not policy:
+        return None
+    planned = (f"at most {policy['max_blocks']} blocks" if policy.get("max_blocks")
+               else "the blocks in the table as the whole design")
+    return (f"Group-sequential analysis: a look every {policy['look_every']} blocks, {planned}, "
+            f"blocks in {policy['order']}; {policy['method']}; {policy['multiplicity']}. A "
+            "verdict is the decision at a comparison's first look whose p crosses its boundary; "
+            "'continue' means no boundary was crossed before the planned last look (the verdict "
+            "is then inconclusive), so the last column gives the blocks the observed difference "
+            "would need at 80% power, with its range over the sd's 95% chi-square interval.")
+
+
+def sequential_rows(inputs: ReportInputs) -> list[list[str]]:
+    """One row per primary comparison of a sequential analysis: each look's p and boundary,
+    the decision, blocks used of those planned, and blocks needed at the observed difference."""
+    rows = []
+    for c in inputs.comparisons:
+        sequential = c.get("sequential")
+        if not sequential or not str(c.get("family", "")).startswith("primary"):
+            continue
+        looks = "; ".join(f"{look['blocks']}: {fmt_p(look['p'])} ({fmt_sig(look['boundary'], 2)})"
+                          for look in sequential["looks"])
+        low, high = c.get("blocks_needed_detect_range") or (None, None)
+        rows.append([f"{c['a']} vs {c['b']}", cell_label(c["cell"]), metric_label(c["metric"]),
+                     looks, sequential["decision"],
+                     f"{sequential['blocks_used']} / {sequential['max_blocks']}",
+                     f"{fmt_sig(c.get('blocks_needed_detect'))} [{fmt_sig(low)}, {fmt_sig(high)}]"])
+    return rows
 
 
 def testbed_rows(inputs: ReportInputs, metrics: list[str] | None = None) -> list[list[str]]:

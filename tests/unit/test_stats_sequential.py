@@ -202,12 +202,19 @@ def test_until_conclusive_reads_its_looks_and_family_from_an_analysis_spec(tmp_p
     err = capsys.readouterr().err
     assert code == 0 and "4 seeds" in err and "8 seeds: " in err and "12 seeds" not in err
     assert sorted(pd.read_csv(out / "runs.csv")["seed"].unique()) == list(range(8))
-    assert main(["analyze", str(out), "--out", str(tmp_path / "a"), "--spec", str(analysis)]) == 0
-    doc = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert main(["analyze", str(out), "--out", str(out), "--spec", str(analysis)]) == 0
+    doc = json.loads((out / "analysis.json").read_text())
     assert doc["policy"]["sequential"]["look_every"] == 4
     assert doc["policy"]["sequential"]["max_blocks"] == 12
     sequential = doc["comparisons"][0]["sequential"]
     assert sequential["decision"] == "a_better" and sequential["blocks_used"] == 8
+    # the report lists the looks of each primary comparison
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Sequential looks" in report and "a look every 4 blocks, at most 12 blocks" in report
+    row = next(line for line in report.splitlines()
+               if line.startswith("| oracle vs random |") and "/ 12 |" in line)
+    assert "4: p = " in row and "; 8: p " in row and "| a_better | 8 / 12 |" in row
     # a flag overrides the table: a look every 2 blocks is another plan
     assert main(["analyze", str(out), "--out", str(tmp_path / "b"), "--spec", str(analysis),
                  "--look-every", "2"]) == 0
