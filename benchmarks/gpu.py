@@ -37,6 +37,8 @@ examples:
       --json-out reports/validation/gpu_smollm2.json
   python benchmarks/gpu.py --spec analyses/oracle_vs_random.toml --out runs/gpu-ovr \\
       --until-conclusive --look-every 4 --max-blocks 24
+  python benchmarks/gpu.py --spec analyses/smollm2_robust.toml --out runs/gpu-smollm2-robust \\
+      --dtype float32 --until-conclusive --analysis analyses/smollm2_robust.analysis.toml
   python benchmarks/gpu.py --spec analyses/example_tiny.toml --out /tmp/gpu-tiny --device cpu --json
 """
 
@@ -187,7 +189,7 @@ def run_design(spec, out: Path, args, command: str, waves: bool) -> dict:
     options = {"workers": args.workers, "progress": not args.json, "command": command}
     if waves:
         return until_conclusive(spec, out, look_every=args.look_every, max_blocks=args.max_blocks,
-                                **options)
+                                analysis=args.analysis, **options)
     return execute_design(spec, out, **options)
 
 
@@ -210,9 +212,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="local worker processes (default 0: in this process)")
     parser.add_argument("--until-conclusive", action="store_true",
                         help="add seeds in waves until every primary comparison is decided")
+    parser.add_argument("--analysis", type=Path, metavar="FILE",
+                        help="analysis spec whose primary family decides --until-conclusive "
+                             "(as causalloc run --analysis)")
     parser.add_argument("--look-every", type=int, metavar="N",
-                        help="seeds per wave (default: the spec's number of seeds)")
-    parser.add_argument("--max-blocks", type=int, metavar="M", help="most seeds (default: 6 waves)")
+                        help="seeds per wave (default: the analysis spec's, else the spec's "
+                             "number of seeds)")
+    parser.add_argument("--max-blocks", type=int, metavar="M",
+                        help="most seeds (default: the analysis spec's, else 6 waves)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--json-out", type=Path, metavar="FILE",
                         help="also write the JSON report to FILE")

@@ -157,3 +157,17 @@ def test_help_shows_the_spec_option_with_examples():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "--spec SPEC" in done.stdout
     assert "python benchmarks/gpu.py --spec analyses/" in done.stdout
+
+
+def test_until_conclusive_grows_the_design_by_the_analysis_spec(toy_spec, tmp_path, capsys):
+    """--until-conclusive --analysis FILE: the waves follow the file's [sequential] plan."""
+    analysis = tmp_path / "toy.analysis.toml"
+    analysis.write_text('metrics = ["aues"]\n\n[sequential]\nlook_every = 1\nmax_blocks = 3\n')
+    report = gpu.main(["--spec", str(toy_spec), "--out", str(tmp_path / "out"), "--device", "cpu",
+                       "--dtype", "float32", "--json", "--until-conclusive",
+                       "--analysis", str(analysis)])
+    capsys.readouterr()
+    sequential = report["sequential"]
+    assert sequential["look_every"] == 1 and sequential["max_blocks"] == 3
+    assert sequential["seeds"][:2] == [0, 1] and len(sequential["seeds"]) in (2, 3)
+    assert report["runs"]["done"] == report["runs"]["total"] == 2 * len(sequential["seeds"])
