@@ -334,3 +334,17 @@ def varying_cell_labels(cells: list[dict]) -> list[str]:
     if not keys:
         return [cell_label(cell) for cell in cells]
     return [cell_label({k: cell[k] for k in keys if k in cell}) for cell in cells]
+
+
+# families ---------------------------------------------------------------------------------
+#: name of the primary family
+PRIMARY = "primary"
+
+
+def is_primary_family(name: str) -> bool:
+    """Whether a family name (``primary``, ``primary: <label>``, either followed by
+    `` | cell=...`` parts of a family split) names a primary family. ``primary: <label>``
+    declares one of several primary families, each adjusted on its own (e.g. one per metric
+    in analyses/oracle_vs_random.analysis.toml)."""
+    head = str(name).split(" | ")[0]
+    return head == PRIMARY or head.startswith(PRIMARY + ":")

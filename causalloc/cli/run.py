@@ -123,9 +123,9 @@ def until_conclusive(spec, out, *, look_every: int | None,
     from causalloc.runs import ExperimentSpec, execute_design, load_spec
     from causalloc.stats import load_runs
     from causalloc.stats.analyze import analyze
-    from causalloc.stats.families import PRIMARY
     from causalloc.stats.spec import AnalysisSpec
     from causalloc.stats.spec import load_spec as load_analysis_spec
+    from causalloc.vocab import is_primary_family
 
     spec = spec if isinstance(spec, ExperimentSpec) else load_spec(spec)
     if analysis is None:
@@ -149,7 +149,11 @@ def until_conclusive(spec, out, *, look_every: int | None,
         summary = execute_design(dataclasses.replace(spec, seeds=tuple(seeds)), out, **options)
         result = analyze(load_runs(out), analysis,
                          sequential={"look_every": look_every, "max_blocks": max_blocks})
-        rows = result.comparisons[result.comparisons["family"].str.split(" | ").str[0] == PRIMARY]
+        rows = result.comparisons[result.comparisons["family"].map(is_primary_family)]
+        if rows.empty:
+            raise SpecError("--until-conclusive: the analysis has no primary comparison (a "
+                            "family named 'primary' or 'primary: <label>'), so no look can "
+                            "decide; the runs made are kept")
         decisions = {row["id"]: row["sequential"]["decision"] for _, row in rows.iterrows()}
         decided = all(d not in ("continue", "inconclusive") for d in decisions.values())
         print(f"until-conclusive: {len(seeds)} seeds: " + "; ".join(

@@ -37,7 +37,7 @@ from causalloc.report.text import (
     verdict_test,
     verdict_word,
 )
-from causalloc.vocab import condition_prefix, metric_label, varying_cell_labels
+from causalloc.vocab import condition_prefix, is_primary_family, metric_label, varying_cell_labels
 
 #: most metric columns of the answer table
 MAX_ANSWER_METRICS = 3
@@ -295,7 +295,7 @@ def headline_comparisons(inputs: ReportInputs) -> list[dict]:
     shown = [c for c in inputs.comparisons if c["metric"] == metrics[0]]
     families = primary_families(inputs)
     for keep in (lambda c: c.get("family") in families,
-                 lambda c: str(c.get("family") or "").startswith("primary"),
+                 lambda c: is_primary_family(c.get("family") or ""),
                  lambda c: not str(c.get("family") or "").startswith("controls")):
         chosen = [c for c in shown if keep(c)]
         if chosen:

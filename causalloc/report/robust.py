@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from causalloc.report.inputs import ReportInputs
 from causalloc.report.text import fmt_interval, fmt_p, fmt_sig, plural
-from causalloc.vocab import cell_label, metric_label
+from causalloc.vocab import cell_label, is_primary_family, metric_label
 
 TUNING_COLUMNS = ("objective", "condition", "grid", "chosen (count per value)", "at low edge",
                   "at high edge")
@@ -92,7 +92,7 @@ def sequential_rows(inputs: ReportInputs) -> list[list[str]]:
     rows = []
     for c in inputs.comparisons:
         sequential = c.get("sequential")
-        if not sequential or not str(c.get("family", "")).startswith("primary"):
+        if not sequential or not is_primary_family(c.get("family") or ""):
             continue
         looks = "; ".join(f"{look['blocks']}: {fmt_p(look['p'])} ({fmt_sig(look['boundary'], 2)})"
                           for look in sequential["looks"])

@@ -25,9 +25,8 @@ is a secondary finding, and the report says so.
 from __future__ import annotations
 
 from causalloc.errors import SpecError
+from causalloc.vocab import PRIMARY, is_primary_family
 
-#: name of the primary family
-PRIMARY = "primary"
 #: condition kinds whose comparisons vs random are primary by default, in order of preference
 PRIMARY_KINDS = ("attributed", "given")
 #: error rate each adjustment controls within a family
@@ -78,7 +77,7 @@ def assign_families(records: list[dict], kinds: dict, *, baseline: str, primary_
             name = f"secondary | {record['metric']}"
         parts = [f"{c}={record['cell'][c]}" for c in split if c in record["cell"]]
         names.append(" | ".join([name, *parts]))
-    if declared_primary and PRIMARY not in {n.split(" | ")[0] for n in names}:
+    if declared_primary and not any(is_primary_family(n) for n in names):
         raise SpecError(
             f"primary: {declared_primary} vs {baseline!r} on {primary_metric!r} is not among "
             "the comparisons"
@@ -110,7 +109,7 @@ def describe_families(families, adjust: str, alpha: float, floors=None) -> list[
     :func:`causalloc.stats.power.p_floor`)."""
     out = []
     for name, size in families.value_counts(sort=False).items():
-        role = "primary" if name.split(" | ")[0] == PRIMARY else "secondary"
+        role = "primary" if is_primary_family(name) else "secondary"
         entry = {"name": name, "role": role, "n_comparisons": int(size), "adjust": adjust,
                  "controls": f"{ERROR_RATES[adjust]} <= {alpha:g} within the family"}
         if floors is not None:

@@ -32,6 +32,7 @@ from causalloc.stats.families import assign_families, min_p_adjusted
 from causalloc.stats.power import blocks_needed, blocks_to_detect, p_floor, sd_interval
 from causalloc.stats.spec import AnalysisSpec
 from causalloc.stats.table import RunTable
+from causalloc.vocab import is_primary_family
 
 
 def design_table(runs: list[dict], *, block_columns: list[str], metrics: list[str],
@@ -128,7 +129,7 @@ def plan(table: RunTable, spec: AnalysisSpec | None = None, *, pilot: RunTable |
                          blocks_needed_equivalence=_int(equivalence[0]))
         comparisons.append(entry)
     families = []
-    names = sorted(dict.fromkeys(family_of), key=lambda n: n.split(" | ")[0] != "primary")
+    names = sorted(dict.fromkeys(family_of), key=lambda n: not is_primary_family(n))
     for name in names:
         members = [c for c in comparisons if c["family"] == name]
         min_p = min_p_adjusted([c["p_floor"] for c in members], spec.adjust)

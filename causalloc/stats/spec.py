@@ -40,7 +40,9 @@ Every key is optional; unknown keys are a SpecError naming the dotted key path::
     metrics = ["aues"]          # optional: default all analysed metrics
     family = "primary"          # optional: comparisons sharing a family name are
                                 # adjusted together across metrics and cells; default:
-                                # primary / controls | metric / secondary | metric
+                                # primary / controls | metric / secondary | metric;
+                                # "primary" or "primary: <label>" (several primary
+                                # families, each adjusted on its own) is primary
 """
 
 from __future__ import annotations

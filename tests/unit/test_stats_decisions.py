@@ -106,6 +106,26 @@ def test_default_families_primary_controls_and_secondary(tmp_path):
     assert described["secondary | relearn_es"]["role"] == "secondary"
 
 
+def test_labelled_primary_families_are_primary_and_adjusted_apart(tmp_path):
+    """``family = "primary: <label>"`` declares one of several primary families: each is
+    primary in analysis.json and Holm-adjusted on its own; a lookalike name is not."""
+    from causalloc.vocab import is_primary_family
+
+    path = _table(tmp_path / "runs.csv", cells=("ga",), metrics=("aues", "relearn_es"))
+    comparisons = [{"a": "attributed:grad", "b": "random", "metrics": [metric],
+                    "family": f"primary: {metric}"} for metric in ("aues", "relearn_es")]
+    comparisons.append({"a": "oracle", "b": "random", "family": "primaryish"})
+    result = analyze(_load(path, "aues,relearn_es"), parse_spec({**FAST, "comparisons": comparisons}))
+    roles = {f["name"]: f["role"] for f in result.meta["families"]}
+    assert roles == {"primary: aues": "primary", "primary: relearn_es": "primary",
+                     "primaryish": "secondary"}
+    frame = result.comparisons.set_index("family")
+    for name in ("primary: aues", "primary: relearn_es"):  # one hypothesis each: unadjusted
+        assert frame.loc[name, "p_adj"] == frame.loc[name, "p_rand"]
+    assert is_primary_family("primary | algorithm=ga") and is_primary_family("primary: x | a=b")
+    assert not is_primary_family("secondary | primary: x")
+
+
 def test_declared_primary_metric_conditions_and_split(tmp_path):
     path = _table(tmp_path / "runs.csv", cells=("ga", "npo"), metrics=("aues", "relearn_es"))
     spec = parse_spec({**FAST, "primary_metric": "relearn_es", "primary": ["oracle"],

@@ -245,3 +245,17 @@ def test_analysis_without_until_conclusive_is_refused(tmp_path, capsys):
                  "--no-progress", "--analysis", str(analysis)])
     assert code != 0 and "--analysis decides --until-conclusive" in capsys.readouterr().err
     assert not (tmp_path / "out" / "runs.sqlite").exists()
+
+
+def test_until_conclusive_refuses_an_analysis_without_a_primary_family(tmp_path, capsys):
+    """No primary comparison: no look can decide, so it stops with an error after the first
+    wave (whose runs stay in the store) instead of calling the empty family decided."""
+    spec = write_spec(tmp_path, SEQ_SPEC)
+    analysis = write_spec(tmp_path, SEQ_ANALYSIS.replace('family = "primary"', 'family = "main"'),
+                          name="seq.analysis.toml")
+    out = tmp_path / "out"
+    code = main(["run", str(spec), "--out", str(out), "--workers", "0", "--no-progress",
+                 "--run-fn", "tests.runs_helpers:toy_run", "--until-conclusive",
+                 "--analysis", str(analysis)])
+    assert code != 0 and "the analysis has no primary comparison" in capsys.readouterr().err
+    assert sorted(pd.read_csv(out / "runs.csv")["seed"].unique()) == list(range(4))
