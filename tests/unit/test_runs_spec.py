@@ -192,8 +192,12 @@ def test_a_path_names_an_environment_variable_and_an_unset_one_is_named(tmp_path
 
 
 @pytest.mark.parametrize("path", SHIPPED_ANALYSIS_SPECS, ids=lambda p: p.name)
-def test_every_shipped_analysis_spec_parses_and_names_conditions_of_its_design(path):
+def test_every_shipped_analysis_spec_parses_and_names_conditions_of_its_design(path, monkeypatch,
+                                                                             tmp_path):
     from causalloc.stats.spec import load_spec as load_analysis_spec
+
+    if not os.environ.get("CAUSALLOC_TOFU_DIR"):  # a TOFU design names its data by this variable
+        monkeypatch.setenv("CAUSALLOC_TOFU_DIR", str(tmp_path))
 
     design = load_spec(path.with_name(path.name.replace(".analysis.toml", ".toml")))
     names = {c.name for c in design.conditions}
