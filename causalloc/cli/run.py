@@ -109,6 +109,19 @@ def _warn_cannot_reject(spec_path: str, analysis_path: str | None) -> None:
         print(f"warning: could not plan the analysis of {spec_path}: {exc}", file=sys.stderr)
 
 
+def _stored_seeds(out) -> set[int]:
+    """Seeds of the runs already in ``out`` (an earlier --until-conclusive call's waves), so
+    that running the same command again resumes them instead of calling them foreign."""
+    from pathlib import Path
+
+    from causalloc.runs.store import DB_NAME, RunStore
+
+    if not (Path(out) / DB_NAME).is_file():
+        return set()
+    with RunStore(out, create=False) as store:
+        return {int(row["run"]["seed"]) for row in store.rows()}
+
+
 def until_conclusive(spec, out, *, look_every: int | None,
                      max_blocks: int | None, analysis=None, stream=None, **options) -> dict:
     """Run the spec's seeds (``spec``: a spec file or a loaded ExperimentSpec), then waves of
@@ -135,14 +148,15 @@ def until_conclusive(spec, out, *, look_every: int | None,
     # the looks only need the primary family's tests: no pooled models
     analysis = dataclasses.replace(analysis, mixed_model=False, dose_response=False)
     planned = analysis.sequential or {}
-    seeds = list(spec.seeds)
+    seeds = sorted(set(spec.seeds) | _stored_seeds(out))  # a rerun resumes the earlier waves
     look_every = look_every or planned.get("look_every") or len(seeds)
     max_blocks = max_blocks or planned.get("max_blocks") or 6 * look_every
     if look_every < 1 or max_blocks < look_every:
         raise SpecError(f"--look-every {look_every} / --max-blocks {max_blocks}: need "
                         "1 <= look-every <= max-blocks")
     if len(seeds) > max_blocks:
-        raise SpecError(f"--max-blocks {max_blocks}: the spec already has {len(seeds)} seeds")
+        raise SpecError(f"--max-blocks {max_blocks}: the spec and the runs in {out} already "
+                        f"have {len(seeds)} seeds")
     while True:
         target = min(max_blocks, -(-len(seeds) // look_every) * look_every)
         seeds += list(range(max(seeds) + 1, max(seeds) + 1 + target - len(seeds)))

@@ -259,3 +259,19 @@ def test_until_conclusive_refuses_an_analysis_without_a_primary_family(tmp_path,
                  "--analysis", str(analysis)])
     assert code != 0 and "the analysis has no primary comparison" in capsys.readouterr().err
     assert sorted(pd.read_csv(out / "runs.csv")["seed"].unique()) == list(range(4))
+
+
+def test_until_conclusive_run_again_resumes_its_waves(tmp_path, capsys):
+    """The same command after a stop (budget, crash) resumes: the seeds that earlier waves
+    added are part of the design, not runs of another spec."""
+    spec = write_spec(tmp_path, SEQ_SPEC)
+    out = tmp_path / "out"
+    command = ["run", str(spec), "--out", str(out), "--workers", "0", "--no-progress",
+               "--run-fn", "tests.runs_helpers:toy_run", "--until-conclusive",
+               "--look-every", "2", "--max-blocks", "4"]
+    assert main(command) == 0
+    assert sorted(pd.read_csv(out / "runs.csv")["seed"].unique()) == [0, 1, 2, 3]
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "4 seeds" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "runs.csv")) == 4 * 3  # nothing run twice
