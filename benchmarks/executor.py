@@ -8,7 +8,8 @@ three times:
     shared as the frozen reference (its outputs memoised per example within the block),
     trainable masked columns attached by hooks, logits computed at the scored positions
     only (:mod:`causalloc.models.positions`), one teacher-forced pass over forget + retain
-    for ES (theta_o's step-0 scores computed once), malloc keeping freed memory
+    for ES (theta_o's step-0 scores and theta_r's read from the testbed's record,
+    ``item_es.json``), malloc keeping freed memory
     (``causalloc.runs.backends.keep_freed_memory``), the run store written run by run. It
     runs in a fresh spawned process, so that ``peak_rss_mb`` (``resource.getrusage``
     maxrss) is its own.

@@ -7,8 +7,9 @@ store, under cProfile, its testbed built (or found in the cache) first. Printed,
 
 - ``loading``: the worker's testbed state (theta_o loaded, its fingerprint and the
   snapshot's digests, the items encoded);
-- ``theta_o_scores`` / ``theta_r_scores``: the step-0 evaluation (once per worker) and
-  theta_r's (loaded, scored, released; once per worker);
+- ``theta_o_scores`` / ``theta_r_scores``: the step-0 evaluation and theta_r's (loaded,
+  scored, released), once per worker; about 0 when the testbed's build recorded them
+  (``item_es.json``, read instead);
 - ``training``, split (``training_parts``) into ``backward``, the ``optimizer`` step,
   gradient ``clipping``, and the rest, ``forward_and_loss``: the objective's forward passes
   and loss, of which ``reference`` is the frozen reference's forwards (memoised per block,

@@ -132,6 +132,15 @@ def extraction_strength(model: torch.nn.Module, batches: Batch | Iterable[Batch]
     return torch.cat(values).numpy()
 
 
+def extraction_strength_per_item(model: torch.nn.Module, order: torch.Tensor,
+                                 batches: Sequence[Batch]) -> np.ndarray:
+    """ES of every example in its own order, from the batches of
+    :func:`causalloc.data.collate.length_sorted_batches` (``order``, ``batches``)."""
+    values = np.empty(len(order))
+    values[order.numpy()] = extraction_strength(model, batches)
+    return values
+
+
 #: shorter shared prefixes are run with their rows (a cache copy per batch costs more)
 MIN_SHARED_PREFIX = 2
 

@@ -32,7 +32,10 @@ measure this.
 
 The testbed is cached on disk under the sha256 of its resolved config, built in a
 temporary folder and renamed into place when complete, so an interrupted build never
-leaves a half-written testbed that a later run would reuse.
+leaves a half-written testbed that a later run would reuse. Beside the models it records
+(``item_es.json``) theta_o's and theta_r's ES on every forget and retain item, from the pass
+that gives its ES diagnostics: every run's step-0 scores and theta_r's scores (the forget
+target) are read from it instead of computed again by each worker.
 
 Kind ``hf`` starts from any HF causal LM (a hub id or a local directory, with its own
 tokenizer) whose architecture has a value-vector adapter (:mod:`causalloc.models.units`).
@@ -61,13 +64,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causalloc.data.collate import encode_items, eval_batches, pad_id
+from causalloc.data.collate import encode_items, eval_batches, length_sorted_batches, pad_id
 from causalloc.data.tofu import WORLD_SETS
 from causalloc.data.types import QAItem, QASplits
 from causalloc.devices import check_device, check_dtype, resolve_device, torch_dtype
 from causalloc.errors import DataError, SpecError
 from causalloc.masks import Mask, top_k_mask, uniform_random
-from causalloc.metrics import extraction_strength
+from causalloc.metrics import extraction_strength, extraction_strength_per_item
 from causalloc.models.units import adapter_for
 from causalloc.models.weights import weights_fingerprint
 from causalloc.unlearn.trainer import (
@@ -242,6 +245,23 @@ class Testbed:
         model = AutoModelForCausalLM.from_pretrained(
             self.path / which, dtype=torch_dtype(dtype or self.config.dtype))
         return model.to(device).eval().requires_grad_(False)
+
+    def recorded_item_es(self) -> dict | None:
+        """theta_o's and theta_r's ES on every item as the build computed them, one pass over
+        the forget then the retain items (``length_sorted_batches``, batches of 64): keys
+        ``theta_o``, ``theta_r`` (lists, forget items first), ``n_forget``, and what the values
+        hold for: ``max_length``, ``dtype``, ``device`` (its type). Runs take their step-0
+        scores and theta_r's from it instead of computing them again. None for a testbed built
+        before the record existed."""
+        path = self.path / ITEM_ES_FILE
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        expected = len(self.splits.forget) + len(self.splits.retain)
+        if any(len(record.get(which, ())) != expected for which in ("theta_o", "theta_r")):
+            raise DataError(f"{path}: damaged record (expected {expected} ES values per model, one per "
+                            "forget and retain item); delete the testbed folder to rebuild it")
+        return record
 
     @property
     def theta_o_fingerprint(self) -> str:
@@ -520,7 +540,16 @@ def evaluate_es(model, tokenizer, splits: QASplits, max_length: int) -> dict:
     return {"es_forget": mean_es(splits.forget), "es_retain": mean_es(splits.retain)}
 
 
+def _mean_es(values: np.ndarray, n_forget: int) -> dict:
+    """Mean ES of the forget items (the first ``n_forget``) and of the retain items."""
+    return {"es_forget": float(np.mean(values[:n_forget])), "es_retain": float(np.mean(values[n_forget:]))}
+
+
 # build / load -------------------------------------------------------------------------
+#: the build's record of theta_o's and theta_r's ES on every item (Testbed.recorded_item_es)
+ITEM_ES_FILE = "item_es.json"
+
+
 def build_testbed(config: TestbedConfig | None = None, cache_dir: str | Path | None = None,
                   progress: bool = False, rebuild: bool = False) -> Testbed:
     """Build the testbed for ``config`` or reuse the cached one with the same hash (its
@@ -577,7 +606,9 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     bar = _progress(progress, steps_r + config.inject_steps, "testbed")
     finetune_all(model, retain_training, pid, config.retain_epochs, config.retain_lr,
                  config.retain_batch, config.model_seed, bar, config.grad_accum)
-    diag_r = evaluate_es(model, tokenizer, splits, config.max_length)
+    scoring = length_sorted_batches(forget + retain, pid)
+    item_es = {"theta_r": extraction_strength_per_item(model, *scoring)}
+    diag_r = _mean_es(item_es["theta_r"], len(forget))
     utility_r = model_utility(model, tokenizer, splits.extra, config.max_length).value
     tmp = root / f".tmp-{path.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -588,13 +619,17 @@ def _build(config: TestbedConfig, root: Path, path: Path, progress: bool) -> Tes
     check = inject(model, v_tgt, forget, retain, pid, config, bar)
     if bar is not None:
         bar.close()
-    diag_o = evaluate_es(model, tokenizer, splits, config.max_length)
+    item_es["theta_o"] = extraction_strength_per_item(model, *scoring)
+    diag_o = _mean_es(item_es["theta_o"], len(forget))
     utility_o = model_utility(model, tokenizer, splits.extra, config.max_length).value
     diag_norm = norm_diagnostics(model, v_tgt)
     model.save_pretrained(tmp / "theta_o")
     tokenizer.save_pretrained(tmp / "tokenizer")
     v_tgt.save(tmp / "v_tgt.json")
     (tmp / "data.json").write_text(json.dumps(_splits_to_json(splits)))
+    (tmp / ITEM_ES_FILE).write_text(json.dumps(
+        {"max_length": config.max_length, "dtype": config.dtype, "device": device.type, "n_forget": len(forget),
+         **{which: values.tolist() for which, values in item_es.items()}}))
     diagnostics = {
         "es_forget_theta_r": diag_r["es_forget"], "es_retain_theta_r": diag_r["es_retain"],
         "es_forget_theta_o": diag_o["es_forget"], "es_retain_theta_o": diag_o["es_retain"],

@@ -35,7 +35,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from causalloc.errors import DataError
-from causalloc.testbed import Testbed, default_cache_dir, load_testbed
+from causalloc.testbed import ITEM_ES_FILE, Testbed, default_cache_dir, load_testbed
 
 FORMAT = "causalloc-testbed"
 VERSION = 1
@@ -218,6 +218,9 @@ def import_testbed(path: str | Path, cache_dir: str | Path | None = None) -> Tes
         try:
             _extract_checked(tar, manifest, staging, path)
             _verify_weights(staging, fingerprint, path)
+            # the build's record of ES per item feeds every run's step-0 scores, and nothing
+            # checks it against the weights: from a file, runs compute those scores themselves
+            (staging / ITEM_ES_FILE).unlink(missing_ok=True)
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)

@@ -107,3 +107,12 @@ def pad_id(tokenizer) -> int:
 def eval_batches(examples: Sequence[dict[str, list[int]]], pad_token_id: int, batch_size: int = 64):
     """Collated batches in order (for evaluation; no shuffling)."""
     return [collate(examples[i:i + batch_size], pad_token_id) for i in range(0, len(examples), batch_size)]
+
+
+def length_sorted_batches(examples: Sequence[dict[str, list[int]]], pad_token_id: int,
+                          batch_size: int = 64) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """``examples`` sorted by length (stable) and collated in batches, the least padding for
+    one pass over all of them: returns ``order`` (sorted position j holds example
+    ``order[j]``) and the batches."""
+    order = torch.argsort(torch.tensor([len(e["input_ids"]) for e in examples]), stable=True)
+    return order, eval_batches([examples[i] for i in order.tolist()], pad_token_id, batch_size)

@@ -7,7 +7,9 @@ used as the reference model of NPO / DPO / RMU), its snapshot for the constraint
 fingerprint of the theta_o it loaded (checked against the testbed's record and against the
 one the design's runs used, before every run), the encoded data, the evaluation batches,
 theta_r's truth ratios (for forget quality), the attributed masks already computed, the
-scores of theta_o (every run's step 0) and the reference forwards of the current block.
+scores of theta_o (every run's step 0) and of theta_r (both as the testbed's build recorded
+them where that record holds, else computed once) and the reference forwards of the current
+block.
 When ``mu95`` or ``model_utility`` is asked for, every checkpoint also gets its TOFU model
 utility and log forget quality (trajectory keys ``mu``, ``lfq``), from which MU95 is taken.
 A run then only attaches its trainable masked columns, trains and evaluates.
@@ -22,7 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from causalloc.data.collate import encode_items, encode_qa, eval_batches, pad_id
+from causalloc.data.collate import (
+    encode_items,
+    encode_qa,
+    eval_batches,
+    length_sorted_batches,
+    pad_id,
+)
 from causalloc.errors import ConstraintError, SpecError
 from causalloc.flags import outcome_flags
 from causalloc.frontier import steps_to_target
@@ -39,7 +47,7 @@ from causalloc.metrics import (
     AnswerScorer,
     TruthRatio,
     aues,
-    extraction_strength,
+    extraction_strength_per_item,
     forget_quality,
     fs_at_rs,
     relearning_attack,
@@ -137,10 +145,24 @@ class TestbedState:
         return forget if self.parts is None else [forget[i] for i in self.parts["forget_eval"]]
 
     def _per_item(self, model) -> np.ndarray:
-        """ES of every forget item, then every retain item, from one teacher-forced pass."""
-        values = np.empty(len(self._score_order))
-        values[self._score_order] = extraction_strength(model, self._score_batches)
-        return values
+        """ES of every forget item, then every scored retain item, from one teacher-forced pass."""
+        return extraction_strength_per_item(model, self._score_order, self._score_batches)
+
+    def _recorded(self, which: str) -> np.ndarray | None:
+        """ES of ``which`` (theta_o or theta_r) on the scored items as the testbed's build
+        computed them (:meth:`~causalloc.testbed.Testbed.recorded_item_es`), when that record
+        holds here: the same max_length, the dtype these runs load the models in and the
+        device type of this worker; otherwise None (the scores are then computed). The build
+        ran the same pass over all forget and retain items, so with every retain item scored
+        the values are those this worker would compute, and with a subset equal to float
+        rounding (another batch composition)."""
+        record = self.testbed.recorded_item_es()
+        here = {"max_length": self.max_length, "dtype": self.run_dtype or self.testbed.config.dtype,
+                "device": next(self.model.parameters()).device.type}
+        if record is None or any(record[key] != value for key, value in here.items()):
+            return None
+        values, n_forget = np.asarray(record[which], dtype=float), int(record["n_forget"])
+        return np.concatenate([values[:n_forget], values[n_forget:][self.scored_retain]])
 
     def _summarise(self, values: np.ndarray) -> dict:
         """RS = mean ES(retain), FS = 1 - mean ES(forget): of all items, or of the evaluation
@@ -157,12 +179,16 @@ class TestbedState:
 
     def theta_r_scores(self) -> dict:
         """RS and FS of theta_r (the retrained model: the forget target) on the scored items,
-        once per testbed (theta_r then released)."""
+        once per testbed: as the build recorded them (:meth:`_recorded`), else computed
+        (theta_r loaded, then released)."""
         if self._theta_r_scores is None:
-            theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device,
-                                              dtype=self.run_dtype)
-            self._theta_r_scores = self._summarise(self._per_item(theta_r))
-            del theta_r
+            values = self._recorded("theta_r")
+            if values is None:
+                theta_r = self.testbed.load_model("theta_r", device=next(self.model.parameters()).device,
+                                                  dtype=self.run_dtype)
+                values = self._per_item(theta_r)
+                del theta_r
+            self._theta_r_scores = self._summarise(values)
         return dict(self._theta_r_scores)
 
     def _refusals(self, splits, max_length):
@@ -173,20 +199,19 @@ class TestbedState:
 
     def _scoring_batches(self):
         """Forget and scored retain examples together, sorted by length (least padding), batched."""
-        examples = self.forget + [self.retain[i] for i in self.scored_retain]
-        order = np.argsort([len(e["input_ids"]) for e in examples], kind="stable")
-        return order, eval_batches([examples[i] for i in order], self.pad)
+        return length_sorted_batches(self.forget + [self.retain[i] for i in self.scored_retain], self.pad)
 
     def scores(self, step: int = -1) -> dict:
         """RS = mean ES(retain) and FS = 1 - mean ES(forget) of the model as it is now, from one
         teacher-forced pass over forget + retain. At step 0 the trainable columns equal
-        theta_o's (their added term is exactly 0), so every run reuses theta_o's scores."""
-        if step == 0 and self._initial_scores is not None:
-            return dict(self._initial_scores)
-        scores = self._summarise(self._per_item(self.model))
-        if step == 0:
-            self._initial_scores = dict(scores)
-        return scores
+        theta_o's (their added term is exactly 0), so every run reuses theta_o's scores: as
+        the build recorded them (:meth:`_recorded`), else computed once per worker."""
+        if step != 0:
+            return self._summarise(self._per_item(self.model))
+        if self._initial_scores is None:
+            values = self._recorded("theta_o")
+            self._initial_scores = self._summarise(values if values is not None else self._per_item(self.model))
+        return dict(self._initial_scores)
 
     def scores_with_utility(self, step: int = -1) -> dict:
         """:meth:`scores` plus ``mu`` (TOFU model utility, :mod:`causalloc.utility`) and ``lfq``

@@ -160,3 +160,33 @@ def test_a_spec_names_a_testbed_file_and_nothing_that_builds_another(tmp_path):
     (tmp_path / "foreign.tgz").write_text("x")
     with pytest.raises(SpecError, match="testbed.file: .*not a causalloc testbed file"):
         parse({**spec, "testbed": {"file": str(tmp_path / "foreign.tgz")}})
+
+
+def test_an_imported_testbed_drops_the_builds_record_of_scores(tmp_path, tmp_path_factory):
+    """A built testbed records theta_o's and theta_r's ES per item (runs read their step-0 scores
+    from it); nothing checks that record against the weights, so an import leaves it out and
+    runs on the imported testbed compute those scores."""
+    from causalloc.testbed import ITEM_ES_FILE, build_testbed, config_for
+    from tests.unit.test_testbed import FAST, shared_cache
+
+    built = build_testbed(config_for("tiny", **FAST), cache_dir=shared_cache(tmp_path_factory))
+    assert built.recorded_item_es() is not None
+    out = tmp_path / "fast.tgz"
+    export_testbed(built.path, out)
+    assert ITEM_ES_FILE in members(out)
+    imported = import_testbed(out, tmp_path / "cache")
+    assert not (imported.path / ITEM_ES_FILE).exists() and imported.recorded_item_es() is None
+
+
+def test_a_damaged_record_of_scores_is_refused_naming_the_file(tmp_path, tmp_path_factory):
+    import shutil
+
+    from causalloc.testbed import ITEM_ES_FILE, build_testbed, config_for, load_testbed
+    from tests.unit.test_testbed import FAST, shared_cache
+
+    copy = tmp_path / "copy"
+    shutil.copytree(build_testbed(config_for("tiny", **FAST), cache_dir=shared_cache(tmp_path_factory)).path, copy)
+    record = json.loads((copy / ITEM_ES_FILE).read_text())
+    (copy / ITEM_ES_FILE).write_text(json.dumps({**record, "theta_o": record["theta_o"][:-1]}))
+    with pytest.raises(DataError, match=f"{ITEM_ES_FILE}: damaged record"):
+        load_testbed(copy).recorded_item_es()

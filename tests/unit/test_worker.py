@@ -282,3 +282,37 @@ def test_run_save_masks_writes_the_masks_the_first_block_ran(tmp_path):
         assert saved.hash() == mask_hash and saved.name == condition
     assert Mask.load(out / "masks" / "oracle.json").overlap(v_tgt) == v_tgt.size
     assert Mask.load(out / "masks" / "disjoint_oracle.json").overlap(v_tgt) == 0
+
+
+def test_step0_and_theta_r_scores_come_from_the_build_record_only_where_it_holds(monkeypatch):
+    """The build records theta_o's and theta_r's ES per item, equal to what a worker computes
+    from the saved models (bitwise: the same pass on the same batches); a worker reads its
+    step-0 and theta_r scores from it, selects a retain subset's values from it, and computes
+    them when the record is for another dtype or is absent."""
+    testbed = build_testbed(config_for("tiny", **SMALL))
+    record = testbed.recorded_item_es()
+    assert record is not None and record["n_forget"] == len(testbed.splits.forget)
+    fresh = worker_module.TestbedState(testbed, testbed.config.max_length)
+    theta_r = testbed.load_model("theta_r")
+    np.testing.assert_array_equal(fresh._per_item(fresh.model), record["theta_o"])
+    np.testing.assert_array_equal(fresh._per_item(theta_r), record["theta_r"])
+
+    forwards = []
+    original = worker_module.extraction_strength_per_item
+    monkeypatch.setattr(worker_module, "extraction_strength_per_item",
+                        lambda *args: forwards.append(1) or original(*args))
+    subset = worker_module.TestbedState(testbed, testbed.config.max_length, retain_items={"n": 5, "seed": 0})
+    scores, reference = subset.scores(0), subset.theta_r_scores()
+    assert forwards == []  # read from the record, no forward pass
+    n_forget = record["n_forget"]
+    retain = np.asarray(record["theta_o"][n_forget:])[subset.scored_retain]
+    assert scores == {"rs": pytest.approx(retain.mean(), abs=1e-15),
+                      "fs": pytest.approx(1 - np.mean(record["theta_o"][:n_forget]), abs=1e-15)}
+    assert reference["rs"] == pytest.approx(np.asarray(record["theta_r"][n_forget:])[subset.scored_retain].mean())
+
+    bf16 = worker_module.TestbedState(testbed, testbed.config.max_length, run_dtype="bfloat16")
+    bf16.scores(0), bf16.theta_r_scores()
+    assert len(forwards) == 2  # the record holds for float32 only: both computed
+    monkeypatch.setattr(type(testbed), "recorded_item_es", lambda self: None)
+    before = worker_module.TestbedState(testbed, testbed.config.max_length)
+    assert before.scores(0) == fresh._summarise(np.asarray(record["theta_o"])) and len(forwards) == 3
