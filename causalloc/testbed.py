@@ -256,11 +256,19 @@ class Testbed:
         path = self.path / ITEM_ES_FILE
         if not path.exists():
             return None
-        record = json.loads(path.read_text())
+        rebuild = "delete the testbed folder to rebuild it"
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: damaged record (not JSON: {exc}); {rebuild}") from None
+        missing = sorted({"max_length", "dtype", "device", "n_forget", "theta_o", "theta_r"} - set(record))
+        if missing:
+            raise DataError(f"{path}: damaged record (lacks {missing}); {rebuild}")
         expected = len(self.splits.forget) + len(self.splits.retain)
-        if any(len(record.get(which, ())) != expected for which in ("theta_o", "theta_r")):
-            raise DataError(f"{path}: damaged record (expected {expected} ES values per model, one per "
-                            "forget and retain item); delete the testbed folder to rebuild it")
+        if record["n_forget"] != len(self.splits.forget) or any(
+                len(record[which]) != expected for which in ("theta_o", "theta_r")):
+            raise DataError(f"{path}: damaged record (expected n_forget {len(self.splits.forget)} and "
+                            f"{expected} ES values per model, one per forget and retain item); {rebuild}")
         return record
 
     @property

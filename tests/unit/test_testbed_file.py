@@ -190,3 +190,10 @@ def test_a_damaged_record_of_scores_is_refused_naming_the_file(tmp_path, tmp_pat
     (copy / ITEM_ES_FILE).write_text(json.dumps({**record, "theta_o": record["theta_o"][:-1]}))
     with pytest.raises(DataError, match=f"{ITEM_ES_FILE}: damaged record"):
         load_testbed(copy).recorded_item_es()
+    del record["dtype"]
+    (copy / ITEM_ES_FILE).write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"damaged record \(lacks \['dtype'\]\)"):
+        load_testbed(copy).recorded_item_es()
+    (copy / ITEM_ES_FILE).write_text("{")
+    with pytest.raises(DataError, match="damaged record \\(not JSON"):
+        load_testbed(copy).recorded_item_es()
